@@ -1,0 +1,261 @@
+"""The decoding loop: `generate(pair, prompt, method, max_new_tokens)` for every method, with stats and a trace.
+
+Speculative methods share one loop: draft a tree, verify it in one target forward, accept the longest greedy path,
+commit it plus the bonus token in both caches. A linear draft is the tree with one child per node.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from functools import singledispatch
+
+import torch
+
+from . import kvcache
+from .draft import DraftState, commit_draft, draft_tree, fixed_expand, forward
+from .methods import Autoregressive, FixedTree, HFAssisted, Linear, label
+from .models import ModelPair
+from .verify import accept_greedy, commit_target, verify
+
+
+@dataclass
+class Generation:
+    token_ids: list[int]
+    text: str | None
+    stats: dict
+    trace: list[dict] = field(default_factory=list)
+    method: object = None
+    prompt_ids: list[int] = field(default_factory=list)
+
+    def trace_frame(self):
+        import pandas as pd
+
+        return pd.DataFrame(self.trace)
+
+
+@dataclass
+class Run:
+    """Per-call state handed to a method's decoder: inputs, the clock, and where the output goes."""
+
+    pair: ModelPair
+    prompt_ids: list[int]
+    max_new_tokens: int
+    eos_ids: set[int]
+    start: float = 0.0
+    ttft: float | None = None
+    tokens: list[int] = field(default_factory=list)
+    trace: list[dict] = field(default_factory=list)
+    extra: dict = field(default_factory=dict)  # method-specific stats (e.g. draft forwards)
+    finished: bool = False
+
+    def clock(self) -> float:
+        if self.pair.device.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
+    @property
+    def remaining(self) -> int:
+        return self.max_new_tokens - len(self.tokens)
+
+    def emit(self, new_tokens: list[int]) -> bool:
+        """Append committed tokens (cut at max_new_tokens or EOS); True when generation is finished."""
+        new_tokens = new_tokens[: self.remaining]
+        for i, tok in enumerate(new_tokens):
+            if tok in self.eos_ids:
+                new_tokens = new_tokens[: i + 1]
+                self.finished = True
+                break
+        if self.ttft is None and new_tokens:
+            self.ttft = self.clock() - self.start
+        self.tokens.extend(new_tokens)
+        self.finished = self.finished or self.remaining <= 0
+        return self.finished
+
+
+def generate(pair: ModelPair, prompt, method, max_new_tokens: int, *, stop_at_eos: bool = True) -> Generation:
+    """Generate greedily with `method`; the tokens equal target-only greedy decoding (up to float near-ties)."""
+    prompt_ids = encode(pair, prompt)
+    check_inputs(pair, prompt_ids, method, max_new_tokens)
+    eos = _eos_ids(pair) if stop_at_eos else set()
+    run = Run(pair=pair, prompt_ids=prompt_ids, max_new_tokens=max_new_tokens, eos_ids=eos)
+    run.start = run.clock()
+    with torch.inference_mode():
+        decode(method, run)
+    wall = run.clock() - run.start
+    tokens = run.tokens
+    text = pair.tokenizer.decode(tokens, skip_special_tokens=False) if pair.tokenizer is not None else None
+    return Generation(tokens, text, _stats(run, wall), run.trace, method, prompt_ids)
+
+
+def encode(pair: ModelPair, prompt) -> list[int]:
+    if isinstance(prompt, str):
+        if not prompt:
+            raise ValueError("prompt is empty")
+        if pair.tokenizer is None:
+            raise ValueError("a text prompt needs a tokenizer: give ModelPair(tokenizer=...) or pass token ids")
+        ids = pair.tokenizer(prompt)["input_ids"]
+    elif isinstance(prompt, torch.Tensor):
+        ids = prompt.flatten().tolist()
+    else:
+        ids = [int(t) for t in prompt]
+    if not ids:
+        raise ValueError("prompt is empty (no tokens)")
+    return ids
+
+
+def check_inputs(pair: ModelPair, prompt_ids: list[int], method, max_new_tokens: int) -> None:
+    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}")
+    vocab = pair.target.get_output_embeddings().weight.shape[0]
+    bad = [t for t in prompt_ids if not 0 <= t < vocab]
+    if bad:
+        raise ValueError(f"prompt has token ids outside the vocabulary [0, {vocab}): {bad[:5]}")
+    context = context_length(pair.target)
+    if context is not None and len(prompt_ids) + max_new_tokens > context:
+        raise ValueError(
+            f"prompt ({len(prompt_ids)} tokens) plus max_new_tokens ({max_new_tokens}) exceeds the target's "
+            f"context of {context} tokens"
+        )
+    if needs_draft(method) and pair.draft is None:
+        raise ValueError(f"{label(method)} needs a draft model, but the pair has none")
+
+
+def context_length(model) -> int | None:
+    return getattr(model.config, "max_position_embeddings", None)
+
+
+def needs_draft(method) -> bool:
+    return isinstance(method, (HFAssisted, Linear, FixedTree)) or getattr(method, "needs_draft", False)
+
+
+def _eos_ids(pair: ModelPair) -> set[int]:
+    ids = set()
+    for source in (pair.target.generation_config, pair.target.config, pair.tokenizer):
+        value = getattr(source, "eos_token_id", None) if source is not None else None
+        if value is not None:
+            ids.update(value if isinstance(value, (list, tuple)) else [value])
+    return ids
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Decoders: one per method type, registered with `decode.register` (other modules add their methods the same way).
+
+
+@singledispatch
+def decode(method, run: Run) -> None:
+    raise TypeError(f"unknown decoding method {method!r}")
+
+
+def prefill(run: Run) -> tuple[object, int]:
+    """Target forward over the prompt: fills its cache and yields the first new token (this is the TTFT)."""
+    target = run.pair.target
+    cache = kvcache.new_cache(target)
+    ids = torch.tensor([run.prompt_ids], device=target.device)
+    first = int(forward(target, ids, cache, logits_to_keep=1)[-1].argmax())
+    return cache, first
+
+
+@decode.register
+def _(method: Autoregressive, run: Run) -> None:
+    cache, token = prefill(run)
+    done = run.emit([token])
+    target = run.pair.target
+    while not done:
+        t0 = run.clock()
+        logits = forward(target, torch.tensor([[token]], device=target.device), cache, logits_to_keep=1)
+        token = int(logits[-1].argmax())
+        t1 = run.clock()
+        done = run.emit([token])
+        run.trace.append(_record(nodes=0, depth=0, accepted=0, committed=1, draft_s=0.0, verify_s=t1 - t0))
+
+
+@decode.register
+def _(method: Linear, run: Run) -> None:
+    speculate(run, fixed_expand(1, 0.0, method.k), width=1, depth=method.k)
+
+
+@decode.register
+def _(method: FixedTree, run: Run) -> None:
+    expand = fixed_expand(method.branch, method.threshold, method.max_nodes)
+    speculate(run, expand, width=method.branch, depth=method.depth)
+
+
+def speculate(run: Run, expand, width: int, depth: int, on_round=None) -> None:
+    """Draft -> verify -> accept -> commit until done. `on_round(record)` lets adaptive methods learn per round."""
+    pair = run.pair
+    target_cache, root = prefill(run)
+    done = run.emit([root])
+    t0 = run.clock()
+    draft = DraftState(kvcache.new_cache(pair.draft), pending=list(run.prompt_ids) + [root])
+    run.extra["draft_forwards"] = 0
+    while not done:
+        # A round commits at most depth + 1 tokens: never draft past what is still wanted.
+        round_depth = min(depth, run.remaining - 1)
+        drafted = draft_tree(pair.draft, draft, expand, width, round_depth) if round_depth > 0 else None
+        tree = drafted.tree if drafted else _root_only(root, pair.target.device)
+        t1 = run.clock()
+        prefix = kvcache.cache_len(target_cache)
+        target_next = verify(pair.target, target_cache, tree).argmax(dim=-1)
+        t2 = run.clock()
+        path, bonus = accept_greedy(tree, target_next)
+        commit_target(target_cache, prefix, path)
+        if drafted:
+            commit_draft(draft, drafted, path, bonus)
+            run.extra["draft_forwards"] += drafted.forwards
+        else:
+            draft.pending = draft.pending + tree.tokens[path[1:]].tolist() + [bonus]
+        committed = tree.tokens[path[1:]].tolist() + [bonus]
+        done = run.emit(committed)
+        root = bonus
+        t3 = run.clock()
+        record = _record(
+            nodes=tree.num_draft, depth=tree.max_depth, accepted=len(path) - 1, committed=len(committed),
+            draft_s=t1 - t0, verify_s=t2 - t1, commit_s=t3 - t2,
+        )
+        run.trace.append(record)
+        if on_round is not None:
+            on_round(record)
+        t0 = t3
+
+
+def _root_only(token: int, device):
+    from .tree import root
+
+    return root(token, device=device)
+
+
+def _record(**values) -> dict:
+    values.setdefault("commit_s", 0.0)
+    values["round_s"] = values["draft_s"] + values["verify_s"] + values["commit_s"]
+    return values
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def _stats(run: Run, wall: float) -> dict:
+    n = len(run.tokens)
+    trace = run.trace
+    rounds = len(trace)
+    drafted = sum(r["nodes"] for r in trace)
+    accepted = sum(r["accepted"] for r in trace)
+    deep = [r["accepted"] / r["depth"] for r in trace if r["depth"] > 0]
+    ttft = run.ttft if run.ttft is not None else wall
+    stats = {
+        "new_tokens": n,
+        "rounds": rounds,
+        "tokens_per_round": (sum(r["committed"] for r in trace) / rounds) if rounds else float("nan"),
+        "wall_s": wall,
+        "tokens_per_s": n / wall if wall > 0 else float("nan"),
+        "ttft_s": ttft,
+        "tpot_s": (wall - ttft) / (n - 1) if n > 1 else float("nan"),
+        "acceptance_depth": sum(deep) / len(deep) if deep else float("nan"),
+        "acceptance_nodes": accepted / drafted if drafted else float("nan"),
+        "drafted_nodes": drafted,
+        "accepted_nodes": accepted,
+        "draft_s": sum(r["draft_s"] for r in trace),
+        "verify_s": sum(r["verify_s"] for r in trace),
+        "commit_s": sum(r["commit_s"] for r in trace),
+    }
+    stats.update(run.extra)
+    return stats

@@ -1,0 +1,96 @@
+"""Decoding methods as small frozen dataclasses.
+
+A method is pure configuration: `dynatree_lib.generate(pair, prompt, method, max_new_tokens)` dispatches on its type.
+Validation happens at construction so that a bad parameter fails where it was written, with its name in the error.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+def _check_int(name: str, value, low: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+
+
+def _check_prob(name: str, value, *, allow_one: bool = False) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0 and (
+        value <= 1 if allow_one else value < 1
+    )
+    if not ok:
+        interval = "[0, 1]" if allow_one else "[0, 1)"
+        raise ValueError(f"{name} must be a probability in {interval}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class Autoregressive:
+    """Target-only greedy decoding: the reference every other method must reproduce token for token."""
+
+    name = "AR"
+
+
+@dataclass(frozen=True)
+class HFAssisted:
+    """transformers' own assisted generation (`generate(..., assistant_model=draft)`), with its default
+    dynamic draft-length schedule unless `num_assistant_tokens` is given."""
+
+    num_assistant_tokens: int | None = None
+    name = "HFAssisted"
+
+    def __post_init__(self):
+        if self.num_assistant_tokens is not None:
+            _check_int("num_assistant_tokens", self.num_assistant_tokens, 1)
+
+
+@dataclass(frozen=True)
+class Linear:
+    """Classic speculative decoding: the draft proposes a chain of `k` tokens, verified in one target forward."""
+
+    k: int = 5
+    name = "Linear"
+
+    def __post_init__(self):
+        _check_int("k", self.k, 1)
+
+
+@dataclass(frozen=True)
+class FixedTree:
+    """The research's "Tree V2": top-`branch` children per node, level by level up to `depth`; a child is pruned
+    when its cumulative draft probability falls below `threshold`; at most `max_nodes` draft nodes."""
+
+    depth: int = 5
+    branch: int = 2
+    threshold: float = 0.03
+    max_nodes: int = 128
+    name = "FixedTree"
+
+    def __post_init__(self):
+        _check_int("depth", self.depth, 1)
+        _check_int("branch", self.branch, 1)
+        _check_prob("threshold", self.threshold)
+        _check_int("max_nodes", self.max_nodes, 1)
+
+
+def label(method) -> str:
+    """A short human-readable label, e.g. 'FixedTree(D=5,B=2,tau=0.03,N=128)', used in tables and figures."""
+    if isinstance(method, Linear):
+        return f"Linear(K={method.k})"
+    if isinstance(method, FixedTree):
+        return f"FixedTree(D={method.depth},B={method.branch},tau={method.threshold:g},N={method.max_nodes})"
+    if hasattr(method, "label"):
+        return method.label()
+    return getattr(method, "name", type(method).__name__)
+
+
+@dataclass(frozen=True)
+class HFPromptLookup:
+    """transformers' own prompt-lookup decoding (`generate(..., prompt_lookup_num_tokens=...)`): drafts are copied
+    from n-gram matches in the context, no draft model."""
+
+    num_tokens: int = 10
+    max_ngram: int = 2
+    name = "HFPromptLookup"
+
+    def __post_init__(self):
+        _check_int("num_tokens", self.num_tokens, 1)
+        _check_int("max_ngram", self.max_ngram, 1)

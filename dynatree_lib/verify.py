@@ -1,0 +1,37 @@
+"""Parallel verification: one target forward over the whole tree, then greedy acceptance of the longest path."""
+from __future__ import annotations
+
+import torch
+
+from . import kvcache
+from .draft import forward
+from .mask import tree_attention_mask, tree_position_ids
+from .tree import Tree
+
+
+@torch.no_grad()
+def verify(model, cache, tree: Tree) -> torch.Tensor:
+    """The target's logits at every tree node (n, vocab): row i predicts the token that follows node i."""
+    prefix = kvcache.cache_len(cache)
+    mask = tree_attention_mask(tree.ancestors, prefix, model.dtype)
+    positions = tree_position_ids(tree.depth, prefix)
+    return forward(model, tree.tokens.unsqueeze(0), cache, positions, mask)
+
+
+def accept_greedy(tree: Tree, target_next: torch.Tensor) -> tuple[list[int], int]:
+    """The deepest node whose every ancestor's token equals the target's argmax at its parent.
+
+    Returns the accepted path (node indices from the root) and the bonus token: the target's argmax after the last
+    accepted node. Committing path tokens plus the bonus reproduces target-only greedy decoding exactly.
+    """
+    match = tree.tokens == target_next[tree.parents.clamp(min=0)]
+    match[0] = True
+    ok = ~(tree.ancestors & ~match).any(dim=1)
+    best = int(torch.argmax(tree.depth * ok))  # depth ties among ok nodes only happen for duplicate siblings
+    path = tree.path(best)
+    return path, int(target_next[best])
+
+
+def commit_target(cache, prefix: int, path: list[int]) -> None:
+    """Keep the root and accepted nodes (at cache slots prefix + node) and drop the rejected ones."""
+    kvcache.keep(cache, prefix, [prefix + node for node in path])

@@ -1,0 +1,76 @@
+"""Tiny randomly initialised causal LMs of the three families the library must support, for fast exact tests."""
+from __future__ import annotations
+
+import functools
+
+import torch
+from transformers import (
+    GPTNeoXConfig,
+    GPTNeoXForCausalLM,
+    LlamaConfig,
+    LlamaForCausalLM,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+)
+
+from dynatree_lib import ModelPair
+
+VOCAB = 96
+ARCHS = ("gpt_neox", "llama", "qwen2")
+
+
+def tiny_model(arch: str, seed: int, vocab: int = VOCAB, dtype=torch.float32, layers: int = 2):
+    torch.manual_seed(seed)
+    common = dict(vocab_size=vocab, hidden_size=32, num_hidden_layers=layers, num_attention_heads=4,
+                  intermediate_size=64, max_position_embeddings=256)
+    if arch == "gpt_neox":
+        model = GPTNeoXForCausalLM(GPTNeoXConfig(**common, rotary_pct=0.25))  # Pythia's partial rotary
+    elif arch == "llama":
+        model = LlamaForCausalLM(LlamaConfig(**common, num_key_value_heads=2))
+    elif arch == "qwen2":
+        model = Qwen2ForCausalLM(Qwen2Config(**common, num_key_value_heads=2))
+    else:
+        raise ValueError(arch)
+    # Random init is nearly uniform; sharper logits make drafts partially agree and argmax ties impossible.
+    with torch.no_grad():
+        model.get_output_embeddings().weight.mul_(8.0)
+    return model.to(dtype).eval()
+
+
+def perturbed(model, scale: float, seed: int):
+    """A copy of `model` with Gaussian noise on every weight: a draft that agrees often but not always."""
+    import copy
+
+    torch.manual_seed(seed)
+    clone = copy.deepcopy(model)
+    with torch.no_grad():
+        for p in clone.parameters():
+            p.add_(torch.randn_like(p) * scale * p.std().clamp(min=1e-3))
+    return clone
+
+
+@functools.lru_cache(maxsize=None)
+def tiny_pair(arch: str, draft_kind: str, dtype=torch.float32) -> ModelPair:
+    target = tiny_model(arch, seed=0, dtype=dtype)
+    if draft_kind == "same":
+        draft = target
+    elif draft_kind == "perturbed":
+        draft = perturbed(target, 0.5, seed=1)
+    elif draft_kind == "unrelated":
+        draft = tiny_model(arch, seed=2, dtype=dtype, layers=1)
+    else:
+        raise ValueError(draft_kind)
+    return ModelPair(target=target, draft=draft, name=f"tiny-{arch}-{draft_kind}")
+
+
+def reference_greedy(model, prompt_ids, max_new_tokens: int) -> list[int]:
+    """transformers' own greedy generate, EOS switched off: the ground truth every method must reproduce."""
+    ids = torch.tensor([prompt_ids])
+    saved = model.generation_config.eos_token_id
+    model.generation_config.eos_token_id = None
+    try:
+        out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
+                             do_sample=False, pad_token_id=0)
+    finally:
+        model.generation_config.eos_token_id = saved
+    return out[0, len(prompt_ids):].tolist()
