@@ -1,0 +1,112 @@
+"""Every greedy method reproduces target-only greedy decoding (transformers' generate) token for token, float32."""
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from dynatree_lib import Autoregressive, FixedTree, HFAssisted, Linear, generate, label
+from dynatree_lib.draft import draft_tree, DraftState, fixed_expand
+from dynatree_lib import kvcache
+from tiny import ARCHS, VOCAB, reference_greedy, tiny_pair
+
+DRAFTS = ("same", "perturbed", "unrelated")
+
+methods = st.one_of(
+    st.builds(Linear, k=st.integers(1, 8)),
+    st.builds(
+        FixedTree,
+        depth=st.integers(1, 7),
+        branch=st.integers(1, 4),
+        threshold=st.sampled_from([0.0, 0.001, 0.01, 0.05, 0.2]),
+        max_nodes=st.integers(1, 40),
+    ),
+)
+prompts = st.lists(st.integers(0, VOCAB - 1), min_size=1, max_size=24)
+
+
+@pytest.mark.parametrize("draft_kind", DRAFTS)
+@pytest.mark.parametrize("arch", ARCHS)
+@given(method=methods, prompt=prompts, n=st.integers(1, 40))
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_speculative_methods_equal_greedy(arch, draft_kind, method, prompt, n):
+    pair = tiny_pair(arch, draft_kind)
+    out = generate(pair, prompt, method, n, stop_at_eos=False)
+    assert out.token_ids == reference_greedy(pair.target, prompt, n), label(method)
+    assert len(out.token_ids) == n
+    assert sum(r["committed"] for r in out.trace) == n - 1  # the first token comes from the prefill
+
+
+EDGE_METHODS = [
+    Autoregressive(),
+    HFAssisted(),
+    Linear(1),
+    FixedTree(depth=1, branch=1, threshold=0.0),
+    FixedTree(depth=1, branch=5, threshold=0.0),
+    FixedTree(depth=8, branch=1, threshold=0.0),
+    FixedTree(depth=6, branch=3, threshold=0.0, max_nodes=10),  # budget binds
+    FixedTree(depth=8, branch=4, threshold=0.0, max_nodes=128),
+]
+
+
+@pytest.mark.parametrize("method", EDGE_METHODS, ids=label)
+@pytest.mark.parametrize("draft_kind", DRAFTS)
+@pytest.mark.parametrize("arch", ARCHS)
+def test_edge_configurations_equal_greedy(arch, draft_kind, method):
+    pair = tiny_pair(arch, draft_kind)
+    prompt = [3, 14, 15, 92, 65, 35, 89, 79]
+    out = generate(pair, prompt, method, 33, stop_at_eos=False)
+    assert out.token_ids == reference_greedy(pair.target, prompt, 33)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_same_draft_accepts_everything(arch):
+    """With draft == target every drafted chain token is accepted: rounds commit depth + 1 tokens."""
+    pair = tiny_pair(arch, "same")
+    out = generate(pair, [1, 2, 3], Linear(5), 1 + 6 * 5, stop_at_eos=False)
+    assert [r["committed"] for r in out.trace] == [6] * 5
+    assert out.stats["acceptance_depth"] == 1.0
+    tree = generate(pair, [1, 2, 3], FixedTree(depth=4, branch=2, threshold=0.0), 1 + 5 * 4, stop_at_eos=False)
+    assert [r["accepted"] for r in tree.trace] == [4] * 4
+
+
+def test_unrelated_draft_rarely_accepted():
+    pair = tiny_pair("llama", "unrelated")
+    out = generate(pair, [1, 2, 3], Linear(4), 40, stop_at_eos=False)
+    assert out.stats["acceptance_nodes"] < 0.3
+
+
+def test_budget_and_threshold_respected():
+    pair = tiny_pair("qwen2", "perturbed")
+    state = DraftState(kvcache.new_cache(pair.draft), pending=[5, 6, 7])
+    drafted = draft_tree(pair.draft, state, fixed_expand(4, 0.0, 11), width=4, max_depth=6)
+    assert drafted.tree.num_draft == 11
+    state = DraftState(kvcache.new_cache(pair.draft), pending=[5, 6, 7])
+    drafted = draft_tree(pair.draft, state, fixed_expand(3, 0.05, 128), width=3, max_depth=6)
+    assert (drafted.tree.cum_logp[1:].exp() >= 0.05).all()
+    # One draft forward per level, never one per node.
+    assert drafted.forwards <= drafted.tree.max_depth + 1
+
+
+def test_stop_at_eos_cuts_after_eos():
+    pair = tiny_pair("llama", "perturbed")
+    prompt = [9, 8, 7]
+    ref = reference_greedy(pair.target, prompt, 30)
+    eos = ref[10]
+    pair.target.generation_config.eos_token_id = eos
+    try:
+        out = generate(pair, prompt, FixedTree(depth=4, branch=2, threshold=0.0), 30, stop_at_eos=True)
+    finally:
+        pair.target.generation_config.eos_token_id = None
+    assert out.token_ids == ref[: ref.index(eos) + 1]
+
+
+def test_stats_and_trace_fields():
+    pair = tiny_pair("gpt_neox", "perturbed")
+    out = generate(pair, [1, 2, 3, 4], FixedTree(depth=3, branch=2, threshold=0.0), 20, stop_at_eos=False)
+    for key in ("rounds", "tokens_per_round", "wall_s", "tokens_per_s", "ttft_s", "tpot_s", "acceptance_depth",
+                "acceptance_nodes"):
+        assert key in out.stats
+    assert out.stats["rounds"] == len(out.trace) > 0
+    for rec in out.trace:
+        assert {"nodes", "depth", "accepted", "committed", "draft_s", "verify_s", "commit_s"} <= rec.keys()
+        assert 0 <= rec["accepted"] <= rec["depth"] <= 3 and rec["committed"] == rec["accepted"] + 1
+    assert 0 < out.stats["ttft_s"] <= out.stats["wall_s"]
