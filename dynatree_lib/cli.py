@@ -1,0 +1,80 @@
+"""Command line: `python -m dynatree_lib generate|demo|fetch ...`."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def _pair(args):
+    from .models import load_pair
+
+    if args.target == "embedded" or args.draft is None:
+        return load_pair(args.target, dtype=args.dtype, device=args.device)
+    return load_pair(args.target, args.draft, dtype=args.dtype, device=args.device)
+
+
+def _add_model_args(p):
+    p.add_argument("--target", default="embedded", help="'embedded' (Qwen2.5-Coder 1.5B/0.5B), 'pythia', or a name/path")
+    p.add_argument("--draft", default=None, help="draft model name or path (when --target is a name/path)")
+    p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
+    p.add_argument("--device", default="cpu")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m dynatree_lib", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    gen = sub.add_parser("generate", help="one generation with one method, printing the text and its stats")
+    gen.add_argument("prompt")
+    gen.add_argument("--method", default="FixedTree(depth=5, branch=2, threshold=0.03)",
+                     help='e.g. "AR", "Linear(k=6)", "FixedTree(depth=8, branch=3)", "DynaTree(phase=3)"')
+    gen.add_argument("--max-new-tokens", type=int, default=64)
+    gen.add_argument("--ignore-eos", action="store_true", help="force the full length (benchmarks do)")
+    gen.add_argument("--json", action="store_true", help="print stats as JSON")
+    _add_model_args(gen)
+
+    demo = sub.add_parser("demo", help="AR, Linear and FixedTree side by side on one prompt")
+    demo.add_argument("--prompt", default="def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n")
+    demo.add_argument("--max-new-tokens", type=int, default=64)
+    _add_model_args(demo)
+
+    sub.add_parser("fetch", help="download, verify and convert the embedded model pair (once)")
+
+    args = parser.parse_args(argv)
+    if args.command == "fetch":
+        from .models import fetch_embedded
+
+        print(fetch_embedded())
+        return 0
+
+    from . import generate, label
+    from .methods import parse
+
+    pair = _pair(args)
+    if args.command == "generate":
+        out = generate(pair, args.prompt, parse(args.method), args.max_new_tokens, stop_at_eos=not args.ignore_eos)
+        if args.json:
+            print(json.dumps(out.stats, indent=1))
+        else:
+            print(out.text)
+            print(_stats_line(label(out.method), out.stats), file=sys.stderr)
+        return 0
+
+    from .methods import Autoregressive, FixedTree, Linear
+
+    methods = [Autoregressive(), Linear(k=5), FixedTree(depth=5, branch=2, threshold=0.03)]
+    results = [generate(pair, args.prompt, m, args.max_new_tokens, stop_at_eos=False) for m in methods]
+    ar = results[0]
+    for out in results:
+        same = "identical to AR" if out.token_ids == ar.token_ids else "DIFFERS from AR"
+        print(f"=== {label(out.method)} ({same})\n{out.text}\n")
+    for out in results:
+        print(_stats_line(label(out.method), out.stats, ar.stats["wall_s"]))
+    return 0
+
+
+def _stats_line(name, stats, ar_wall=None) -> str:
+    speed = f"  speedup {ar_wall / stats['wall_s']:.2f}x" if ar_wall else ""
+    return (f"{name:<40} {stats['tokens_per_s']:6.2f} tok/s{speed}  tokens/round {stats['tokens_per_round']:.2f}"
+            f"  acceptance(depth) {stats['acceptance_depth']:.2f}")
