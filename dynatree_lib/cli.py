@@ -49,7 +49,7 @@ def main(argv=None) -> int:
         return 0
 
     from . import generate, label
-    from .methods import parse
+    from .bench import parse_method as parse
 
     pair = _pair(args)
     if args.command == "generate":

@@ -60,10 +60,11 @@ def _hf_generate(run: Run, **kwargs) -> None:
         hook.remove()
     new = out[0, len(run.prompt_ids):].tolist()
     run.tokens.extend(new)
-    rounds = max(len(forwards) - 1, 0)  # the first forward is the prefill
-    # generate exposes no per-round events, so rounds come from the hook and the trace stays empty.
-    run.extra.update(target_forwards=len(forwards), rounds=rounds,
-                     tokens_per_round=(len(new) - 1) / rounds if rounds else float("nan"))
+    # Assisted generation verifies its first candidates in the same forward that reads the prompt, so every target
+    # forward is a round; generate exposes no per-round events, so the trace stays empty.
+    rounds = len(forwards)
+    run.extra.update(target_forwards=rounds, rounds=rounds,
+                     tokens_per_round=len(new) / rounds if rounds else float("nan"))
 
 
 @decode.register

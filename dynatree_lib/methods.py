@@ -77,6 +77,10 @@ def label(method) -> str:
         return f"Linear(K={method.k})"
     if isinstance(method, FixedTree):
         return f"FixedTree(D={method.depth},B={method.branch},tau={method.threshold:g},N={method.max_nodes})"
+    if isinstance(method, HFAssisted) and method.num_assistant_tokens is not None:
+        return f"HFAssisted(K={method.num_assistant_tokens})"
+    if isinstance(method, HFPromptLookup):
+        return f"HFPromptLookup(K={method.num_tokens},n={method.max_ngram})"
     if hasattr(method, "label"):
         return method.label()
     return getattr(method, "name", type(method).__name__)
@@ -95,36 +99,3 @@ class HFPromptLookup:
         _check_int("num_tokens", self.num_tokens, 1)
         _check_int("max_ngram", self.max_ngram, 1)
 
-
-def parse(spec: str):
-    """A method from a string such as "FixedTree(depth=5, branch=2)" or "Linear(k=6)" or "AR" (CLI, benchmark lists).
-
-    Only the method classes exported by `dynatree_lib` are reachable, and arguments must be Python literals."""
-    import ast
-
-    import dynatree_lib
-
-    aliases = {"AR": "Autoregressive"}
-    tree = ast.parse(spec.strip(), mode="eval").body
-    name, kwargs = None, {}
-    if isinstance(tree, ast.Name):
-        name = tree.id
-    elif isinstance(tree, ast.Call) and isinstance(tree.func, ast.Name) and not tree.args:
-        name = tree.func.id
-        try:
-            kwargs = {kw.arg: _literal(kw.value) for kw in tree.keywords}
-        except ValueError as err:
-            raise ValueError(f"method spec {spec!r}: {err}") from None
-    name = aliases.get(name, name)
-    cls = getattr(dynatree_lib, name, None) if name else None
-    if cls is None or not isinstance(cls, type) or not hasattr(cls, "__dataclass_fields__"):
-        raise ValueError(f"cannot parse method spec {spec!r}: write e.g. FixedTree(depth=5, branch=2) or Linear(k=6)")
-    return cls(**kwargs)
-
-
-def _literal(node):
-    import ast
-
-    if isinstance(node, ast.Call):  # nested method, e.g. Streaming(method=Linear(k=4))
-        return parse(ast.unparse(node))
-    return ast.literal_eval(node)

@@ -1,0 +1,552 @@
+"""The benchmark harness: every (method, prompt, max_new_tokens) timed the same way, into tidy tables with provenance.
+
+    df = run_benchmark(pair, [Linear(5), FixedTree()], load_prompts("humaneval", 5), 128, experiment="goal")
+
+Rules every number obeys:
+- Full length: EOS is ignored (stop_at_eos=False), so every method generates exactly max_new_tokens tokens.
+- Speedup is a ratio of two walls measured in the same process: Autoregressive (AR) is always run for each
+  (prompt, max_new_tokens) in this call, even when its own row was stored by an earlier run, and a method's
+  `speedup` is the median AR wall / the method's wall. `ar_wall_s` on each row says which reference was used.
+- Warm-up: each method runs `warmup` untimed generations the first time it runs in a call (one-time costs:
+  allocator growth, lazy init, transformers' generate set-up), then `repeats` timed ones.
+- What is measured outside the timed region: perplexity (one extra target forward over prompt + generation) and
+  the token match against AR.
+
+Storage and resume: with `experiment=`, rows go to `<out>/<experiment>.csv` (default data/results/), one
+configuration (method x prompt x length, all repeats) at a time. Each append rewrites the whole file into a temp
+file and renames it over the old one (os.replace), so a killed sweep leaves the last finished configuration on
+disk and never a half-written file. A rerun skips configurations already stored, keyed on (method label, prompt id,
+max_new_tokens, pair, dtype, device). One process per experiment file at a time: two concurrent writers would
+overwrite each other's appends. The sidecar `<experiment>.meta.json` holds the full provenance of every session
+that wrote to the file.
+"""
+from __future__ import annotations
+
+import ast
+import dataclasses
+import json
+import math
+import os
+import re
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from .decoding import check_inputs, encode, generate
+from .methods import Autoregressive, label
+from .provenance import pair_info, provenance, row_provenance, utc_now
+
+KEY = ("method", "prompt_id", "max_new_tokens", "pair", "dtype", "device")
+
+
+def results_dir() -> Path:
+    """data/results/ (under $DYNATREE_DATA when set)."""
+    from .prompts import data_dir
+
+    return data_dir() / "results"
+
+
+def run_benchmark(
+    pair,
+    methods,
+    prompts,
+    max_new_tokens,
+    *,
+    repeats: int = 1,
+    warmup: int = 1,
+    out: str | os.PathLike | None = None,
+    experiment: str | None = None,
+    params: dict | None = None,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Benchmark `methods` (AR added if absent) on every prompt and every length in `max_new_tokens` (int or list).
+
+    `prompts`: a DataFrame with `id` and `text` (as `load_prompts` gives), a dict {id: prompt}, or a list of
+    prompts (ids "0", "1", ...); a prompt is text or token ids. Returns one row per timed run, for the
+    configurations asked for (stored ones included). Nothing is written unless `experiment` is given.
+    """
+    if not isinstance(repeats, int) or repeats < 1:
+        raise ValueError(f"repeats must be an integer >= 1, got {repeats!r}")
+    if not isinstance(warmup, int) or warmup < 0:
+        raise ValueError(f"warmup must be an integer >= 0, got {warmup!r}")
+    if out is not None and experiment is None:
+        raise ValueError("out= names where an experiment's results go; give experiment= too")
+    methods = with_ar(methods)
+    lengths = _lengths(max_new_tokens)
+    prompt_list = [(pid, encode(pair, p)) for pid, p in as_prompts(prompts)]
+    for _, ids in prompt_list:  # fail now, not two hours into a sweep
+        for n in lengths:
+            for m in methods:
+                check_inputs(pair, ids, m, n)
+
+    session = provenance(pair, {**(params or {}), "repeats": repeats, "warmup": warmup})
+    ident = pair_info(pair)
+    path = results_path(experiment, out) if experiment is not None else None
+    table = read_results(path) if path is not None else pd.DataFrame()
+    if path is not None:
+        _write_meta(path, session)
+    done = stored_keys(table)
+    key = lambda m, pid, n: (label(m), pid, n, ident["pair"], ident["dtype"], ident["device"])  # noqa: E731
+    wanted = {key(m, pid, n) for pid, _ in prompt_list for n in lengths for m in methods}
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(wanted), initial=len(wanted & done), desc=experiment or "benchmark", unit="config",
+               disable=not progress)
+    bench = _Bench(pair, repeats, warmup)
+    new_rows: list[dict] = []
+    try:
+        with bench.timer:
+            for pid, ids in prompt_list:
+                for n in lengths:
+                    todo = [m for m in methods if key(m, pid, n) not in done]
+                    if not todo:
+                        continue
+                    bar.set_postfix_str(f"AR reference | {pid} | {n}", refresh=False)
+                    ar_runs = bench.measure(methods[0], ids, n)  # the reference, measured in this process
+                    for m in todo:
+                        bar.set_postfix_str(f"{label(m)} | {pid} | {n}", refresh=False)
+                        runs = ar_runs if m is methods[0] else bench.measure(m, ids, n)
+                        rows = [bench.row(m, pid, ids, n, r, run, ar_runs) for r, run in enumerate(runs)]
+                        rows = [{"experiment": experiment, **row, **ident, **row_provenance(session),
+                                 "date_utc": utc_now()} for row in rows]
+                        new_rows.extend(rows)
+                        if path is not None:
+                            table = _append(path, table, rows)
+                        bar.update(1)
+    finally:
+        bar.close()
+    result = table if path is not None else pd.DataFrame(new_rows)
+    if result.empty:
+        return result
+    mask = [k in wanted for k in _keys(result)]
+    return result[mask].reset_index(drop=True)
+
+
+def with_ar(methods) -> list:
+    """The methods with Autoregressive first (added if absent); labels must be unique, they key the results."""
+    methods = list(methods)
+    ar = [m for m in methods if isinstance(m, Autoregressive)]
+    methods = (ar[:1] or [Autoregressive()]) + [m for m in methods if not isinstance(m, Autoregressive)]
+    labels = [label(m) for m in methods]
+    dupes = sorted({x for x in labels if labels.count(x) > 1})
+    if dupes:
+        raise ValueError(f"methods must have distinct labels (they key the stored results); duplicated: {dupes}")
+    return methods
+
+
+def as_prompts(prompts) -> list[tuple[str, object]]:
+    """Normalise prompts to [(id, prompt)] with string ids."""
+    if isinstance(prompts, pd.DataFrame):
+        column = next((c for c in ("input_ids", "text", "prompt") if c in prompts.columns), None)
+        if "id" not in prompts.columns or column is None:
+            raise ValueError("a prompts DataFrame needs an 'id' column and a 'text' (or 'prompt'/'input_ids') column")
+        items = list(zip(prompts["id"], prompts[column]))
+    elif isinstance(prompts, dict):
+        items = list(prompts.items())
+    elif isinstance(prompts, (str, torch.Tensor)) or (
+        isinstance(prompts, (list, tuple)) and prompts and all(isinstance(t, int) for t in prompts)
+    ):
+        raise ValueError("prompts must be a collection of prompts; wrap a single prompt in a list: [prompt]")
+    else:
+        items = [(str(i), p) for i, p in enumerate(prompts)]
+    if not items:
+        raise ValueError("prompts is empty")
+    ids = [str(i) for i, _ in items]
+    if len(set(ids)) != len(ids):
+        raise ValueError("prompt ids must be unique")
+    return [(str(i), p) for i, p in items]
+
+
+def _lengths(max_new_tokens) -> list[int]:
+    lengths = [max_new_tokens] if isinstance(max_new_tokens, int) else list(max_new_tokens)
+    for n in lengths:
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise ValueError(f"max_new_tokens must be an integer >= 1 (or a list of them), got {n!r}")
+    if not lengths:
+        raise ValueError("max_new_tokens is empty")
+    return lengths
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Measuring one configuration
+
+
+class ForwardTimer:
+    """Seconds and calls spent inside the target's and the draft's forward, via module hooks.
+
+    Everything else in a generation's wall time (tree building, masks, argmax, cache surgery, Python) is
+    bookkeeping. The hooks cost a few microseconds per forward, far below one forward of any real model.
+    """
+
+    def __init__(self, pair):
+        self.models = {"target": pair.target}
+        if pair.draft is not None and pair.draft is not pair.target:
+            self.models["draft"] = pair.draft
+        self.cuda = pair.device.type == "cuda"
+        self.handles = []
+        self.reset()
+
+    def reset(self):
+        self.seconds = {role: 0.0 for role in self.models}
+        self.calls = {role: 0 for role in self.models}
+        self._start = {}
+
+    def _clock(self):
+        if self.cuda:
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
+    def __enter__(self):
+        for role, model in self.models.items():
+            def pre(module, args, role=role):
+                self._start[role] = self._clock()
+
+            def post(module, args, output, role=role):
+                self.seconds[role] += self._clock() - self._start.pop(role)
+                self.calls[role] += 1
+
+            self.handles += [model.register_forward_pre_hook(pre), model.register_forward_hook(post)]
+        return self
+
+    def __exit__(self, *exc):
+        for handle in self.handles:
+            handle.remove()
+        self.handles = []
+
+
+class _PeakMemory:
+    """Peak memory of one run, and its growth over the start of the run (KV caches, activations, temporaries).
+
+    GPU: torch.cuda max allocated. CPU: the process's RSS high-water mark (VmHWM), reset before the run through
+    /proc/self/clear_refs. RSS is process-wide (both models, Python, everything else alive) and counts mmapped
+    weights only while their pages are resident, so it can even sit below the parameter bytes; rows therefore
+    also carry `param_bytes`, and `peak_mem_delta_bytes` isolates what the run itself added.
+    """
+
+    def __init__(self, device):
+        self.cuda = device.type == "cuda"
+        self.start = 0
+
+    def reset(self):
+        if self.cuda:
+            torch.cuda.reset_peak_memory_stats()
+            self.start = torch.cuda.memory_allocated()
+            return
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")  # resets VmHWM to the current RSS (Linux >= 4.0)
+        except OSError:
+            pass
+        self.start = self._status("VmRSS:") or _rss()
+
+    @staticmethod
+    def _status(field: str) -> int | None:
+        try:
+            with open("/proc/self/status") as f:
+                for line in f:
+                    if line.startswith(field):
+                        return int(line.split()[1]) * 1024
+        except OSError:
+            pass
+        return None
+
+    def peak(self) -> dict:
+        if self.cuda:
+            peak, kind = torch.cuda.max_memory_allocated(), "cuda_max_allocated"
+        else:
+            peak, kind = self._status("VmHWM:"), "rss_peak"
+            if peak is None:  # no /proc: the RSS now is the best available
+                peak, kind = _rss(), "rss_after"
+        return {"peak_mem_bytes": peak, "peak_mem_delta_bytes": peak - self.start, "peak_mem_kind": kind}
+
+
+def _rss() -> int:
+    import psutil
+
+    return psutil.Process().memory_info().rss
+
+
+class _Bench:
+    def __init__(self, pair, repeats: int, warmup: int):
+        self.pair, self.repeats, self.warmup = pair, repeats, warmup
+        self.timer = ForwardTimer(pair)
+        self.memory = _PeakMemory(pair.device)
+        self.warmed: set[str] = set()
+        self._ppl: dict[tuple, float] = {}
+
+    def measure(self, method, ids: list[int], n: int) -> list[dict]:
+        if label(method) not in self.warmed:
+            for _ in range(self.warmup):
+                generate(self.pair, ids, method, n, stop_at_eos=False)
+            self.warmed.add(label(method))
+        runs = []
+        for _ in range(self.repeats):
+            self.memory.reset()
+            self.timer.reset()
+            gen = generate(self.pair, ids, method, n, stop_at_eos=False)
+            runs.append({"gen": gen, "memory": self.memory.peak(),
+                         "forward_s": dict(self.timer.seconds), "forward_calls": dict(self.timer.calls)})
+        return runs
+
+    def perplexity(self, ids: list[int], new: list[int]) -> float:
+        k = (tuple(ids), tuple(new))
+        if k not in self._ppl:
+            self._ppl[k] = perplexity(self.pair.target, ids, new)
+        return self._ppl[k]
+
+    def row(self, method, pid: str, ids: list[int], n: int, repeat: int, run: dict, ar_runs: list[dict]) -> dict:
+        gen, stats = run["gen"], run["gen"].stats
+        ar_wall = statistics.median(r["gen"].stats["wall_s"] for r in ar_runs)
+        ar_tokens = ar_runs[0]["gen"].token_ids
+        wall = stats["wall_s"]
+        forward_s = sum(run["forward_s"].values())
+        round_s = sum(r["round_s"] for r in gen.trace)
+        divergence = first_divergence(gen.token_ids, ar_tokens)
+        return {
+            "method": label(method),
+            "method_type": type(method).__name__,
+            "method_params": json.dumps(_fields(method), sort_keys=True),
+            "prompt_id": pid,
+            "prompt_tokens": len(ids),
+            "max_new_tokens": n,
+            "repeat": repeat,
+            "new_tokens": stats["new_tokens"],
+            "wall_s": wall,
+            "tokens_per_s": stats["tokens_per_s"],
+            "speedup": ar_wall / wall if wall > 0 else math.nan,
+            "ar_wall_s": ar_wall,
+            "ttft_s": stats["ttft_s"],
+            "tpot_s": stats["tpot_s"],
+            "rounds": stats["rounds"],
+            "tokens_per_round": stats["tokens_per_round"],
+            "acceptance_depth": stats["acceptance_depth"],
+            "acceptance_nodes": stats["acceptance_nodes"],
+            "drafted_nodes": stats["drafted_nodes"],
+            "accepted_nodes": stats["accepted_nodes"],
+            "kv_compressions": stats.get("kv_compressions", math.nan),
+            "draft_s": stats["draft_s"],
+            "verify_s": stats["verify_s"],
+            "commit_s": stats["commit_s"],
+            "commit_share": stats["commit_s"] / round_s if round_s > 0 else math.nan,
+            "target_forwards": run["forward_calls"]["target"],
+            "draft_forwards": run["forward_calls"].get("draft", 0),
+            "target_forward_s": run["forward_s"]["target"],
+            "draft_forward_s": run["forward_s"].get("draft", 0.0),
+            "bookkeeping_share": 1 - forward_s / wall if wall > 0 else math.nan,
+            **run["memory"],
+            "perplexity": self.perplexity(ids, gen.token_ids),
+            "match_ar": divergence == -1,
+            "first_divergence": divergence,
+        }
+
+
+def _fields(method) -> dict:
+    return dataclasses.asdict(method) if dataclasses.is_dataclass(method) else {}
+
+
+def first_divergence(tokens: list[int], reference: list[int]) -> int:
+    """Index of the first token that differs from `reference` (a length mismatch counts at the shorter end); -1
+    when identical."""
+    for i, (a, b) in enumerate(zip(tokens, reference)):
+        if a != b:
+            return i
+    return -1 if len(tokens) == len(reference) else min(len(tokens), len(reference))
+
+
+@torch.inference_mode()
+def perplexity(model, prompt_ids: list[int], new_ids: list[int]) -> float:
+    """exp(mean negative log-likelihood) of `new_ids` given the prompt under `model`: one forward, float32 softmax."""
+    if not new_ids:
+        return math.nan
+    ids = torch.tensor([list(prompt_ids) + list(new_ids)], device=model.device)
+    logits = model(input_ids=ids, use_cache=False, logits_to_keep=len(new_ids) + 1).logits[0, :-1]
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    target = torch.tensor(new_ids, device=logits.device)
+    nll = -logp.gather(1, target[:, None]).mean()
+    return float(nll.exp())
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Storage
+
+
+def results_path(experiment: str, out=None) -> Path:
+    if not isinstance(experiment, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", experiment):
+        raise ValueError(f"experiment must be a file-name-safe name (letters, digits, _ . -), got {experiment!r}")
+    return Path(out if out is not None else results_dir()) / f"{experiment}.csv"
+
+
+def read_results(path) -> pd.DataFrame:
+    """A results CSV as written by run_benchmark (empty DataFrame when absent)."""
+    path = Path(path)
+    if not path.exists():
+        return pd.DataFrame()
+    # Only empty cells are missing values: a prompt id such as "NA" stays a string.
+    return pd.read_csv(path, dtype={"prompt_id": str, "method": str, "pair": str}, keep_default_na=False,
+                       na_values=[""])
+
+
+def _keys(table: pd.DataFrame) -> list[tuple]:
+    if table.empty:
+        return []
+    cols = [table[c] for c in KEY]
+    return [(m, str(p), int(n), pair, d, dev) for m, p, n, pair, d, dev in zip(*cols)]
+
+
+def stored_keys(table: pd.DataFrame) -> set[tuple]:
+    return set(_keys(table))
+
+
+def _append(path: Path, table: pd.DataFrame, rows: list[dict]) -> pd.DataFrame:
+    table = pd.concat([table, pd.DataFrame(rows)], ignore_index=True) if not table.empty else pd.DataFrame(rows)
+    _write_atomic(path, table.to_csv(index=False))
+    return table
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _write_meta(path: Path, session: dict) -> None:
+    meta_path = path.with_suffix(".meta.json")
+    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {"experiment": path.stem, "sessions": []}
+    meta["sessions"].append(session)
+    meta["updated_utc"] = session["date_utc"]
+    _write_atomic(meta_path, json.dumps(meta, indent=2, default=str) + "\n")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Method specs on the command line: "AR,HFAssisted,Linear(K=4..8),FixedTree(D=5,B=2,tau=0.03,N=128)"
+
+# label() abbreviations back to field names.
+ALIASES = {"K": "k", "D": "depth", "B": "branch", "tau": "threshold", "N": "max_nodes"}
+
+
+def _method_classes() -> dict:
+    import dynatree_lib
+
+    classes = {}
+    for obj in vars(dynatree_lib).values():
+        if isinstance(obj, type) and dataclasses.is_dataclass(obj) and hasattr(obj, "name"):
+            classes[obj.__name__] = obj
+            classes.setdefault(obj.name, obj)
+    return classes
+
+
+def _split_top(text: str) -> list[str]:
+    parts, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        depth += ch in "([{"
+        depth -= ch in ")]}"
+        if ch == "," and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    parts.append(text[start:])
+    return [p.strip() for p in parts if p.strip()]
+
+
+def _value(text: str):
+    text = text.strip()
+    if re.fullmatch(r"-?\d+\.\.-?\d+", text):  # an inclusive integer range expands into several methods
+        low, high = map(int, text.split(".."))
+        return list(range(low, high + 1)), True
+    try:
+        return ast.literal_eval(text), False
+    except (ValueError, SyntaxError):
+        pass
+    if re.fullmatch(r"[A-Za-z_]\w*\s*\(.*\)", text, flags=re.S):  # a nested method, e.g. Streaming(method=Linear(K=4))
+        inner = parse_methods(text)
+        if len(inner) == 1:
+            return inner[0], False
+    return text, False
+
+
+def parse_methods(spec: str) -> list:
+    """Methods from a comma-separated spec; `label()` output parses back to the same method. A value `a..b`
+    expands to one method per integer, e.g. "Linear(K=4..8)" is five methods."""
+    import itertools
+
+    classes = _method_classes()
+    methods = []
+    for item in _split_top(spec):
+        match = re.fullmatch(r"([A-Za-z_]\w*)\s*(?:\((.*)\))?", item, flags=re.S)
+        if not match or match.group(1) not in classes:
+            raise ValueError(f"unknown method {item!r}; known: {', '.join(sorted(classes))}")
+        cls = classes[match.group(1)]
+        fields = {f.name for f in dataclasses.fields(cls)}
+        options = {}
+        for arg in _split_top(match.group(2) or ""):
+            if "=" not in arg:
+                raise ValueError(f"{item!r}: arguments must be key=value, got {arg!r}")
+            k, v = (s.strip() for s in arg.split("=", 1))
+            k = k if k in fields else ALIASES.get(k, k)
+            if k not in fields:
+                raise ValueError(f"{item!r}: {cls.__name__} has no parameter {k!r}; parameters: {sorted(fields)}")
+            value, many = _value(v)
+            options[k] = value if many else [value]
+        for combo in itertools.product(*options.values()):
+            methods.append(cls(**dict(zip(options, combo))))
+    return methods
+
+
+def parse_method(spec: str):
+    """Exactly one method from a spec such as "FixedTree(D=8, B=3, tau=0.03)" or "AR"."""
+    methods = parse_methods(spec)
+    if len(methods) != 1:
+        raise ValueError(f"{spec!r} names {len(methods)} methods; expected one")
+    return methods[0]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Summaries
+
+
+def summarize(df: pd.DataFrame, baseline: str | None = "HFAssisted") -> pd.DataFrame:
+    """One row per (method, max_new_tokens): medians over prompts of each prompt's median over repeats.
+
+    `speedup_min` is the worst prompt; `speedup_vs_<baseline>` compares per prompt the two speedups over AR
+    (each a same-process ratio), so it stays valid when the two methods ran in different resumed sessions.
+    """
+    per_prompt = (df.groupby(["method", "max_new_tokens", "prompt_id"], sort=False)
+                  .agg(tokens_per_s=("tokens_per_s", "median"), speedup=("speedup", "median"),
+                       bookkeeping_share=("bookkeeping_share", "median"), commit_share=("commit_share", "median"),
+                       tokens_per_round=("tokens_per_round", "median"),
+                       acceptance_depth=("acceptance_depth", "median"), match_ar=("match_ar", "all"))
+                  .reset_index())
+    columns = {}
+    if baseline is not None and baseline in set(per_prompt["method"]):
+        base = per_prompt[per_prompt["method"] == baseline].set_index(["max_new_tokens", "prompt_id"])["speedup"]
+        idx = pd.MultiIndex.from_frame(per_prompt[["max_new_tokens", "prompt_id"]])
+        per_prompt[f"speedup_vs_{baseline}"] = per_prompt["speedup"].to_numpy() / base.reindex(idx).to_numpy()
+        columns[f"speedup_vs_{baseline}"] = (f"speedup_vs_{baseline}", "median")
+    out = (per_prompt.groupby(["method", "max_new_tokens"], sort=False)
+           .agg(prompts=("prompt_id", "nunique"), tokens_per_s=("tokens_per_s", "median"),
+                speedup=("speedup", "median"), speedup_min=("speedup", "min"), **columns,
+                tokens_per_round=("tokens_per_round", "median"), acceptance_depth=("acceptance_depth", "median"),
+                bookkeeping_share=("bookkeeping_share", "median"), commit_share=("commit_share", "median"),
+                match_ar=("match_ar", "mean"))
+           .reset_index())
+    return out
+
+
+def with_params(df: pd.DataFrame) -> pd.DataFrame:
+    """`df` plus one column per method parameter (depth, branch, k, ...) parsed from `method_params`, for sweeps
+    and heatmaps; methods without that parameter get NaN."""
+    params = pd.DataFrame([json.loads(p) if isinstance(p, str) and p else {} for p in df["method_params"]],
+                          index=df.index)
+    return pd.concat([df, params[[c for c in params.columns if c not in df.columns]]], axis=1)
