@@ -1,20 +1,24 @@
 """The decoding loop: `generate(pair, prompt, method, max_new_tokens)` for every method, with stats and a trace.
 
 Speculative methods share one loop: draft a tree, verify it in one target forward, accept the longest greedy path,
-commit it plus the bonus token in both caches. A linear draft is the tree with one child per node.
+commit it plus the bonus token in both caches. A linear draft is the tree with one child per node. With temperature
+> 0 the same loop drafts by sampling and accepts by recursive rejection sampling (sampling.py), so every method that
+runs on `speculate` samples exactly from the target's distribution.
 """
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
 from functools import singledispatch
+from types import SimpleNamespace
 
 import torch
 
 from . import kvcache
 from .draft import DraftState, commit_draft, draft_tree, fixed_expand, forward
-from .methods import Autoregressive, FixedTree, HFAssisted, Linear, label
-from .models import ModelPair
+from .methods import Autoregressive, FixedTree, HFAssisted, HFPromptLookup, Linear, label
+from .models import ModelPair, vocab_size
+from .sampling import Sampling, accept_sampling, make_sampling
 from .verify import accept_greedy, commit_target, verify
 
 
@@ -47,6 +51,12 @@ class Run:
     trace: list[dict] = field(default_factory=list)
     extra: dict = field(default_factory=dict)  # method-specific stats (e.g. draft forwards)
     finished: bool = False
+    target_kv: object = None  # how speculate keeps the target's cache: None is full context (FULL_CONTEXT)
+    sampling: Sampling | None = None  # None: greedy
+
+    def next_token(self, logits: torch.Tensor) -> int:
+        """The target's next token from one row of its logits: argmax, or a draw when sampling."""
+        return int(logits.argmax()) if self.sampling is None else self.sampling.sample(logits)
 
     def clock(self) -> float:
         if self.pair.device.type == "cuda":
@@ -72,12 +82,21 @@ class Run:
         return self.finished
 
 
-def generate(pair: ModelPair, prompt, method, max_new_tokens: int, *, stop_at_eos: bool = True) -> Generation:
-    """Generate greedily with `method`; the tokens equal target-only greedy decoding (up to float near-ties)."""
+def generate(pair: ModelPair, prompt, method, max_new_tokens: int, *, stop_at_eos: bool = True,
+             temperature: float = 0.0, top_k: int | None = None, top_p: float | None = None,
+             seed: int | None = None) -> Generation:
+    """Generate with `method`. Greedy by default: the tokens equal target-only greedy decoding (up to float
+    near-ties). With `temperature` > 0 every token is sampled from the target's distribution processed as in
+    transformers (temperature, then `top_k`, then `top_p`), and the output is distributed exactly as target-only
+    sampling; `seed` makes a run reproducible (None: fresh randomness)."""
+    sampling = make_sampling(temperature, top_k, top_p, seed, pair.device)
     prompt_ids = encode(pair, prompt)
     check_inputs(pair, prompt_ids, method, max_new_tokens)
+    pair = pair.with_draft_bits(getattr(method, "draft_bits", None))
+    if sampling is not None and isinstance(method, (HFAssisted, HFPromptLookup)):
+        raise ValueError(f"{label(method)} runs transformers' greedy generate; temperature > 0 is not supported")
     eos = _eos_ids(pair) if stop_at_eos else set()
-    run = Run(pair=pair, prompt_ids=prompt_ids, max_new_tokens=max_new_tokens, eos_ids=eos)
+    run = Run(pair=pair, prompt_ids=prompt_ids, max_new_tokens=max_new_tokens, eos_ids=eos, sampling=sampling)
     run.start = run.clock()
     with torch.inference_mode():
         decode(method, run)
@@ -106,7 +125,7 @@ def encode(pair: ModelPair, prompt) -> list[int]:
 def check_inputs(pair: ModelPair, prompt_ids: list[int], method, max_new_tokens: int) -> None:
     if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}")
-    vocab = pair.target.get_output_embeddings().weight.shape[0]
+    vocab = vocab_size(pair.target)
     bad = [t for t in prompt_ids if not 0 <= t < vocab]
     if bad:
         raise ValueError(f"prompt has token ids outside the vocabulary [0, {vocab}): {bad[:5]}")
@@ -151,7 +170,7 @@ def prefill(run: Run) -> tuple[object, int]:
     target = run.pair.target
     cache = kvcache.new_cache(target)
     ids = torch.tensor([run.prompt_ids], device=target.device)
-    first = int(forward(target, ids, cache, logits_to_keep=1)[-1].argmax())
+    first = run.next_token(forward(target, ids, cache, logits_to_keep=1)[-1])
     return cache, first
 
 
@@ -163,48 +182,72 @@ def _(method: Autoregressive, run: Run) -> None:
     while not done:
         t0 = run.clock()
         logits = forward(target, torch.tensor([[token]], device=target.device), cache, logits_to_keep=1)
-        token = int(logits[-1].argmax())
+        token = run.next_token(logits[-1])
         t1 = run.clock()
         done = run.emit([token])
         run.trace.append(_record(nodes=0, depth=0, accepted=0, committed=1, draft_s=0.0, verify_s=t1 - t0))
 
 
+def model_drafter(expand, width: int, depth: int):
+    """A `draft_round` that grows a tree with the draft model: `expand` picks children, at most `depth` levels."""
+
+    def draft_round(run: Run, state: DraftState, max_depth: int):
+        return draft_tree(run.pair.draft, state, expand, width, min(depth, max_depth))
+
+    return draft_round
+
+
 @decode.register
 def _(method: Linear, run: Run) -> None:
-    speculate(run, fixed_expand(1, 0.0, method.k), width=1, depth=method.k)
+    speculate(run, model_drafter(fixed_expand(1, 0.0, method.k), width=1, depth=method.k))
 
 
 @decode.register
 def _(method: FixedTree, run: Run) -> None:
     expand = fixed_expand(method.branch, method.threshold, method.max_nodes)
-    speculate(run, expand, width=method.branch, depth=method.depth)
+    speculate(run, model_drafter(expand, width=method.branch, depth=method.depth))
 
 
-def speculate(run: Run, expand, width: int, depth: int, on_round=None) -> None:
-    """Draft -> verify -> accept -> commit until done. `on_round(record)` lets adaptive methods learn per round."""
+# The target cache as speculate uses it. Another policy (streaming.WindowedTarget) provides the same three calls.
+FULL_CONTEXT = SimpleNamespace(prefill=prefill, verify=verify, commit=commit_target)
+
+
+def speculate(run: Run, draft_round, on_round=None) -> None:
+    """Draft -> verify -> accept -> commit until done.
+
+    `draft_round(run, state, max_depth) -> Drafted | None` proposes this round's tree (None: no proposal, the round
+    is a plain target step); `on_round(record)` lets adaptive methods learn from each finished round.
+    """
     pair = run.pair
-    target_cache, root = prefill(run)
+    kv = run.target_kv or FULL_CONTEXT
+    target_cache, root = kv.prefill(run)
     done = run.emit([root])
     t0 = run.clock()
-    draft = DraftState(kvcache.new_cache(pair.draft), pending=list(run.prompt_ids) + [root])
+    draft = DraftState(kvcache.new_cache(pair.draft) if pair.draft is not None else None,
+                       pending=list(run.prompt_ids) + [root], sampling=run.sampling)
     run.extra["draft_forwards"] = 0
     while not done:
         # A round commits at most depth + 1 tokens: never draft past what is still wanted.
-        round_depth = min(depth, run.remaining - 1)
-        drafted = draft_tree(pair.draft, draft, expand, width, round_depth) if round_depth > 0 else None
+        drafted = draft_round(run, draft, run.remaining - 1) if run.remaining > 1 else None
         tree = drafted.tree if drafted else _root_only(root, pair.target.device)
         t1 = run.clock()
         prefix = kvcache.cache_len(target_cache)
-        target_next = verify(pair.target, target_cache, tree).argmax(dim=-1)
-        t2 = run.clock()
-        path, bonus = accept_greedy(tree, target_next)
-        commit_target(target_cache, prefix, path)
+        if run.sampling is None:
+            target_next = kv.verify(pair.target, target_cache, tree).argmax(dim=-1)
+            t2 = run.clock()
+            path, bonus = accept_greedy(tree, target_next)
+        else:
+            target_probs = run.sampling.probs(kv.verify(pair.target, target_cache, tree))
+            t2 = run.clock()
+            samples = drafted.samples if drafted else None
+            path, bonus = accept_sampling(tree, target_probs, samples, run.sampling.generator)
+        kv.commit(target_cache, prefix, path)
+        committed = tree.tokens[path[1:]].tolist() + [bonus]
         if drafted:
             commit_draft(draft, drafted, path, bonus)
             run.extra["draft_forwards"] += drafted.forwards
         else:
-            draft.pending = draft.pending + tree.tokens[path[1:]].tolist() + [bonus]
-        committed = tree.tokens[path[1:]].tolist() + [bonus]
+            draft.pending = draft.pending + committed
         done = run.emit(committed)
         root = bonus
         t3 = run.clock()

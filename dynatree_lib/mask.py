@@ -9,12 +9,16 @@ from __future__ import annotations
 import torch
 
 
-def tree_attention_mask(tree_visible: torch.Tensor, prefix_len: int, dtype: torch.dtype) -> torch.Tensor:
+def tree_attention_mask(
+    tree_visible: torch.Tensor, prefix_len: int, dtype: torch.dtype, prefix_visible: torch.Tensor | None = None
+) -> torch.Tensor:
     """`tree_visible[q, k]`: may query node q see tree key k. The `prefix_len` cached keys before them are visible
-    to every query."""
+    to every query, unless `prefix_visible` (q, prefix_len) bool says otherwise (a sliding-window cache)."""
     q, k = tree_visible.shape
     mask = torch.zeros(1, 1, q, prefix_len + k, dtype=dtype, device=tree_visible.device)
     mask[0, 0, :, prefix_len:].masked_fill_(~tree_visible, torch.finfo(dtype).min)
+    if prefix_visible is not None:
+        mask[0, 0, :, :prefix_len].masked_fill_(~prefix_visible, torch.finfo(dtype).min)
     return mask
 
 

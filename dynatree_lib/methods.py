@@ -35,9 +35,11 @@ class HFAssisted:
     dynamic draft-length schedule unless `num_assistant_tokens` is given."""
 
     num_assistant_tokens: int | None = None
+    draft_bits: int | None = None  # 8 or 4: an int8/int4 weight copy of the draft (see ModelPair.with_draft_bits)
     name = "HFAssisted"
 
     def __post_init__(self):
+        _check_draft_bits(self.draft_bits)
         if self.num_assistant_tokens is not None:
             _check_int("num_assistant_tokens", self.num_assistant_tokens, 1)
 
@@ -47,9 +49,11 @@ class Linear:
     """Classic speculative decoding: the draft proposes a chain of `k` tokens, verified in one target forward."""
 
     k: int = 5
+    draft_bits: int | None = None
     name = "Linear"
 
     def __post_init__(self):
+        _check_draft_bits(self.draft_bits)
         _check_int("k", self.k, 1)
 
 
@@ -62,16 +66,32 @@ class FixedTree:
     branch: int = 2
     threshold: float = 0.03
     max_nodes: int = 128
+    draft_bits: int | None = None
     name = "FixedTree"
 
     def __post_init__(self):
+        _check_draft_bits(self.draft_bits)
         _check_int("depth", self.depth, 1)
         _check_int("branch", self.branch, 1)
         _check_prob("threshold", self.threshold)
         _check_int("max_nodes", self.max_nodes, 1)
 
 
+def _check_draft_bits(value) -> None:
+    if value not in (None, 4, 8):
+        raise ValueError(f"draft_bits must be None, 8 or 4, got {value!r}")
+
+
 def label(method) -> str:
+    """Parses back to the same method with `bench.parse_method`."""
+    base = _base_label(method)
+    bits = getattr(method, "draft_bits", None)
+    if not bits:
+        return base
+    return base[:-1] + f",draft_bits={bits})" if base.endswith(")") else f"{base}(draft_bits={bits})"
+
+
+def _base_label(method) -> str:
     """A short human-readable label, e.g. 'FixedTree(D=5,B=2,tau=0.03,N=128)', used in tables and figures."""
     if isinstance(method, Linear):
         return f"Linear(K={method.k})"

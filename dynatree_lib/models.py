@@ -27,7 +27,7 @@ import time
 import warnings
 import zipfile
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,10 +46,11 @@ class ModelPair:
     draft: Any = None
     tokenizer: Any = None
     name: str = ""
+    _drafts: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self):
         if self.draft is not None:
-            tv, dv = _vocab_size(self.target), _vocab_size(self.draft)
+            tv, dv = vocab_size(self.target), vocab_size(self.draft)
             if tv != dv:
                 raise ValueError(
                     f"target and draft vocabularies differ (target vocab_size={tv}, draft vocab_size={dv}); "
@@ -60,13 +61,31 @@ class ModelPair:
     def device(self):
         return next(self.target.parameters()).device
 
+    def with_draft_bits(self, bits: int | None) -> "ModelPair":
+        """The same pair with an int8/int4 weight copy of the draft (made once, then cached on this pair).
+
+        The target is shared, so outputs are unchanged; only the draft's cost and its acceptance move."""
+        if bits is None:
+            return self
+        if self.draft is None:
+            raise ValueError("draft_bits needs a draft model, but the pair has none")
+        if bits not in self._drafts:
+            import copy
+
+            from .quant import quantize_draft
+
+            self._drafts[bits] = quantize_draft(copy.deepcopy(self.draft), bits=bits)
+        return ModelPair(self.target, self._drafts[bits], self.tokenizer, f"{self.name} (draft int{bits})")
+
     @property
     def dtype(self):
         return next(self.target.parameters()).dtype
 
 
-def _vocab_size(model) -> int:
-    return model.get_output_embeddings().weight.shape[0]
+def vocab_size(model) -> int:
+    """Rows of the output layer (quantized layers included), which is what token ids index."""
+    head = model.get_output_embeddings()
+    return getattr(head, "out_features", None) or head.weight.shape[0]
 
 
 # ---------------------------------------------------------------------------------------------------------

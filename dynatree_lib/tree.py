@@ -75,3 +75,19 @@ def from_parents(tokens, parents) -> Tree:
             raise ValueError(f"parent of node {i} must be an earlier node, got {p}")
         tree = add_level(tree, torch.tensor([p]), torch.tensor([tokens[i]]), torch.zeros(1))
     return tree
+
+
+def brute_force_ancestors(parents) -> torch.Tensor:
+    """The ancestor relation by walking parent pointers, node by node: (n, n) bool, [i, j] True when j is i or an
+    ancestor of i. Deliberately naive (no BFS-order assumption), as an independent check of `Tree.ancestors`."""
+    parents = [int(p) for p in parents]
+    n = len(parents)
+    anc = torch.zeros(n, n, dtype=torch.bool)
+    for i in range(n):
+        j, steps = i, 0
+        while j != -1:
+            if not -1 <= parents[j] < n or steps > n:
+                raise ValueError(f"parents does not describe a tree: node {j} has parent {parents[j]}")
+            anc[i, j] = True
+            j, steps = parents[j], steps + 1
+    return anc

@@ -110,3 +110,19 @@ def test_stats_and_trace_fields():
         assert {"nodes", "depth", "accepted", "committed", "draft_s", "verify_s", "commit_s"} <= rec.keys()
         assert 0 <= rec["accepted"] <= rec["depth"] <= 3 and rec["committed"] == rec["accepted"] + 1
     assert 0 < out.stats["ttft_s"] <= out.stats["wall_s"]
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+@pytest.mark.parametrize("method_cls", [Linear, FixedTree, HFAssisted])
+def test_quantized_draft_keeps_output(method_cls, bits):
+    """An int8/int4 copy of the draft changes what is proposed, never what is output."""
+    pair = tiny_pair("qwen2", "perturbed")
+    prompt = [11, 22, 33, 44, 55]
+    out = generate(pair, prompt, method_cls(draft_bits=bits), 30, stop_at_eos=False)
+    assert out.token_ids == reference_greedy(pair.target, prompt, 30)
+    assert pair.with_draft_bits(bits) is not pair and pair.with_draft_bits(bits).draft is pair._drafts[bits]
+
+
+def test_bad_draft_bits():
+    with pytest.raises(ValueError, match="draft_bits"):
+        FixedTree(draft_bits=3)

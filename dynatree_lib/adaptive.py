@@ -1,0 +1,179 @@
+"""DynaTree: the research's confidence-aware adaptive tree, in three cumulative phases.
+
+Phase 1 (adaptive branching): a frontier node gets min/default/max_branch children from the draft's top-1
+probability p at that node (the max of its next-token distribution): p > high_conf -> min_branch, p < low_conf ->
+max_branch, otherwise default_branch. Depth is base_depth.
+
+Phase 2 (dynamic depth) adds: a node whose cumulative draft probability is below stop_threshold gets no children;
+past base_depth a node gets children only while its cumulative probability exceeds extend_threshold, up to max_depth.
+The research brief calls both quantities "p"; for depth it is the path's cumulative probability, as in the research's
+own code (`_should_expand`), which is known before the node is fed to the draft, so a node that stays a leaf is
+never fed (no wasted draft compute).
+
+Phase 3 (historical adjustment) adds: after each round, high_conf moves by learning_rate: down when the mean
+acceptance of the last `window` rounds is below target_acceptance, up when above (clamped to [low_conf, 1]).
+Acceptance is the research's tree acceptance: accepted path depth / tree depth of the round. (The direction is the
+research brief's; the research's public code, cny123222/DynaTree AdaptiveV3, moved high_conf the other way and also
+adjusted base_depth.)
+The state lives in the generation (one `_Adaptive` per generate call), never in the frozen method.
+
+Every phase keeps FixedTree's cumulative-probability pruning (`threshold`, off with pruning=False) and node budget
+(`max_nodes`, off with node_budget=False). Each round's decisions are in the trace: `high_conf` (the value this
+round drafted with), `conf_high`/`conf_mid`/`conf_low` (frontier nodes per confidence class), `stopped` (nodes left
+unexpanded by the phase-2 rules) and `extended` (nodes expanded past base_depth).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .decoding import Run, decode, speculate
+from .draft import DraftState, draft_tree, select_children
+from .methods import _check_int, _check_prob
+
+_TRACE_KEYS = ("conf_high", "conf_mid", "conf_low", "stopped", "extended")
+
+
+@dataclass(frozen=True)
+class DynaTree:
+    """Confidence-aware adaptive tree (research defaults). `phase` 1, 2 or 3 switches the cumulative phases on;
+    `pruning` / `node_budget` are the ablation switches for the threshold pruning and the max_nodes cap."""
+
+    phase: int = 3
+    high_conf: float = 0.9
+    low_conf: float = 0.4
+    min_branch: int = 1
+    default_branch: int = 2
+    max_branch: int = 3
+    base_depth: int = 5
+    max_depth: int = 8
+    stop_threshold: float = 0.1
+    extend_threshold: float = 0.95
+    learning_rate: float = 0.01
+    target_acceptance: float = 0.85
+    window: int = 10  # phase 3: rounds in the running acceptance mean
+    max_nodes: int = 128
+    threshold: float = 0.03
+    pruning: bool = True
+    node_budget: bool = True
+    name = "DynaTree"
+    needs_draft = True
+
+    def __post_init__(self):
+        if self.phase not in (1, 2, 3) or isinstance(self.phase, bool):
+            raise ValueError(f"phase must be 1, 2 or 3, got {self.phase!r}")
+        for name in ("high_conf", "low_conf", "stop_threshold", "extend_threshold", "target_acceptance"):
+            _check_prob(name, getattr(self, name), allow_one=True)
+        lr = self.learning_rate
+        if not isinstance(lr, (int, float)) or isinstance(lr, bool) or not 0 <= lr <= 1:
+            raise ValueError(f"learning_rate must be a number in [0, 1], got {lr!r}")
+        if self.low_conf > self.high_conf:
+            raise ValueError(f"low_conf ({self.low_conf}) must not exceed high_conf ({self.high_conf})")
+        for name in ("min_branch", "default_branch", "max_branch", "base_depth", "max_depth", "window", "max_nodes"):
+            _check_int(name, getattr(self, name), 1)
+        if not self.min_branch <= self.default_branch <= self.max_branch:
+            raise ValueError(
+                f"need min_branch <= default_branch <= max_branch, got min_branch={self.min_branch}, "
+                f"default_branch={self.default_branch}, max_branch={self.max_branch}"
+            )
+        if self.base_depth > self.max_depth:
+            raise ValueError(f"base_depth ({self.base_depth}) must not exceed max_depth ({self.max_depth})")
+        _check_prob("threshold", self.threshold)
+        for name in ("pruning", "node_budget"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
+
+    def label(self) -> str:
+        depth = f"D={self.base_depth}" if self.phase == 1 else f"D={self.base_depth}..{self.max_depth}"
+        ablation = ("" if self.pruning else ",noprune") + ("" if self.node_budget else ",nobudget")
+        return (f"DynaTree-P{self.phase}({depth},B={self.min_branch}/{self.default_branch}/{self.max_branch},"
+                f"conf={self.high_conf:g}/{self.low_conf:g}{ablation})")
+
+
+def branches(p: torch.Tensor, high_conf: float, method: DynaTree) -> torch.Tensor:
+    """Phase 1: children per node from the draft's top-1 probability `p` at the node."""
+    b = torch.full_like(p, method.default_branch, dtype=torch.long)
+    b[p > high_conf] = method.min_branch
+    b[p < method.low_conf] = method.max_branch  # low_conf <= high_conf: the two classes never overlap
+    return b
+
+
+def expandable(tree, nodes: torch.Tensor, method: DynaTree) -> torch.Tensor:
+    """Phase 2: the `nodes` that may get children (see the module docstring); phase 1 expands up to base_depth."""
+    depth = tree.depth[nodes]
+    if method.phase == 1:
+        return nodes[depth < method.base_depth]
+    cum = tree.cum_logp[nodes].exp()
+    deep_ok = (depth < method.base_depth) | (cum > method.extend_threshold)
+    return nodes[(cum >= method.stop_threshold) & deep_ok & (depth < method.max_depth)]
+
+
+def adjust(high_conf: float, acceptance: float, method: DynaTree) -> float:
+    """Phase 3: one learning-rate step of high_conf, down below the target acceptance, up above it."""
+    if acceptance < method.target_acceptance:
+        high_conf -= method.learning_rate
+    elif acceptance > method.target_acceptance:
+        high_conf += method.learning_rate
+    return min(max(high_conf, method.low_conf), 1.0)
+
+
+class _Adaptive:
+    """One generation's adaptive state: the current high_conf, recent acceptances and this round's decisions."""
+
+    def __init__(self, method: DynaTree):
+        self.method = method
+        self.high_conf = method.high_conf
+        self.acceptances: list[float] = []
+        self.counts = dict.fromkeys(_TRACE_KEYS, 0)
+
+    def expand(self, tree, frontier, cand_logp, cand_tokens):
+        m = self.method
+        p = cand_logp[:, 0].exp()
+        b = branches(p, self.high_conf, m)
+        high, low = int((p > self.high_conf).sum()), int((p < m.low_conf).sum())
+        self.counts["conf_high"] += high
+        self.counts["conf_low"] += low
+        self.counts["conf_mid"] += len(p) - high - low
+        self.counts["extended"] += int((tree.depth[frontier] >= m.base_depth).sum())
+        keep = torch.arange(cand_logp.shape[1], device=b.device) < b.unsqueeze(1)
+        return select_children(tree, frontier, cand_logp, cand_tokens, keep,
+                               threshold=m.threshold if m.pruning else 0.0,
+                               max_nodes=m.max_nodes if m.node_budget else None)
+
+    def select_frontier(self, tree, nodes):
+        m = self.method
+        if m.node_budget and tree.num_draft >= m.max_nodes:
+            return nodes[:0]  # no room for children: feeding the level would be wasted draft compute
+        chosen = expandable(tree, nodes, m)
+        if m.phase >= 2:
+            # Nodes below max_depth that the phase-2 rules leave as leaves (the depth cap itself is not a decision).
+            self.counts["stopped"] += int((tree.depth[nodes] < m.max_depth).sum()) - len(chosen)
+        return chosen
+
+    def draft_round(self, run: Run, state: DraftState, max_depth: int):
+        m = self.method
+        depth = min(m.base_depth if m.phase == 1 else m.max_depth, max_depth)
+        return draft_tree(run.pair.draft, state, self.expand, m.max_branch, depth, self.select_frontier)
+
+    def on_round(self, record: dict) -> None:
+        record["high_conf"] = self.high_conf  # the value this round was drafted with
+        record.update(self.counts)
+        self.counts = dict.fromkeys(_TRACE_KEYS, 0)
+        if self.method.phase < 3 or record["depth"] == 0:
+            return  # a round without a tree says nothing about acceptance
+        self.acceptances = (self.acceptances + [record["accepted"] / record["depth"]])[-self.method.window:]
+        self.high_conf = adjust(self.high_conf, sum(self.acceptances) / len(self.acceptances), self.method)
+
+
+def drafter(method: DynaTree):
+    """A fresh (draft_round, on_round) pair for one generation."""
+    state = _Adaptive(method)
+    return state.draft_round, state.on_round
+
+
+@decode.register
+def _(method: DynaTree, run: Run) -> None:
+    state = _Adaptive(method)
+    speculate(run, state.draft_round, state.on_round)
+    run.extra["final_high_conf"] = state.high_conf

@@ -1,0 +1,212 @@
+"""Weight-only quantization: int8 for the target (what the research benchmarked), int8/int4 for the draft.
+
+Target. `quantize_int8(model)` stores every linear layer's weights as int8 with one symmetric scale per output
+channel and keeps activations in the model's dtype. Greedy output then is that of the *quantized* target: the
+speculative methods stay exact with respect to it (not to the bf16 model), which is all exactness promises.
+On CPU the matmul is torch's `_weight_int8pack_mm` kernel. torch.ao's `quantize_dynamic` was the other candidate;
+it quantizes the activations too, needs float32 in and out (bf16 activations must be converted both ways) and is
+deprecated in favour of torchao; benchmarks/int_kernels.py measures both. On CUDA with bitsandbytes installed,
+`backend="bitsandbytes"` is the research's own path: the model is re-loaded with `BitsAndBytesConfig(load_in_8bit=
+True)` (LLM.int8(): int8 weights, outlier features in fp16), which keeps the output layer in 16 bit.
+
+Draft. The draft only proposes tokens; the target decides. Its weights can therefore be approximated freely with
+no effect on the output, only on how often proposals are accepted: `quantize_draft(model, bits=4)` (torch's CPU
+int4 kernel, asymmetric, one scale and zero per group of input channels) is a pure speed lever.
+
+Both modify the model in place (no second copy of a 1.5B model in memory) and return it; the bitsandbytes path
+returns a new, re-loaded model. Use the return value.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+
+import torch
+from torch import nn
+
+BACKENDS = ("auto", "torch", "bitsandbytes")
+
+# torch's fused CPU int8 kernel streams the weights once per few rows: ideal for one decoding step, several times
+# slower than the dense bf16 GEMM for a verified tree of dozens of nodes (benchmarks/int_kernels.py). Beyond this many
+# rows the weights are converted to the activation dtype for the call instead (exactly representable: |q| <= 127).
+FUSED_MAX_ROWS = 4
+
+
+class Int8Linear(nn.Module):
+    """y = x @ (int8 weight * per-output-channel scale).T + bias; activations keep their dtype."""
+
+    def __init__(self, weight: torch.Tensor, scales: torch.Tensor, bias: torch.Tensor | None):
+        super().__init__()
+        self.out_features, self.in_features = weight.shape
+        self.register_buffer("weight", weight)  # (out, in) int8: `.weight.shape` still reads like nn.Linear's
+        self.register_buffer("scales", scales)  # (out,) in the activation dtype, as the kernel requires
+        self.register_buffer("bias", bias)
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear) -> "Int8Linear":
+        w = linear.weight.detach().float()
+        scales = w.abs().amax(dim=1).clamp(min=1e-12) / 127  # symmetric: 0 stays exactly 0
+        q = torch.round(w / scales[:, None]).clamp(-127, 127).to(torch.int8)
+        bias = None if linear.bias is None else linear.bias.detach().clone()
+        return cls(q, scales.to(linear.weight.dtype), bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.reshape(-1, self.in_features)
+        scales = self.scales.to(x.dtype)
+        if x.device.type == "cpu" and rows.shape[0] <= FUSED_MAX_ROWS:
+            y = torch.ops.aten._weight_int8pack_mm(rows.contiguous(), self.weight, scales)
+        else:  # same product, (x . q) * scale, through the dense GEMM on a transient dequantized copy
+            y = nn.functional.linear(rows, self.weight.to(x.dtype)) * scales
+        if self.bias is not None:
+            y = y + self.bias.to(y.dtype)
+        return y.reshape(*x.shape[:-1], self.out_features)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, int8 per-channel"
+
+
+class Int4Linear(nn.Module):
+    """Weight-only int4 on CPU (torch's `_weight_int4pack_mm_for_cpu`): 4-bit codes q in [0, 15] per group of
+    `group_size` input channels, dequantized as (q - 8) * scale + zero, with bf16 scale/zero pairs."""
+
+    def __init__(self, packed, scales_and_zeros, bias, in_features: int, out_features: int, group_size: int):
+        super().__init__()
+        self.in_features, self.out_features, self.group_size = in_features, out_features, group_size
+        self.register_buffer("weight", packed)  # (out, in / 2) uint8, the kernel's packed layout
+        self.register_buffer("scales_and_zeros", scales_and_zeros)  # (in / group_size, out, 2) bf16
+        self.register_buffer("bias", bias)
+
+    @staticmethod
+    def supports(linear: nn.Linear, group_size: int) -> bool:
+        """The kernel's shape rules: out_features a multiple of 16, in_features of the group size."""
+        out_features, in_features = linear.weight.shape
+        return out_features % 16 == 0 and in_features % group_size == 0
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, group_size: int = 128) -> "Int4Linear":
+        if not cls.supports(linear, group_size):
+            raise ValueError(f"int4 needs out_features % 16 == 0 and in_features % group_size == 0, got "
+                             f"{tuple(linear.weight.shape)} with group_size={group_size}")
+        n, k = linear.weight.shape
+        w = linear.weight.detach().float().reshape(n, k // group_size, group_size)
+        low, high = w.amin(dim=-1), w.amax(dim=-1)
+        scale = (high - low).clamp(min=1e-6) / 15
+        q = torch.round((w - low[..., None]) / scale[..., None]).clamp(0, 15).to(torch.int32).reshape(n, k)
+        zero = low + 8 * scale  # the kernel subtracts 8 from every code: re-centre the zero point to match
+        scales_and_zeros = torch.stack([scale, zero], dim=-1).transpose(0, 1).contiguous().to(torch.bfloat16)
+        packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, 2)  # inner k tiles: unused on CPU
+        bias = None if linear.bias is None else linear.bias.detach().clone()
+        return cls(packed, scales_and_zeros, bias, k, n, group_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.reshape(-1, self.in_features).to(torch.bfloat16).contiguous()
+        y = torch.ops.aten._weight_int4pack_mm_for_cpu(rows, self.weight, self.group_size, self.scales_and_zeros)
+        y = y.to(x.dtype)
+        if self.bias is not None:
+            y = y + self.bias.to(y.dtype)
+        return y.reshape(*x.shape[:-1], self.out_features)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, int4 g{self.group_size}"
+
+
+def quantize_int8(model, backend: str = "auto", *, lm_head: bool = False):
+    """Int8 weights for `model` (the target). Returns the quantized model: the same object for `backend="torch"`,
+    a re-loaded one for `"bitsandbytes"`.
+
+    backend: "torch" (weight-only int8 via torch kernels, any device, fused on CPU), "bitsandbytes" (CUDA only,
+    LLM.int8() as in the research), "auto" (bitsandbytes for a CUDA model when the package is installed, else torch).
+    lm_head: also quantize the output layer. Off by default, as bitsandbytes does, so that both backends quantize
+    the same layers; turning it on saves the largest single matmul of a big-vocabulary model but, when the output
+    layer is tied to the input embeddings, adds an int8 copy instead of replacing anything.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    on_cuda = next(model.parameters()).device.type == "cuda"
+    if backend == "auto":
+        backend = "bitsandbytes" if on_cuda and bitsandbytes_available() else "torch"
+    if backend == "bitsandbytes":
+        return _bitsandbytes_int8(model)
+    _replace_linears(model, Int8Linear.from_linear, lm_head=lm_head)
+    return model
+
+
+def quantize_draft(model, bits: int = 4, *, group_size: int = 128, lm_head: bool = True):
+    """Cheaper draft weights: int8 (per channel) or int4 (per group of `group_size` input channels, CPU only).
+
+    The output is unaffected whatever the draft computes (the target verifies every token), so accuracy only shows
+    up as acceptance. The output layer is included by default: for a small model with a big vocabulary it is the
+    largest matmul. Layers whose shape the int4 kernel does not take are quantized to int8 instead.
+    """
+    if bits not in (4, 8):
+        raise ValueError(f"bits must be 4 or 8, got {bits!r}")
+    if bits == 8:
+        _replace_linears(model, Int8Linear.from_linear, lm_head=lm_head)
+        return model
+    if group_size not in (32, 64, 128, 256):
+        raise ValueError(f"group_size must be one of 32, 64, 128, 256, got {group_size!r}")
+    if next(model.parameters()).device.type != "cpu":
+        raise ValueError("bits=4 uses torch's CPU int4 kernel; the draft must be on the CPU (use bits=8 elsewhere)")
+
+    def convert(linear):
+        if Int4Linear.supports(linear, group_size):
+            return Int4Linear.from_linear(linear, group_size)
+        return Int8Linear.from_linear(linear)
+
+    _replace_linears(model, convert, lm_head=lm_head)
+    return model
+
+
+def _replace_linears(model, convert, *, lm_head: bool) -> None:
+    head = model.get_output_embeddings()
+    targets = [(name, module) for name, module in model.named_modules()
+               if isinstance(module, nn.Linear) and (lm_head or module is not head)]
+    for name, module in targets:
+        parent_name, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent_name) if parent_name else model, child, convert(module))
+
+
+def bitsandbytes_available() -> bool:
+    """True when bitsandbytes' int8 path can run here: a CUDA device and the package installed."""
+    if not torch.cuda.is_available():
+        return False
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _bitsandbytes_int8(model):
+    if not torch.cuda.is_available():
+        raise ValueError("backend='bitsandbytes' needs a CUDA GPU and this machine has none; use backend='torch'")
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError as error:
+        raise ValueError("backend='bitsandbytes' needs the bitsandbytes package (pip install bitsandbytes); "
+                         "or use backend='torch'") from error
+    from transformers import BitsAndBytesConfig
+
+    config = BitsAndBytesConfig(load_in_8bit=True)
+    kwargs = dict(quantization_config=config, device_map={"": torch.cuda.current_device()}, dtype=model.dtype)
+    # bitsandbytes quantizes while loading a checkpoint; a model that only lives in memory is saved first.
+    source = getattr(model, "name_or_path", "")
+    if source and os.path.isdir(source):
+        return type(model).from_pretrained(source, **kwargs).eval()
+    with tempfile.TemporaryDirectory() as folder:
+        model.save_pretrained(folder)
+        return type(model).from_pretrained(folder, **kwargs).eval()
+
+
+def model_memory_bytes(model) -> int:
+    """Bytes held by the model's parameters and buffers (tied weights once), quantized or not.
+
+    bitsandbytes keeps each int8 layer's scales beside the weight (`weight.SCB`), counted here too.
+    """
+    seen, total = set(), 0
+    for tensor in list(model.parameters()) + list(model.buffers()):
+        for t in (tensor, getattr(tensor, "SCB", None)):
+            if isinstance(t, torch.Tensor) and id(t) not in seen:
+                seen.add(id(t))
+                total += t.numel() * t.element_size()
+    return total

@@ -1,0 +1,227 @@
+"""Tidy summary tables of stored results for the book: one function per question a chapter asks.
+
+Aggregation is the same as in `plots`: a prompt's value is the median over its repeats, a configuration's value the
+median over prompts. Ratios between two methods (phase 3 over the fixed tree, streaming over no streaming, over
+transformers' assisted generation) are taken per prompt first, because each speedup is a ratio of walls measured
+in one process while two methods may come from different (resumed) sessions.
+"""
+from __future__ import annotations
+
+import json
+import re
+
+import pandas as pd
+
+from .bench import with_params
+
+STATS = ("tokens_per_s", "speedup", "tokens_per_round", "acceptance_depth", "acceptance_nodes", "ttft_s", "tpot_s",
+         "nodes_per_round", "kv_compressions", "peak_mem_bytes", "peak_mem_delta_bytes", "perplexity")
+CONFIG = ("method", "max_new_tokens")
+
+
+def _prepared(df: pd.DataFrame) -> pd.DataFrame:
+    if df.empty:
+        raise ValueError("the DataFrame is empty")
+    df = df.copy()
+    if "variant" not in df.columns:
+        df["variant"] = "base"
+    df["nodes_per_round"] = df["drafted_nodes"] / df["rounds"].where(df["rounds"] > 0)
+    return df
+
+
+def per_prompt(df: pd.DataFrame, by=CONFIG) -> pd.DataFrame:
+    """One row per configuration (`by`, variant) and prompt: the median over repeats of every statistic."""
+    df = _prepared(df)
+    keys = [*dict.fromkeys([*by, "variant"]), "prompt_id"]
+    stats = [c for c in STATS if c in df.columns]
+    out = df.groupby(keys, sort=False)[stats].median()
+    out["match_ar"] = df.groupby(keys, sort=False)["match_ar"].all()
+    out["method_params"] = df.groupby(keys, sort=False)["method_params"].first()
+    return out.reset_index()
+
+
+def per_config(df: pd.DataFrame, by=CONFIG) -> pd.DataFrame:
+    """One row per configuration: medians over prompts (`prompts`, and the worst prompt's `speedup_min`), method
+    parameters as columns (depth, branch, threshold, phase, ...)."""
+    pp = per_prompt(df, by)
+    keys = list(dict.fromkeys([*by, "variant"]))
+    stats = [c for c in STATS if c in pp.columns]
+    grouped = pp.groupby(keys, sort=False)
+    out = grouped[stats].median()
+    out.insert(0, "prompts", grouped["prompt_id"].nunique())
+    out.insert(out.columns.get_loc("speedup") + 1, "speedup_min", grouped["speedup"].min())
+    out["match_ar"] = grouped["match_ar"].mean()
+    out["method_params"] = grouped["method_params"].first()
+    return with_params(out.reset_index())
+
+
+def ratio_per_prompt(df: pd.DataFrame, method: str, reference: str, value: str = "speedup") -> pd.Series:
+    """`value` of `method` over that of `reference`, per (max_new_tokens, variant, prompt) where both exist."""
+    pp = per_prompt(df).set_index(["method", "max_new_tokens", "variant", "prompt_id"])[value]
+    if method not in pp.index.get_level_values(0) or reference not in pp.index.get_level_values(0):
+        return pd.Series(dtype=float)
+    return (pp.xs(method, level="method") / pp.xs(reference, level="method")).dropna()
+
+
+def goal_table(df: pd.DataFrame, length: int = 128, baseline: str = "HFAssisted") -> pd.DataFrame:
+    """The performance goal at `length` tokens, per method: median and worst-prompt speedup over AR and over
+    `baseline` (per prompt, the ratio of the two same-process speedups), and whether each exceeds 1."""
+    part = df[df["max_new_tokens"] == length]
+    if part.empty:
+        raise ValueError(f"no rows at max_new_tokens={length}; lengths stored: {sorted(df['max_new_tokens'].unique())}")
+    per = part.groupby(["method", "prompt_id"], sort=False)["speedup"].median().reset_index()
+    if baseline not in set(per["method"]):
+        raise ValueError(f"no {baseline} rows at {length} tokens: the goal compares against it")
+    base = per[per["method"] == baseline].set_index("prompt_id")["speedup"]
+    per["vs_baseline"] = per["speedup"].to_numpy() / base.reindex(per["prompt_id"]).to_numpy()
+    table = (per.groupby("method", sort=False)
+             .agg(prompts=("prompt_id", "nunique"), speedup_ar=("speedup", "median"),
+                  speedup_ar_min=("speedup", "min"), speedup_base=("vs_baseline", "median"),
+                  speedup_base_min=("vs_baseline", "min"))
+             .reset_index())
+    table["beats_ar"] = table["speedup_ar"] > 1
+    table["beats_base"] = table["speedup_base"] > 1
+    table["beats_both_every_prompt"] = (table["speedup_ar_min"] > 1) & (table["speedup_base_min"] > 1)
+    table = table.rename(columns={"speedup_base": f"speedup_vs_{baseline}",
+                                  "speedup_base_min": f"speedup_vs_{baseline}_min",
+                                  "beats_base": f"beats_{baseline}"})
+    return table.sort_values("speedup_ar", ascending=False).reset_index(drop=True)
+
+
+def forward_costs(df: pd.DataFrame) -> pd.DataFrame:
+    """Per method: median seconds per target forward and per draft forward (tree nodes included), from the
+    forward hooks of the harness; `draft_over_ar_target` compares a draft forward with AR's one-token target step."""
+    df = _prepared(df)
+    df["target_s_per_forward"] = df["target_forward_s"] / df["target_forwards"].where(df["target_forwards"] > 0)
+    df["draft_s_per_forward"] = df["draft_forward_s"] / df["draft_forwards"].where(df["draft_forwards"] > 0)
+    out = df.groupby("method", sort=False)[["target_s_per_forward", "draft_s_per_forward"]].median()
+    ar = out["target_s_per_forward"].get("AR", float("nan"))
+    out["draft_over_ar_target"] = out["draft_s_per_forward"] / ar
+    return out.reset_index()
+
+
+def sweep_table(df: pd.DataFrame) -> pd.DataFrame:
+    """The fixed-tree grid: one row per (depth, branch, threshold, max_new_tokens), best speedup first."""
+    table = per_config(df)
+    table = table[table["method"].str.startswith("FixedTree(")]
+    columns = ["depth", "branch", "threshold", "max_nodes", "max_new_tokens", "prompts", "speedup", "speedup_min",
+               "tokens_per_s", "tokens_per_round", "acceptance_depth", "nodes_per_round", "method"]
+    return table[columns].sort_values("speedup", ascending=False).reset_index(drop=True)
+
+
+def _stage(row) -> str:
+    method = row["method"]
+    if method == "AR":
+        return "AR"
+    if method.startswith("FixedTree("):
+        return "fixed tree"
+    if method.startswith("DynaTree-P"):
+        if ",noprune" in method:
+            return "phase 3, no pruning"
+        if ",nobudget" in method:
+            return "phase 3, no node budget"
+        return f"phase {int(row['phase'])}"
+    return method
+
+
+STAGES = ["fixed tree", "phase 1", "phase 2", "phase 3", "phase 3, no pruning", "phase 3, no node budget"]
+
+
+def ablation_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Fixed tree vs DynaTree's cumulative phases per base depth (FixedTree depth = DynaTree base_depth, same
+    branch), with `gain_over_fixed`: the per-prompt median of the stage's speedup over the fixed tree's, minus 1."""
+    table = per_config(df)
+    table = table[table["method"] != "AR"].copy()
+    table["stage"] = table.apply(_stage, axis=1)
+    depth = table["depth"] if "depth" in table.columns else pd.Series(float("nan"), index=table.index)
+    base = table["base_depth"] if "base_depth" in table.columns else pd.Series(float("nan"), index=table.index)
+    table["base_depth"] = base.fillna(depth).astype("Int64")
+    fixed = table[table["stage"] == "fixed tree"].set_index(["base_depth", "max_new_tokens"])["method"]
+    gains = []
+    for _, row in table.iterrows():
+        ref = fixed.get((row["base_depth"], row["max_new_tokens"]))
+        ratio = ratio_per_prompt(df[df["max_new_tokens"] == row["max_new_tokens"]], row["method"], ref) \
+            if ref is not None else pd.Series(dtype=float)
+        gains.append(ratio.median() - 1 if len(ratio) else float("nan"))
+    table["gain_over_fixed"] = gains
+    table["stage"] = pd.Categorical(table["stage"], [*STAGES, *sorted(set(table["stage"]) - set(STAGES))])
+    columns = ["base_depth", "stage", "max_new_tokens", "prompts", "speedup", "speedup_min", "gain_over_fixed",
+               "tokens_per_s", "tokens_per_round", "acceptance_depth", "nodes_per_round", "method"]
+    return table[columns].sort_values(["max_new_tokens", "base_depth", "stage"]).reset_index(drop=True)
+
+
+def sensitivity_table(df: pd.DataFrame, default: str | None = None) -> pd.DataFrame:
+    """DynaTree configurations by confidence thresholds and branch range, with `vs_default`: the per-prompt median
+    of each one's speedup over the `default` method's (the research's best, DynaTree(phase=3), unless given)."""
+    from .adaptive import DynaTree
+    from .methods import label
+
+    default = default or label(DynaTree(phase=3))
+    table = per_config(df)
+    table = table[table["method"].str.startswith("DynaTree")].copy()
+    table["confidence"] = [f"{h:g}/{lo:g}" for h, lo in zip(table["high_conf"], table["low_conf"])]
+    table["branches"] = [f"[{int(a)}, {int(c)}], default {int(b)}" for a, b, c in
+                         zip(table["min_branch"], table["default_branch"], table["max_branch"])]
+    table["vs_default"] = [
+        ratio_per_prompt(df[df["max_new_tokens"] == n], m, default).median() for m, n in
+        zip(table["method"], table["max_new_tokens"])]
+    columns = ["confidence", "branches", "max_new_tokens", "prompts", "speedup", "speedup_min", "vs_default",
+               "tokens_per_round", "acceptance_depth", "nodes_per_round", "method"]
+    return table[columns].sort_values(["max_new_tokens", "speedup"], ascending=[True, False]).reset_index(drop=True)
+
+
+_STREAMING = re.compile(r"Streaming\((?P<inner>.*),cache=(?P<cache>\d+),sinks=(?P<sinks>\d+)\)")
+
+
+def streaming_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Each Streaming(method, cache) beside `method` without streaming: compressions, speedup over AR, and
+    `vs_unstreamed`, the per-prompt median of its speedup over the unstreamed method's (AR's is 1)."""
+    table = per_config(df)
+    rows = []
+    for _, row in table.iterrows():
+        match = _STREAMING.fullmatch(row["method"])
+        if not match:
+            continue
+        inner, n = match["inner"], row["max_new_tokens"]
+        part = df[df["max_new_tokens"] == n]
+        ratio = ratio_per_prompt(part, row["method"], inner)
+        rows.append({"method": inner, "cache_size": int(match["cache"]), "sink_tokens": int(match["sinks"]),
+                     "max_new_tokens": n, "prompts": row["prompts"], "kv_compressions": row["kv_compressions"],
+                     "speedup": row["speedup"], "vs_unstreamed": ratio.median() if len(ratio) else float("nan"),
+                     "tokens_per_s": row["tokens_per_s"], "tokens_per_round": row["tokens_per_round"],
+                     "match_ar": row["match_ar"], "label": row["method"]})
+    if not rows:
+        raise ValueError("no Streaming(...) rows in the DataFrame")
+    return pd.DataFrame(rows).sort_values(["max_new_tokens", "method", "cache_size"]).reset_index(drop=True)
+
+
+def int8_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Per method and length: throughput with the target as given and with int8 weights, `int8_speed` (per-prompt
+    median of int8 tok/s over base tok/s), the target's weight bytes in each variant and `memory_saving`."""
+    table = per_config(df)
+    if set(table["variant"]) < {"base", "int8"}:
+        raise ValueError("int8_table needs rows of both variants, 'base' and 'int8'")
+    sizes = df.groupby("variant")["target_bytes"].median() if "target_bytes" in df.columns else pd.Series(dtype=float)
+    pp = per_prompt(df).set_index(["variant", "method", "max_new_tokens", "prompt_id"])["tokens_per_s"]
+    rows = []
+    for (method, n), part in table.groupby(["method", "max_new_tokens"], sort=False):
+        by = part.set_index("variant")
+        if not {"base", "int8"} <= set(by.index):
+            continue
+        ratio = (pp.xs(("int8", method, n)) / pp.xs(("base", method, n))).dropna()
+        rows.append({"method": method, "max_new_tokens": n, "prompts": int(by["prompts"].min()),
+                     "base_tokens_per_s": by.at["base", "tokens_per_s"], "int8_tokens_per_s": by.at["int8", "tokens_per_s"],
+                     "int8_speed": ratio.median(), "base_speedup": by.at["base", "speedup"],
+                     "int8_speedup": by.at["int8", "speedup"],
+                     "base_peak_mem_bytes": by.at["base", "peak_mem_bytes"],
+                     "int8_peak_mem_bytes": by.at["int8", "peak_mem_bytes"]})
+    out = pd.DataFrame(rows)
+    out["base_target_bytes"] = sizes.get("base", float("nan"))
+    out["int8_target_bytes"] = sizes.get("int8", float("nan"))
+    out["memory_saving"] = 1 - out["int8_target_bytes"] / out["base_target_bytes"]
+    return out
+
+
+def params_of(method_params: str) -> dict:
+    """A row's method parameters (the JSON `method_params` column) as a dict."""
+    return json.loads(method_params) if isinstance(method_params, str) and method_params else {}

@@ -1,0 +1,92 @@
+"""Best-first trees: keep the globally most probable draft nodes (EAGLE-2 / OPT-Tree style), one forward per level.
+
+A fixed tree spends its budget evenly; a best-first tree spends it where the draft's cumulative probability (its own
+estimate of the chance a path is accepted) is highest, so a confident chain can run deep while unsure spots stay
+shallow.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .decoding import Run, decode, speculate
+from .draft import DraftState, draft_tree, reorder, select_children
+from .methods import _check_int
+
+
+@dataclass(frozen=True)
+class TopNTree:
+    """Best-first tree of at most `nodes` draft nodes, `max_depth` levels, `topk` children per expanded node.
+
+    The exact rule, one draft forward per level:
+    1. Candidates: the draft's top-`topk` continuations of the root; then, each level, the top-`topk` continuations
+       of every frontier node.
+    2. Frontier (the nodes fed to the draft, whose children become the next level's candidates): among the newest
+       level's candidates, those still inside the global top-`nodes` of all candidates so far by cumulative draft
+       log-probability, and of these the `topk` best. A candidate outside the global top-`nodes` can never enter the
+       final tree, nor can any descendant (a child's cumulative log-prob never exceeds its parent's), so it is not fed.
+    3. After `max_depth` levels (or an empty frontier) the verified tree is the global top-`nodes` candidates by
+       cumulative log-prob over all levels, ties to the earlier node; that set contains every member's parent.
+    """
+
+    nodes: int = 32
+    max_depth: int = 8
+    topk: int = 8
+    name = "TopNTree"
+    needs_draft = True
+
+    def __post_init__(self):
+        _check_int("nodes", self.nodes, 1)
+        _check_int("max_depth", self.max_depth, 1)
+        _check_int("topk", self.topk, 1)
+
+    def label(self) -> str:
+        return f"TopNTree(N={self.nodes},D={self.max_depth},k={self.topk})"
+
+
+def best_nodes(tree, n: int) -> torch.Tensor:
+    """The non-root nodes among the `n` highest cumulative log-probs (ties to the earlier node), in index order."""
+    order = torch.sort(-tree.cum_logp[1:], stable=True).indices[:n] + 1
+    return order.sort().values
+
+
+def _expand_all(tree, frontier, cand_logp, cand_tokens):
+    return select_children(tree, frontier, cand_logp, cand_tokens)
+
+
+class _BestFirst:
+    def __init__(self, method: TopNTree):
+        self.method = method
+        self.candidates = 0
+
+    def select_frontier(self, tree, new_nodes):
+        m = self.method
+        alive = new_nodes[torch.isin(new_nodes, best_nodes(tree, m.nodes))]
+        top = torch.sort(-tree.cum_logp[alive], stable=True).indices[: m.topk]
+        return alive[top].sort().values
+
+    def draft_round(self, run: Run, state: DraftState, max_depth: int):
+        m = self.method
+        drafted = draft_tree(run.pair.draft, state, _expand_all, m.topk, min(m.max_depth, max_depth),
+                             self.select_frontier)
+        self.candidates = drafted.tree.num_draft
+        if drafted.tree.num_draft <= m.nodes:
+            return drafted
+        keep = [0] + best_nodes(drafted.tree, m.nodes).tolist()
+        return reorder(drafted, drafted.tree, keep)
+
+    def on_round(self, record: dict) -> None:
+        record["candidates"] = self.candidates  # drafted before the global top-N selection
+        self.candidates = 0
+
+
+def drafter(method: TopNTree):
+    """A fresh (draft_round, on_round) pair for one generation."""
+    state = _BestFirst(method)
+    return state.draft_round, state.on_round
+
+
+@decode.register
+def _(method: TopNTree, run: Run) -> None:
+    speculate(run, *drafter(method))

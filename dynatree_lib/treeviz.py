@@ -1,0 +1,338 @@
+"""One draft tree, looked at closely: draft it for a prompt, see what the policy kept and pruned, what the target
+accepted, and draw it (tree figure, attention-mask heatmap) for the book.
+
+    view = draft_one_tree(pair, prompt, FixedTree(depth=5, branch=2, threshold=0.03))
+    tree_figure(view, pair.tokenizer).show()
+
+`draft_one_tree` runs exactly the first round of `generate`: target prefill (its argmax is the root), one
+`draft_tree` call with the method's own expand policy, one tree-masked target forward, greedy acceptance. It only
+listens in on the policy (every candidate it was offered and which it kept), so the tree is the one the method
+really drafts.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+
+import pandas as pd
+import plotly.graph_objects as go
+import torch
+
+from . import kvcache
+from .adaptive import DynaTree, _Adaptive, branches
+from .decoding import check_inputs, encode, forward
+from .draft import DraftState, draft_tree, fixed_expand
+from .mask import tree_attention_mask, tree_position_ids
+from .methods import FixedTree, Linear, label
+from .plots import TEMPLATE
+from .tree import Tree
+from .verify import accept_greedy, verify
+
+COLORS = {"root": "#404040", "draft": "#2f6db5", "accepted": "#2e8b57", "pruned": "#b8b8b8", "bonus": "#d9622b"}
+
+
+@dataclass
+class TreeView:
+    method: object
+    prompt_ids: list[int]
+    tree: Tree  # node 0 is the root: the target's first token after the prompt
+    candidates: pd.DataFrame  # every candidate offered to the policy: parent, rank, token, logp, cum_logp, node, reason
+    target_next: list[int]  # the target's argmax after each node (what it would write next)
+    path: list[int]  # accepted nodes, root first
+    bonus: int  # the target's token after the last accepted node
+    draft_forwards: int
+
+    @property
+    def committed(self) -> list[int]:
+        """Tokens this round commits: the accepted draft tokens and the bonus token."""
+        return self.tree.tokens[self.path[1:]].tolist() + [self.bonus]
+
+
+def _policy(method):
+    """(expand, width, depth, select_frontier, allowed_branches) as `generate` would use them for `method`."""
+    if isinstance(method, FixedTree):
+        return (fixed_expand(method.branch, method.threshold, method.max_nodes), method.branch, method.depth, None,
+                lambda p: torch.full_like(p, method.branch, dtype=torch.long))
+    if isinstance(method, Linear):
+        return fixed_expand(1, 0.0, method.k), 1, method.k, None, lambda p: torch.ones_like(p, dtype=torch.long)
+    if isinstance(method, DynaTree):
+        state = _Adaptive(method)  # a fresh generation's state: high_conf at its initial value
+        depth = method.base_depth if method.phase == 1 else method.max_depth
+        return (state.expand, method.max_branch, depth, state.select_frontier,
+                lambda p: branches(p, state.high_conf, method))
+    raise ValueError(f"method must be Linear, FixedTree or DynaTree to draw its tree, got {label(method)}")
+
+
+def _thresholds(method) -> tuple[float, int | None]:
+    if isinstance(method, DynaTree):
+        return (method.threshold if method.pruning else 0.0), (method.max_nodes if method.node_budget else None)
+    if isinstance(method, FixedTree):
+        return method.threshold, method.max_nodes
+    return 0.0, method.k
+
+
+@torch.no_grad()
+def draft_one_tree(pair, prompt, method) -> TreeView:
+    """The first round of `generate(pair, prompt, method, ...)`: the drafted tree, every candidate the expand policy
+    saw (kept or dropped, and why), and what the target accepted."""
+    prompt_ids = encode(pair, prompt)
+    check_inputs(pair, prompt_ids, method, 1)
+    expand, width, depth, select_frontier, allowed = _policy(method)
+    threshold, max_nodes = _thresholds(method)
+    rows: list[dict] = []
+
+    def listening_expand(tree, frontier, cand_logp, cand_tokens):
+        parents, tokens, logp = expand(tree, frontier, cand_logp, cand_tokens)
+        kept = {(int(p), int(t)): len(tree) + i for i, (p, t) in enumerate(zip(parents.tolist(), tokens.tolist()))}
+        n_allowed = allowed(cand_logp[:, 0].exp()).tolist()
+        cum = tree.cum_logp[frontier].unsqueeze(1) + cand_logp
+        for r, parent in enumerate(frontier.tolist()):
+            for c in range(cand_logp.shape[1]):
+                token = int(cand_tokens[r, c])
+                node = kept.get((parent, token), -1)
+                if node >= 0:
+                    reason = "kept"
+                elif c >= n_allowed[r]:
+                    reason = "branch"  # beyond the node's branch count: never a proposal
+                elif threshold > 0 and float(cum[r, c].exp()) < threshold:
+                    reason = "threshold"
+                else:
+                    reason = "budget"
+                rows.append(dict(parent=parent, rank=c, token_id=token, logp=float(cand_logp[r, c]),
+                                 cum_logp=float(cum[r, c]), node=node, reason=reason))
+        return parents, tokens, logp
+
+    target, draft = pair.target, pair.draft
+    cache = kvcache.new_cache(target)
+    ids = torch.tensor([prompt_ids], device=target.device)
+    root = int(forward(target, ids, cache, logits_to_keep=1)[-1].argmax())
+    state = DraftState(kvcache.new_cache(draft), pending=prompt_ids + [root])
+    drafted = draft_tree(draft, state, listening_expand, width, depth, select_frontier)
+    target_next = verify(target, cache, drafted.tree).argmax(dim=-1)
+    path, bonus = accept_greedy(drafted.tree, target_next)
+    columns = ["parent", "rank", "token_id", "logp", "cum_logp", "node", "reason"]
+    return TreeView(method, prompt_ids, drafted.tree, pd.DataFrame(rows, columns=columns),
+                    target_next.tolist(), path, bonus, drafted.forwards)
+
+
+def token_label(tokenizer, token_id: int) -> str:
+    """A token as readable text: spaces as '␣', newlines as '↵', tabs as '⇥' (so whitespace tokens are visible)."""
+    text = tokenizer.decode([int(token_id)]) if tokenizer is not None else str(int(token_id))
+    return text.replace(" ", "␣").replace("\n", "↵").replace("\t", "⇥") or "∅"
+
+
+def tree_frame(view: TreeView, tokenizer=None) -> pd.DataFrame:
+    """One row per tree node in BFS order: token, parent, depth, draft probability, cumulative probability, whether
+    the target accepted it, the target's own next token there, and (for expanded nodes) the draft's top-1
+    probability and the number of children it got."""
+    t = view.tree
+    cand = view.candidates
+    top1 = cand[cand["rank"] == 0].set_index("parent")["logp"]
+    children = cand[cand["reason"] == "kept"].groupby("parent").size()
+    on_path = set(view.path)
+    rows = []
+    for i in range(len(t)):
+        rows.append(dict(
+            node=i, token=token_label(tokenizer, int(t.tokens[i])), token_id=int(t.tokens[i]),
+            parent=int(t.parents[i]), depth=int(t.depth[i]), prob=float(t.logp[i].exp()),
+            cum_prob=float(t.cum_logp[i].exp()), accepted=i in on_path,
+            target_next=token_label(tokenizer, view.target_next[i]),
+            draft_top1=math.exp(top1[i]) if i in top1.index else math.nan,
+            children=int(children.get(i, 0)),
+        ))
+    return pd.DataFrame(rows)
+
+
+def pruned_frame(view: TreeView, tokenizer=None, reasons=("threshold", "budget")) -> pd.DataFrame:
+    """Candidates the policy offered but dropped, for the given reasons ('threshold': cumulative probability below
+    tau; 'budget': over max_nodes; 'branch': beyond the node's branch count)."""
+    out = view.candidates[view.candidates["reason"].isin(reasons)].copy()
+    out.insert(2, "token", [token_label(tokenizer, t) for t in out["token_id"]])
+    out["prob"] = out["logp"].map(math.exp)
+    out["cum_prob"] = out["cum_logp"].map(math.exp)
+    out["depth"] = [int(view.tree.depth[p]) + 1 for p in out["parent"]]
+    return out.drop(columns=["logp", "cum_logp", "node"]).reset_index(drop=True)
+
+
+def _layout(parents: list[int], order_key: list[float]) -> list[float]:
+    """y coordinate per node: leaves on consecutive rows (in child order), a parent centred on its children."""
+    children: dict[int, list[int]] = {}
+    for i, p in enumerate(parents):
+        if p >= 0:
+            children.setdefault(p, []).append(i)
+    y = [0.0] * len(parents)
+    next_row = [0]
+
+    def place(i):
+        kids = sorted(children.get(i, []), key=lambda k: order_key[k])
+        if not kids:
+            y[i] = float(next_row[0])
+            next_row[0] += 1
+        else:
+            for k in kids:
+                place(k)
+            y[i] = (y[kids[0]] + y[kids[-1]]) / 2
+    place(0)
+    return y
+
+
+def tree_figure(view: TreeView, tokenizer=None, *, show_pruned: bool = True, title: str | None = None) -> go.Figure:
+    """The tree, depth left to right: each node labelled with its token and draft probability; the accepted path in
+    green and the target's bonus token after it in orange; pruned candidates (threshold or budget) in grey."""
+    nodes = tree_frame(view, tokenizer)
+    pruned = pruned_frame(view, tokenizer) if show_pruned else pruned_frame(view, tokenizer, reasons=())
+    # One combined node list: tree nodes, then pruned candidates, then the bonus token.
+    kind = ["root"] + ["accepted" if a else "draft" for a in nodes["accepted"][1:]] + ["pruned"] * len(pruned) + ["bonus"]
+    parents = list(nodes["parent"]) + list(pruned["parent"]) + [view.path[-1]]
+    depth = list(nodes["depth"]) + list(pruned["depth"]) + [len(view.path)]
+    tokens = list(nodes["token"]) + list(pruned["token"]) + [token_label(tokenizer, view.bonus)]
+    probs = list(nodes["prob"]) + list(pruned["prob"]) + [math.nan]
+    cum = list(nodes["cum_prob"]) + list(pruned["cum_prob"]) + [math.nan]
+    kept = view.candidates[view.candidates["node"] >= 0].set_index("node")["rank"]
+    # Siblings top to bottom in the draft's own order (rank 0 first); the bonus token above its siblings.
+    order = [int(kept.get(i, 0)) for i in range(len(nodes))] + list(pruned["rank"]) + [-1]
+    y = _layout(parents, order)
+    fig = go.Figure()
+    fig.update_layout(template=TEMPLATE, title=title or f"Draft tree of {label(view.method)}: {len(view.tree) - 1} "
+                      f"nodes, {len(view.path) - 1} accepted + 1 bonus",
+                      xaxis=dict(title="depth", dtick=1, zeroline=False),
+                      yaxis=dict(visible=False, autorange="reversed"),
+                      height=max(320, 34 * (max(y) + 1) + 120), showlegend=True)
+    for style, dash, color in (("solid", None, "#8fa8c8"), ("pruned", "dot", COLORS["pruned"]),
+                               ("path", None, COLORS["accepted"]), ("bonus", "dash", COLORS["bonus"])):
+        xs, ys = [], []
+        for i, p in enumerate(parents):
+            if p < 0:
+                continue
+            s = {"pruned": "pruned", "bonus": "bonus", "accepted": "path"}.get(kind[i], "solid")
+            if s == style:
+                xs += [depth[p], depth[i], None]
+                ys += [y[p], y[i], None]
+        if xs:
+            fig.add_scatter(x=xs, y=ys, mode="lines", line=dict(color=color, dash=dash,
+                            width=3 if style == "path" else 1.2), hoverinfo="skip", showlegend=False)
+    names = {"root": "root (last committed token)", "draft": "draft node", "accepted": "accepted by the target",
+             "pruned": "pruned candidate", "bonus": "target's bonus token"}
+    for k, name in names.items():
+        idx = [i for i, kk in enumerate(kind) if kk == k]
+        if not idx:
+            continue
+        text = [tokens[i] if k in ("root", "bonus") else f"{tokens[i]} {probs[i]:.2f}" for i in idx]
+        fig.add_scatter(
+            x=[depth[i] for i in idx], y=[y[i] for i in idx], mode="markers+text", name=name,
+            marker=dict(color=COLORS[k], size=9 if k == "pruned" else 12, symbol="diamond" if k == "bonus" else "circle",
+                        line=dict(width=1, color="white")),
+            text=text, textposition="middle right",
+            textfont=dict(color="#9a9a9a" if k == "pruned" else "#222222", size=12),
+            customdata=[[tokens[i], probs[i], cum[i]] for i in idx],
+            hovertemplate="%{customdata[0]}<br>p=%{customdata[1]:.3f}, cumulative %{customdata[2]:.3f}<extra>"
+                          + name + "</extra>",
+        )
+    fig.update_xaxes(range=[-0.3, max(depth) + 1.2])
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The attention mask of a tree, as the library builds it
+
+
+MASK_CLASSES = ("blocked", "prefix", "ancestor")  # 0, 1, 2 in mask_classes
+
+
+def mask_classes(tree: Tree, prefix_len: int) -> torch.Tensor:
+    """(n, prefix_len + n) long: 0 where `tree_attention_mask` blocks attention, 1 for visible committed-prefix keys,
+    2 for visible tree keys (the node itself and its ancestors). Read off the additive mask itself."""
+    mask = tree_attention_mask(tree.ancestors, prefix_len, torch.float32)[0, 0]
+    visible = mask == 0
+    out = torch.zeros_like(mask, dtype=torch.long)
+    out[:, :prefix_len][visible[:, :prefix_len]] = 1
+    out[:, prefix_len:][visible[:, prefix_len:]] = 2
+    return out
+
+
+def mask_figure(tree: Tree, prefix_len: int, tokenizer=None, *, prefix_shown: int = 3,
+                title: str | None = "Tree attention mask") -> go.Figure:
+    """Heatmap of the tree attention mask: rows are queries (tree nodes), columns keys (the last `prefix_shown`
+    prefix positions, then the tree nodes); prefix / ancestor-or-self / blocked in three colours."""
+    classes = mask_classes(tree, prefix_len)
+    shown = min(prefix_shown, prefix_len)
+    z = classes[:, prefix_len - shown:]
+    names = [f"{i}:{token_label(tokenizer, int(t))}" for i, t in enumerate(tree.tokens.tolist())]
+    cols = [f"p{prefix_len - shown + j}" for j in range(shown)] + names
+    colorscale = [[0, "#f2f2f2"], [1 / 3, "#f2f2f2"], [1 / 3, "#9e9e9e"], [2 / 3, "#9e9e9e"], [2 / 3, "#2e8b57"],
+                  [1, "#2e8b57"]]
+    fig = go.Figure()
+    fig.update_layout(template=TEMPLATE, title=title, height=max(320, 26 * len(names) + 160),
+                      xaxis=dict(title=f"key (… {prefix_len - shown} earlier prefix keys, all visible)", side="bottom",
+                                 tickangle=-60),
+                      yaxis=dict(title="query (tree node)", autorange="reversed"))
+    fig.add_heatmap(
+        z=z.tolist(), x=cols, y=names, zmin=-0.5, zmax=2.5, colorscale=colorscale, xgap=1, ygap=1,
+        colorbar=dict(tickvals=[0, 1, 2], ticktext=list(MASK_CLASSES), title="key is"),
+        customdata=[[MASK_CLASSES[v] for v in row] for row in z.tolist()],
+        hovertemplate="query %{y}<br>key %{x}<br>%{customdata}<extra></extra>",
+    )
+    fig.update_xaxes(type="category")
+    fig.update_yaxes(type="category")
+    return fig
+
+
+def position_frame(tree: Tree, prefix_len: int, tokenizer=None) -> pd.DataFrame:
+    """Per node: token, parent, depth and the position id the target sees (`tree_position_ids`)."""
+    pos = tree_position_ids(tree.depth, prefix_len)[0]
+    return pd.DataFrame(dict(node=range(len(tree)), token=[token_label(tokenizer, t) for t in tree.tokens.tolist()],
+                             parent=tree.parents.tolist(), depth=tree.depth.tolist(), position_id=pos.tolist()))
+
+
+@torch.no_grad()
+def tree_logits(model, prompt_ids: list[int], tree: Tree) -> torch.Tensor:
+    """The model's next-token logits at every node in one tree-masked forward over the prompt's cache (as verify)."""
+    cache = kvcache.new_cache(model)
+    forward(model, torch.tensor([prompt_ids], device=model.device), cache, logits_to_keep=1)
+    return verify(model, cache, tree).float()
+
+
+@torch.no_grad()
+def path_logits(model, prompt_ids: list[int], tree: Tree) -> torch.Tensor:
+    """Brute force for `tree_logits`: each node's logits from a plain causal forward over the prompt followed by
+    the node's own root-to-node path, no cache, no tree mask (one forward per node)."""
+    rows = []
+    for i in range(len(tree)):
+        ids = list(prompt_ids) + tree.tokens[tree.path(i)].tolist()
+        out = model(input_ids=torch.tensor([ids], device=model.device), use_cache=False, logits_to_keep=1)
+        rows.append(out.logits[0, -1].float())
+    return torch.stack(rows)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Interactive exploration (JupyterLab only)
+
+
+def live_jupyter() -> bool:
+    """True inside a kernel started by a Jupyter server (JupyterLab, Notebook), which sets JPY_SESSION_NAME;
+    papermill and nbclient, which execute the book, do not. Widgets need a live frontend to mean anything."""
+    return bool(os.environ.get("JPY_SESSION_NAME"))
+
+
+def explorer(pair, prompt, depth: int = 5, branch: int = 2, threshold: float = 0.03):
+    """ipywidgets controls (depth, branch, threshold) that redraw the FixedTree draft tree of `prompt` on change."""
+    import ipywidgets as w
+    from IPython.display import display
+
+    out = w.Output()
+    controls = dict(
+        depth=w.IntSlider(value=depth, min=1, max=8, description="depth", continuous_update=False),
+        branch=w.IntSlider(value=branch, min=1, max=4, description="branch", continuous_update=False),
+        threshold=w.FloatLogSlider(value=threshold, base=10, min=-3, max=-0.3, step=0.1, description="threshold",
+                                   continuous_update=False, readout_format=".3f"),
+    )
+
+    def redraw(depth, branch, threshold):
+        view = draft_one_tree(pair, prompt, FixedTree(depth=depth, branch=branch, threshold=threshold))
+        with out:
+            out.clear_output(wait=True)
+            display(tree_figure(view, pair.tokenizer))
+
+    w.interactive_output(redraw, controls)
+    return w.VBox([w.HBox(list(controls.values())), out])

@@ -1,0 +1,392 @@
+"""HardwareAware and its cost model: exactness, planner decisions on synthetic cost curves, the acceptance
+estimator, interpolation, and the calibration cache."""
+import functools
+import json
+import os
+import time
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from dynatree_lib import Autoregressive, FixedTree, HardwareAware, generate, label
+from dynatree_lib import costmodel as cm
+from dynatree_lib.tree import from_parents
+from tiny import ARCHS, VOCAB, reference_greedy, tiny_pair
+
+DRAFTS = ("same", "perturbed", "unrelated")
+NODES = cm.DEFAULT_NODES
+
+
+def flat(seconds):
+    return tuple(seconds for _ in NODES)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def private_cache(tmp_path_factory):
+    """Calibrations of the tiny models go to a temporary cache, never to the user's."""
+    saved = os.environ.get("DYNATREE_CACHE")
+    os.environ["DYNATREE_CACHE"] = str(tmp_path_factory.mktemp("dynatree-cache"))
+    cm._CALIBRATIONS.clear()
+    yield
+    cm._CALIBRATIONS.clear()
+    if saved is None:
+        del os.environ["DYNATREE_CACHE"]
+    else:
+        os.environ["DYNATREE_CACHE"] = saved
+
+
+@pytest.fixture
+def fake_costs(monkeypatch, tmp_path):
+    """Make the next calibrations return the given Costs (in a fresh cache), to drive HardwareAware end to end."""
+    monkeypatch.setenv("DYNATREE_CACHE", str(tmp_path))
+    cm._CALIBRATIONS.clear()
+
+    def use(costs, delay_s=0.0):
+        def measure(pair, **settings):
+            time.sleep(delay_s)
+            return costs
+
+        monkeypatch.setattr(cm, "measure_costs", measure)
+
+    yield use
+    cm._CALIBRATIONS.clear()  # the fake curves must not leak into later tests
+
+
+@functools.lru_cache(maxsize=None)
+def _reference(arch, prompt, n):
+    return tuple(reference_greedy(tiny_pair(arch, "same").target, list(prompt), n))
+
+
+def reference(arch, prompt, n):
+    return list(_reference(arch, tuple(prompt), n))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Exactness, with real calibrations of the tiny models
+
+methods = st.builds(
+    HardwareAware, max_depth=st.integers(1, 8), max_branch=st.integers(1, 3), max_nodes=st.integers(1, 64),
+    threshold=st.sampled_from([0.0, 0.03]), warmup_rounds=st.integers(0, 3), probe_every=st.integers(1, 6),
+    prior_accept=st.sampled_from([0.0, 0.3, 0.9]),  # 0: plain steps right after warm-up, then probes
+    adapt_costs=st.booleans(), allow_ar=st.booleans(),
+)
+
+
+@pytest.mark.parametrize("draft_kind", DRAFTS)
+@pytest.mark.parametrize("arch", ARCHS)
+@given(method=methods, prompt=st.lists(st.integers(0, VOCAB - 1), min_size=1, max_size=20), n=st.integers(1, 30))
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_hardware_aware_equals_greedy(arch, draft_kind, method, prompt, n):
+    out = generate(tiny_pair(arch, draft_kind), prompt, method, n, stop_at_eos=False)
+    assert out.token_ids == reference(arch, prompt, n), label(method)
+    assert sum(r["committed"] for r in out.trace) == n - 1
+    for i, r in enumerate(out.trace):
+        assert 0 <= r["accepted"] <= r["depth"] and r["committed"] == r["accepted"] + 1
+        assert (r["nodes"] == 0) == (r["plan_depth"] == 0), r  # a plain step drafts nothing, a tree something
+        if method.threshold == 0:  # no pruning: the drafted tree is exactly the planned shape
+            assert (r["nodes"], r["depth"]) == (r["plan_nodes"], r["plan_depth"]), r
+        if r["plan_reason"] in ("warmup", "probe") or not method.allow_ar:
+            assert r["plan_depth"] > 0 or r["plan_reason"] == "last", r
+        assert (r["plan_reason"] == "warmup") == (i < method.warmup_rounds and r["plan_reason"] != "last")
+    assert out.stats["ar_rounds"] == sum(r["plan_depth"] == 0 and r["plan_reason"] != "last" for r in out.trace)
+
+
+def test_sampling_runs_and_is_reproducible():
+    pair = tiny_pair("qwen2", "perturbed")
+    method = HardwareAware(adapt_costs=False)  # measured timings would change the trees, hence the draws
+    runs = [generate(pair, [3, 1, 4], method, 20, stop_at_eos=False, temperature=0.8, seed=7) for _ in range(2)]
+    assert len(runs[0].token_ids) == 20 and runs[0].token_ids == runs[1].token_ids
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# End to end on synthetic cost curves: the plans follow the draft's quality
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_good_cheap_draft_grows_deep_trees(arch, fake_costs):
+    fake_costs(cm.Costs(NODES, flat(1.0), flat(0.02)))
+    prompt = [5, 9, 2]
+    out = generate(tiny_pair(arch, "same"), prompt, HardwareAware(adapt_costs=False), 60, stop_at_eos=False)
+    assert out.token_ids == reference(arch, prompt, 60)
+    planned = [r for r in out.trace if r["plan_reason"] == "plan"]
+    assert planned and all(r["plan_depth"] >= 4 for r in planned[:-2])  # the last rounds are capped by what is left
+    assert out.stats["ar_rounds"] == 0
+    assert out.stats["tokens_per_round"] > 4
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_failing_draft_falls_back_to_plain_steps_and_probes(arch, fake_costs):
+    fake_costs(cm.Costs(NODES, flat(1.0), flat(0.3)))
+    prompt = [5, 9, 2]
+    method = HardwareAware(adapt_costs=False, probe_every=5)
+    out = generate(tiny_pair(arch, "unrelated"), prompt, method, 60, stop_at_eos=False)
+    assert out.token_ids == reference(arch, prompt, 60)
+    reasons = [r["plan_reason"] for r in out.trace]
+    assert out.stats["ar_rounds"] >= 0.7 * len(out.trace)
+    assert out.stats["probe_rounds"] >= 2
+    for i, reason in enumerate(reasons):  # a probe comes exactly after probe_every plain steps in a row
+        if reason == "probe":
+            assert [r["plan_depth"] for r in out.trace[i - method.probe_every: i]] == [0] * method.probe_every
+    for r in out.trace:
+        if r["plan_depth"] == 0 and r["plan_reason"] == "plan":
+            assert r["plan_tree_tps"] <= r["plan_ar_tps"]  # the trace says why
+
+
+def test_without_plain_steps_it_always_drafts(fake_costs):
+    fake_costs(cm.Costs(NODES, flat(1.0), flat(0.3)))
+    out = generate(tiny_pair("llama", "unrelated"), [1, 2], HardwareAware(allow_ar=False), 30, stop_at_eos=False)
+    assert out.token_ids == reference("llama", [1, 2], 30)
+    assert all(r["nodes"] > 0 for r in out.trace[:-1]) and out.stats["ar_rounds"] == 0
+
+
+def test_calibration_time_is_left_out_of_the_timings(fake_costs):
+    fake_costs(cm.Costs(NODES, flat(1.0), flat(0.02)), delay_s=0.5)
+    pair = tiny_pair("gpt_neox", "same")
+    first = generate(pair, [1, 2, 3], HardwareAware(), 5, stop_at_eos=False)
+    assert first.stats["calibration_s"] >= 0.5 > first.stats["wall_s"]
+    assert first.stats["ttft_s"] < 0.5
+    again = generate(pair, [1, 2, 3], HardwareAware(), 5, stop_at_eos=False)
+    assert again.stats["calibration_s"] < 0.1  # in-process: paid once
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Planner on synthetic cost curves
+
+
+def test_expensive_draft_and_low_acceptance_choose_plain_steps():
+    costs = cm.Costs(NODES, flat(1.0), flat(1.0))
+    plan = cm.plan_round(costs, cm.rank_accept_prior(0.1))
+    assert (plan.depth, plan.nodes, plan.expected_tokens) == (0, 0, 1.0)
+    assert plan.tree_tps < plan.ar_tps == plan.expected_tps == 1.0
+    assert isinstance(plan.fixed_tree(), Autoregressive)
+
+
+def test_cheap_draft_and_high_acceptance_choose_a_deep_tree():
+    plan = cm.plan_round(cm.Costs(NODES, flat(1.0), flat(0.01)), cm.rank_accept_prior(0.9))
+    assert plan.depth >= 6 and plan.expected_tps > 3 * plan.ar_tps
+    tree = plan.fixed_tree(threshold=0.0)
+    assert isinstance(tree, FixedTree) and (tree.depth, tree.branch, tree.max_nodes) == (
+        plan.depth, plan.branch, plan.nodes)
+
+
+def test_verify_knee_caps_the_tree_size():
+    cheap_draft, accept = flat(0.01), cm.rank_accept_prior(0.8)
+    knee = cm.plan_round(cm.Costs(NODES, (1, 1, 1, 1, 1, 4, 16), cheap_draft), accept)  # flat to 16 tree nodes
+    assert knee.depth >= 3 and 1 + knee.nodes <= 16
+    no_knee = cm.plan_round(cm.Costs(NODES, flat(1.0), cheap_draft), accept)
+    assert 1 + no_knee.nodes > 16  # the same acceptance on flat hardware uses a bigger tree
+
+
+def test_zero_acceptance_never_drafts_and_max_depth_is_respected():
+    costs = cm.Costs(NODES, (1, 1.1, 1.2, 1.4, 2, 3, 5), flat(0.001))
+    planner = cm.Planner(costs)
+    assert planner.best(np.zeros((8, 3))).depth == 0
+    assert planner.best(np.zeros((8, 3)), allow_ar=False).depth >= 1
+    for max_depth in range(0, 9):
+        assert planner.best(cm.rank_accept_prior(0.95), max_depth=max_depth).depth <= max_depth
+    with pytest.raises(ValueError, match="rank_accept"):
+        planner.best(np.zeros((3, 3)))
+
+
+@given(
+    verify=st.lists(st.floats(0.01, 2.0), min_size=7, max_size=7),
+    draft=st.lists(st.floats(0.0, 2.0), min_size=7, max_size=7),
+    r=st.lists(st.floats(0.0, 0.6), min_size=12, max_size=12),
+    scales=st.tuples(st.floats(0.2, 5.0), st.floats(0.2, 5.0), st.floats(0.0, 0.5)),
+)
+@settings(max_examples=40, deadline=None)
+def test_planner_picks_the_best_rate_by_brute_force(verify, draft, r, scales):
+    costs = cm.Costs(NODES, cm.monotone(sorted(verify)), cm.monotone(sorted(draft)))
+    rank_accept = np.array(r).reshape(4, 3)
+    draft_scale, verify_scale, overhead = scales
+    plan = cm.Planner(costs, max_depth=4, max_branch=3, max_nodes=20).best(
+        rank_accept, draft_scale=draft_scale, verify_scale=verify_scale, overhead_s=overhead)
+
+    def rate(shape):
+        seconds = (draft_scale * (costs.draft(1) + sum(costs.draft(w) for w in shape.widths[:-1]))
+                   + verify_scale * costs.verify(1 + shape.nodes) + overhead)
+        return cm.expected_tokens(shape.widths, rank_accept) / seconds
+
+    best_tree = max(rate(s) for s in cm.tree_shapes(4, 3, 20))
+    ar = 1 / (verify_scale * costs.verify(1) + overhead)
+    assert plan.tree_tps == pytest.approx(best_tree) and plan.ar_tps == pytest.approx(ar)
+    assert plan.expected_tps == pytest.approx(max(best_tree, ar))
+    if plan.depth:
+        assert plan.expected_tokens == pytest.approx(cm.expected_tokens(plan.widths, rank_accept))
+
+
+def test_expected_tokens_by_hand():
+    r = np.array([[0.5, 0.2], [0.6, 0.1]])
+    # Level 1: two children, a1 = 0.5 + 0.2; level 2: one child under two parents (c = 0.5), a2 = 0.5 * 0.6.
+    assert cm.expected_tokens((2, 1), r) == pytest.approx(1 + 0.7 + 0.7 * 0.3)
+    assert cm.expected_tokens((1, 1), r) == pytest.approx(1 + 0.5 + 0.5 * 0.6)
+    assert cm.expected_tokens((), r) == 1.0
+    assert cm.expected_tokens((1,), np.ones((1, 1))) == 2.0
+
+
+def test_fixed_widths_and_shapes():
+    assert cm.fixed_widths(8, 2, 64) == (2, 4, 8, 16, 32, 2)
+    assert cm.fixed_widths(3, 1, 64) == (1, 1, 1)
+    assert cm.fixed_widths(5, 3, 10) == (3, 7)
+    shapes = cm.tree_shapes(8, 3, 64)
+    assert len({s.widths for s in shapes}) == len(shapes)
+    assert all(s.depth <= 8 and s.nodes <= 64 and cm.fixed_widths(s.depth, s.branch, s.nodes) == s.widths
+               for s in shapes)
+    assert any(s.nodes == 15 for s in shapes) and any(s.nodes == 16 for s in shapes)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Acceptance statistics
+
+
+def test_rank_observations():
+    # root -> 10, 11 ; 10 -> 12, 13 ; 11 has no children
+    tree = from_parents([0, 10, 11, 12, 13], [-1, 0, 0, 1, 1])
+    assert cm.rank_observations(tree, [10, 13]) == [(1, 2, 1), (2, 2, 2)]  # 13 is a leaf: nothing more seen
+    assert cm.rank_observations(tree, [10]) == [(1, 2, 1), (2, 2, 0)]  # 10 had children, none was right
+    assert cm.rank_observations(tree, [11]) == [(1, 2, 2)]
+    assert cm.rank_observations(tree, []) == [(1, 2, 0)]
+    assert cm.rank_observations(from_parents([0], [-1]), []) == []
+
+
+def test_acceptance_estimates_converge_and_unseen_cells_keep_the_prior():
+    acc = cm.Acceptance(max_depth=3, max_branch=3, prior=0.5, prior_weight=2.0, decay=0.995)
+    outcomes = [1, 1, 2, 1, 0, 1, 2, 1, 1, 0] * 60  # rank 1: 60 %, rank 2: 20 %, none of the two: 20 %
+    for rank in outcomes:
+        acc.update([(1, 2, rank)])
+    r = acc.rank_accept()
+    assert r[0, 0] == pytest.approx(0.6, abs=0.05) and r[0, 1] == pytest.approx(0.2, abs=0.05)
+    assert r[0, 2] == pytest.approx(0.125)  # rank 3 was never drafted: still the prior 0.5 * 0.5^2
+    assert np.allclose(r[1:], cm.rank_accept_prior(0.5, 3, 3)[1:])  # level 2 never reached
+    acc.update([(9, 3, 1)])  # beyond max_depth: ignored
+    assert np.allclose(acc.rank_accept(), r)
+
+
+def test_acceptance_forgets_with_decay():
+    acc = cm.Acceptance(max_depth=1, max_branch=1, prior=0.5, prior_weight=1.0, decay=0.8)
+    for _ in range(50):
+        acc.update([(1, 1, 1)])
+    for _ in range(30):
+        acc.update([(1, 1, 0)])
+    assert acc.rank_accept()[0, 0] < 0.05  # recent failures dominate
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Cost curves and calibration
+
+
+def test_interpolation():
+    xs, ys = (1, 2, 4, 8), (1.0, 1.0, 2.0, 6.0)
+    for x, y in zip(xs, ys):
+        assert cm.interpolate(xs, ys, x) == y
+    assert cm.interpolate(xs, ys, 3) == pytest.approx(1.5)
+    assert cm.interpolate(xs, ys, 6) == pytest.approx(4.0)
+    assert cm.interpolate(xs, ys, 10) == pytest.approx(8.0)  # the last segment's slope continues
+    assert cm.interpolate(xs, ys, 0.5) == 1.0
+    assert cm.interpolate((1, 2), (2.0, 1.0), 5) == 1.0  # never extrapolates downwards
+    assert cm.interpolate((4,), (3.0,), 100) == 3.0
+    costs = cm.Costs(xs, ys, (0.5, 0.5, 0.5, 1.5))
+    assert costs.verify(3) == pytest.approx(1.5) and costs.draft(6) == pytest.approx(1.0)
+    assert list(costs.frame().columns) == ["nodes", "verify_s", "draft_s", "draft_over_verify"]
+    assert cm.Costs.from_dict(costs.to_dict()) == costs
+    assert cm.monotone((3.0, 1.0, 2.0, 5.0, 4.0)) == (1.0, 1.0, 2.0, 4.0, 4.0)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(nodes=(1, 4), verify_s=(1.0,)), "verify_s"),
+    (dict(nodes=(4, 2), verify_s=(1.0, 2.0)), "nodes"),
+    (dict(nodes=(0, 2), verify_s=(1.0, 2.0)), "nodes"),
+    (dict(nodes=(1, 2), verify_s=(1.0, 2.0), draft_s=(1.0, -1.0)), "draft_s"),
+])
+def test_costs_validation(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        cm.Costs(**kwargs)
+    with pytest.raises(ValueError, match="without a draft"):
+        cm.Costs((1,), (1.0,)).draft(1)
+
+
+def test_measure_costs_on_tiny_models():
+    pair = tiny_pair("qwen2", "unrelated")
+    costs = cm.measure_costs(pair, nodes=(1, 8, 32), prefix_len=16, repeats=2)
+    assert costs.nodes == (1, 8, 32) and len(costs.draft_s) == 3
+    assert all(t > 0 for t in costs.verify_s + costs.draft_s)
+    assert list(costs.verify_s) == sorted(costs.verify_s)  # made monotone
+    info = costs.info
+    assert len(info["raw_verify_s"]) == 3 and len(info["loadavg_before"]) == 3
+    assert info["torch_threads"] == torch.get_num_threads() and info["torch_version"] == torch.__version__
+    with pytest.raises(ValueError, match="context"):
+        cm.measure_costs(pair, nodes=(1, 64), prefix_len=250)
+    with pytest.raises(ValueError, match="repeats"):
+        cm.measure_costs(pair, repeats=0)
+
+
+def test_calibration_is_cached_on_disk_and_in_process(tmp_path, monkeypatch):
+    pair = tiny_pair("llama", "unrelated")
+    calls = []
+    real = cm.measure_costs
+
+    def counting(pair, **settings):
+        calls.append(settings)
+        return real(pair, **settings)
+
+    monkeypatch.setattr(cm, "measure_costs", counting)
+    settings = dict(nodes=(1, 4, 16), prefix_len=8, repeats=1, cache_dir=tmp_path)
+    first = cm.load_or_measure_costs(pair, **settings)
+    assert len(calls) == 1
+    path = cm.calibration_path(cm.calibration_key(pair, (1, 4, 16), 8, 1), tmp_path)
+    saved = json.loads(path.read_text())
+    assert saved["key"]["torch_threads"] == torch.get_num_threads()
+    assert {"date_utc", "cpu", "torch_version", "loadavg_before", "raw_verify_s"} <= set(saved["costs"]["info"])
+
+    assert cm.load_or_measure_costs(pair, **settings) is first  # in-process
+    cm._CALIBRATIONS.clear()
+    monkeypatch.setattr(cm, "measure_costs", lambda *a, **k: pytest.fail("re-measured a cached calibration"))
+    assert cm.load_or_measure_costs(pair, **settings) == first  # from disk
+
+    monkeypatch.setattr(cm, "measure_costs", counting)
+    cm.load_or_measure_costs(pair, **{**settings, "prefix_len": 9})  # other settings: another calibration
+    assert len(calls) == 2
+    cm.load_or_measure_costs(pair, **settings, refresh=True)
+    assert len(calls) == 3
+    cm._CALIBRATIONS.clear()
+    path.write_text("{not json")
+    cm.load_or_measure_costs(pair, **settings)  # unreadable: measured again
+    assert len(calls) == 4 and json.loads(path.read_text())["key"] == saved["key"]
+    cm._CALIBRATIONS.clear()
+
+
+def test_calibration_key_follows_what_costs_depend_on():
+    same, perturbed, unrelated = (tiny_pair("llama", kind) for kind in DRAFTS)
+    key = cm.calibration_key(same)
+    assert cm.calibration_key(perturbed) == key  # other weights, same architecture: same costs
+    assert cm.calibration_key(unrelated) != key
+    assert cm.calibration_key(tiny_pair("qwen2", "same")) != key
+    assert cm.calibration_key(same, prefix_len=64) != key
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1 if threads != 1 else 2)
+    try:
+        assert cm.calibration_key(same) != key
+    finally:
+        torch.set_num_threads(threads)
+    assert cm.calibration_nodes(64) == NODES and cm.calibration_nodes(100) == NODES + (128,)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Parameters
+
+
+@pytest.mark.parametrize("name, value", [
+    ("max_depth", 0), ("max_branch", 0), ("max_nodes", 0), ("threshold", 1.0), ("warmup_rounds", -1),
+    ("probe_every", 0), ("prior_accept", 1.0), ("prior_weight", 0), ("decay", 0.0), ("decay", 1.5),
+    ("adapt_costs", "yes"), ("allow_ar", None), ("max_depth", 2.0),
+])
+def test_bad_parameters_are_refused(name, value):
+    with pytest.raises(ValueError, match=name):
+        HardwareAware(**{name: value})
+
+
+def test_label():
+    assert label(HardwareAware()) == "HardwareAware(D<=8,B<=3,N<=64)"
+    assert label(HardwareAware(allow_ar=False, max_nodes=16)) == "HardwareAware(D<=8,B<=3,N<=16,noAR)"

@@ -1,0 +1,136 @@
+"""Summary tables (dynatree_lib.tables) on hand-made rows with known answers, and the research's reference numbers
+(dynatree_lib.research) checked for internal consistency."""
+from __future__ import annotations
+
+import json
+import math
+
+import pandas as pd
+import pytest
+
+from dynatree_lib import research, tables
+from dynatree_lib.adaptive import DynaTree
+from dynatree_lib.methods import Autoregressive, FixedTree, Linear, label
+from dynatree_lib.streaming import Streaming
+
+
+def rows(spec, n=32, variant="base", target_bytes=1000.0):
+    """Result rows from {prompt_id: {method: speedup}}; AR at 10 tok/s."""
+    out = []
+    for pid, speedups in spec.items():
+        for method, s in speedups.items():
+            fields = {k: v for k, v in vars(method).items()} if not isinstance(method, Streaming) else {
+                "cache_size": method.cache_size, "sink_tokens": method.sink_tokens}
+            out.append(dict(
+                method=label(method), method_params=json.dumps(fields), prompt_id=pid, max_new_tokens=n, repeat=0,
+                speedup=s, tokens_per_s=10.0 * s, tokens_per_round=1 + s, acceptance_depth=0.5,
+                acceptance_nodes=0.4, ttft_s=0.1, tpot_s=0.1 / s, drafted_nodes=12, rounds=4,
+                kv_compressions=3 if isinstance(method, Streaming) else math.nan, peak_mem_bytes=2e9,
+                peak_mem_delta_bytes=1e6, perplexity=1.5, match_ar=True, variant=variant,
+                target_bytes=target_bytes, target_forward_s=1.0, target_forwards=4, draft_forward_s=0.4,
+                draft_forwards=8 if s != 1.0 else 0))
+    return pd.DataFrame(out)
+
+
+AR = Autoregressive()
+
+
+def test_goal_table():
+    hf = __import__("dynatree_lib").HFAssisted()
+    x = Linear(5)
+    df = rows({"a": {AR: 1.0, hf: 1.2, x: 1.5}, "b": {AR: 1.0, hf: 1.0, x: 0.9}}, n=128)
+    table = tables.goal_table(df).set_index("method")
+    assert table.loc[label(x), "speedup_ar"] == pytest.approx(1.2)
+    assert table.loc[label(x), "speedup_ar_min"] == pytest.approx(0.9)
+    assert table.loc[label(x), "speedup_vs_HFAssisted"] == pytest.approx((1.25 + 0.9) / 2)
+    assert table.loc[label(x), "speedup_vs_HFAssisted_min"] == pytest.approx(0.9)
+    assert bool(table.loc[label(x), "beats_ar"]) and not bool(table.loc[label(x), "beats_both_every_prompt"])
+    with pytest.raises(ValueError, match="max_new_tokens=64"):
+        tables.goal_table(df, length=64)
+    with pytest.raises(ValueError, match="no Foo rows"):
+        tables.goal_table(df, baseline="Foo")
+
+
+def test_per_config_medians_and_worst_prompt():
+    t = FixedTree(depth=3, branch=2)
+    df = rows({"a": {AR: 1.0, t: 1.4}, "b": {AR: 1.0, t: 1.0}, "c": {AR: 1.0, t: 2.0}})
+    row = tables.per_config(df).set_index("method").loc[label(t)]
+    assert row["prompts"] == 3 and row["speedup"] == pytest.approx(1.4) and row["speedup_min"] == pytest.approx(1.0)
+    assert row["depth"] == 3 and row["nodes_per_round"] == pytest.approx(3.0)
+
+
+def test_sweep_table_sorted_with_parameters():
+    grid = [FixedTree(depth=d, branch=b) for d in (3, 5) for b in (2, 3)]
+    df = rows({"a": {AR: 1.0, **{t: 1 + t.depth / 10 + t.branch / 100 for t in grid}}})
+    table = tables.sweep_table(df)
+    assert list(table[["depth", "branch"]].iloc[0]) == [5, 3]
+    assert table["speedup"].is_monotonic_decreasing and len(table) == 4
+
+
+def test_ablation_gains_are_per_base_depth():
+    spec = {}
+    for pid in ("a", "b"):
+        spec[pid] = {AR: 1.0}
+        for d in (4, 5):
+            spec[pid][FixedTree(depth=d, branch=2)] = 1.0
+            for p in (1, 2, 3):
+                spec[pid][DynaTree(phase=p, base_depth=d)] = 1.0 + 0.1 * p * (d - 3)
+    spec["a"][DynaTree(phase=3, pruning=False)] = 0.5
+    spec["b"][DynaTree(phase=3, pruning=False)] = 0.5
+    table = tables.ablation_table(rows(spec)).set_index(["base_depth", "stage"])
+    assert table.loc[(4, "phase 3"), "gain_over_fixed"] == pytest.approx(0.3)
+    assert table.loc[(5, "phase 2"), "gain_over_fixed"] == pytest.approx(0.4)
+    assert table.loc[(5, "fixed tree"), "gain_over_fixed"] == pytest.approx(0.0)
+    assert table.loc[(5, "phase 3, no pruning"), "gain_over_fixed"] == pytest.approx(-0.5)
+
+
+def test_sensitivity_relative_to_default():
+    default, other = DynaTree(phase=3), DynaTree(phase=3, min_branch=2)
+    table = tables.sensitivity_table(rows({"a": {AR: 1.0, default: 1.25, other: 1.0}})).set_index("branches")
+    assert table.loc["[2, 3], default 2", "vs_default"] == pytest.approx(0.8)
+    assert table.loc["[1, 3], default 2", "confidence"] == "0.9/0.4"
+
+
+def test_streaming_beside_unstreamed():
+    lin = Linear(6)
+    df = rows({"a": {AR: 1.0, lin: 1.2, Streaming(lin, cache_size=64): 0.6, Streaming(AR, cache_size=64): 0.9}})
+    table = tables.streaming_table(df).set_index(["method", "cache_size"])
+    assert table.loc[("Linear(K=6)", 64), "vs_unstreamed"] == pytest.approx(0.5)
+    assert table.loc[("AR", 64), "vs_unstreamed"] == pytest.approx(0.9)
+    assert table.loc[("AR", 64), "kv_compressions"] == 3
+    with pytest.raises(ValueError, match="Streaming"):
+        tables.streaming_table(rows({"a": {AR: 1.0}}))
+
+
+def test_int8_speed_and_memory():
+    lin = Linear(6)
+    base = rows({"a": {AR: 1.0, lin: 1.2}}, target_bytes=1000.0)
+    int8 = rows({"a": {AR: 1.0, lin: 1.5}}, variant="int8", target_bytes=600.0)
+    int8["tokens_per_s"] = int8["tokens_per_s"] / 2  # int8 AR at 5 tok/s: half the speed
+    table = tables.int8_table(pd.concat([base, int8])).set_index("method")
+    assert table.loc["AR", "int8_speed"] == pytest.approx(0.5)
+    assert table.loc["Linear(K=6)", "int8_speed"] == pytest.approx(7.5 / 12)
+    assert table.loc["AR", "memory_saving"] == pytest.approx(0.4)
+    with pytest.raises(ValueError, match="both variants"):
+        tables.int8_table(base)
+
+
+def test_forward_costs():
+    df = rows({"a": {AR: 1.0, Linear(4): 1.1}})
+    costs = tables.forward_costs(df).set_index("method")
+    assert costs.loc["Linear(K=4)", "draft_over_ar_target"] == pytest.approx(0.05 / 0.25)
+    assert math.isnan(costs.loc["AR", "draft_s_per_forward"])
+
+
+def test_research_tables_are_consistent():
+    # tok/s over the AR row's tok/s must give the reported speedup, to the two decimals reported.
+    for table in (research.PEERS_500, research.ADAPTIVE_1000):
+        ar = table.loc[table["family"] == "AR", "tokens_per_s"].item()
+        approx = table["method"] == "HF assisted"  # reported as "~", rounded
+        ratio = table["tokens_per_s"] / ar
+        assert ((ratio - table["speedup"]).abs()[~approx] < 0.006).all()
+        assert ((ratio - table["speedup"]).abs()[approx] < 0.03).all()
+    grid = research.PARAM_GRID
+    assert len(grid["depth"]) * len(grid["branch"]) * len(grid["threshold"]) * len(grid["max_new_tokens"]) == 450
+    best = research.PARAM_BEST_PER_LENGTH.set_index("max_new_tokens")["speedup"]
+    assert best.max() == research.PARAM_BEST["speedup"] and best.idxmax() == research.PARAM_BEST["max_new_tokens"]
