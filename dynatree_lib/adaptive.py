@@ -30,7 +30,7 @@ import torch
 
 from .decoding import Run, decode, speculate
 from .draft import DraftState, draft_tree, select_children
-from .methods import _check_int, _check_prob
+from .methods import _check_draft_bits, _check_int, _check_prob
 
 _TRACE_KEYS = ("conf_high", "conf_mid", "conf_low", "stopped", "extended")
 
@@ -57,10 +57,12 @@ class DynaTree:
     threshold: float = 0.03
     pruning: bool = True
     node_budget: bool = True
+    draft_bits: int | None = None  # 8 or 4: an int8/int4 weight copy of the draft
     name = "DynaTree"
     needs_draft = True
 
     def __post_init__(self):
+        _check_draft_bits(self.draft_bits)
         if self.phase not in (1, 2, 3) or isinstance(self.phase, bool):
             raise ValueError(f"phase must be 1, 2 or 3, got {self.phase!r}")
         for name in ("high_conf", "low_conf", "stop_threshold", "extend_threshold", "target_acceptance"):

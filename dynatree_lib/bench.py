@@ -7,8 +7,8 @@ Rules every number obeys:
 - Speedup is a ratio of two walls measured in the same process: Autoregressive (AR) is always run for each
   (prompt, max_new_tokens) in this call, even when its own row was stored by an earlier run, and a method's
   `speedup` is the median AR wall / the method's wall. `ar_wall_s` on each row says which reference was used.
-- Warm-up: each method runs `warmup` untimed generations the first time it runs in a call (one-time costs:
-  allocator growth, lazy init, transformers' generate set-up), then `repeats` timed ones.
+- Warm-up: each method runs `warmup` untimed generations of at most WARMUP_TOKENS tokens the first time it runs
+  in a call (one-time costs: allocator growth, lazy init, transformers' generate set-up), then `repeats` timed ones.
 - What is measured outside the timed region: perplexity (one extra target forward over prompt + generation) and
   the token match against AR.
 
@@ -271,6 +271,9 @@ def _rss() -> int:
     return psutil.Process().memory_info().rss
 
 
+WARMUP_TOKENS = 16
+
+
 class _Bench:
     def __init__(self, pair, repeats: int, warmup: int):
         self.pair, self.repeats, self.warmup = pair, repeats, warmup
@@ -282,7 +285,8 @@ class _Bench:
     def measure(self, method, ids: list[int], n: int) -> list[dict]:
         if label(method) not in self.warmed:
             for _ in range(self.warmup):
-                generate(self.pair, ids, method, n, stop_at_eos=False)
+                # One-time costs (a quantized draft copy, calibration, allocator growth) show up in a short run.
+                generate(self.pair, ids, method, min(n, WARMUP_TOKENS), stop_at_eos=False)
             self.warmed.add(label(method))
         runs = []
         for _ in range(self.repeats):

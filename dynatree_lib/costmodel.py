@@ -31,8 +31,9 @@ is t_verify(1). A round drafting a tree with `w_d` nodes at level d = 1..D costs
 
 Sequoia writes this as depth * t_draft + t_verify(n); counting the frontier width per level matters on a CPU,
 where a draft forward over 32 nodes is not free. Measured medians are made non-decreasing in n (`monotone`) and
-joined piecewise linearly; past the last point the last segment's slope continues (never downwards). The draft's catch-up after plain steps (it must then
-read the tokens it skipped) is a one-off that any later round would pay too, so the planner leaves it out.
+joined piecewise linearly; past the last point the last segment's slope continues (never downwards). The draft's
+catch-up after plain steps (it must then read the tokens it skipped) is a one-off that any later round would pay
+too, so the planner leaves it out.
 
 Acceptance model. r[d, j] = P(the target's token at level d is the draft's j-th ranked candidate | the path was
 accepted down to level d-1), for d <= max_depth, j <= max_branch. Each verified round tells, for every level its
@@ -595,8 +596,8 @@ class _Sizing:
         r = self.acceptance.rank_accept()
         plan = self.planner.best(r, max_depth=max_depth, allow_ar=m.allow_ar and not warmup, **scales)
         reason = "warmup" if warmup else "plan"
-        if plan.depth == 0 and plan.tree_tps == plan.tree_tps:  # a plain step chosen over an allowed tree
-            if self.ar_streak >= m.probe_every:
+        if plan.depth == 0 and not math.isnan(plan.tree_tps):  # a plain step chosen over an allowed tree
+            if self.ar_streak > m.probe_every:
                 plan, reason = self.planner.best(r, max_depth=max_depth, allow_ar=False, **scales), "probe"
         self.ar_streak = self.ar_streak + 1 if plan.depth == 0 else 0
         return plan, reason
@@ -609,9 +610,9 @@ class _Sizing:
             return None
         self.catch_up = len(state.pending) > 2  # the draft reads a backlog first: this round's draft time is atypical
         key = (self.plan.branch, self.plan.nodes)
-        expand = self.expanders.get(key) or self.expanders.setdefault(
-            key, fixed_expand(self.plan.branch, self.method.threshold, self.plan.nodes))
-        drafted = draft_tree(run.pair.draft, state, expand, self.plan.branch, self.plan.depth)
+        if key not in self.expanders:
+            self.expanders[key] = fixed_expand(self.plan.branch, self.method.threshold, self.method.max_nodes)
+        drafted = draft_tree(run.pair.draft, state, self.expanders[key], self.plan.branch, self.plan.depth)
         self.tree = drafted.tree
         return drafted
 
@@ -634,16 +635,14 @@ class _Sizing:
             self.acceptance.update(rank_observations(self.tree, committed[:-1]))
 
     def _adapt(self, plan: Plan, record: dict) -> None:
-        alpha = _COST_RATE
-
         def ema(old, measured, predicted):
             ratio = min(max(measured / predicted, _CLIP[0]), _CLIP[1]) if predicted > 0 else old
-            return (1 - alpha) * old + alpha * ratio
+            return (1 - _COST_RATE) * old + _COST_RATE * ratio
 
         self.verify_scale = ema(self.verify_scale, record["verify_s"], plan.verify_cost)
         if plan.depth > 0 and not self.catch_up:
             self.draft_scale = ema(self.draft_scale, record["draft_s"], plan.draft_cost)
-        self.overhead_s = (1 - alpha) * self.overhead_s + alpha * record["commit_s"]
+        self.overhead_s = (1 - _COST_RATE) * self.overhead_s + _COST_RATE * record["commit_s"]
 
     def summary(self) -> dict:
         return {"ar_rounds": self.ar_rounds, "probe_rounds": self.probe_rounds,

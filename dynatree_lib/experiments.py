@@ -5,7 +5,8 @@
     python benchmarks/run_experiments.py methods length --preset session
 
 An experiment has three presets:
-- "smoke": 1 prompt, 8 new tokens, two or three methods. Checks the plumbing in seconds; its numbers mean nothing.
+- "smoke": 1 prompt, 8 new tokens, two to four methods, a 1-token warm-up. Checks the plumbing in seconds (a minute
+  with the embedded pair); its numbers mean nothing.
 - "session": what one sitting on a 2-core CPU affords (the whole set is budgeted at about 40 minutes where AR runs
   ~2.5-3 tok/s, see `estimate_seconds`): short generations, small grids, one or two prompts. The book's figures.
 - "full": the research's grids (450 tree configurations, 100..1000 tokens, several prompts). Hours on a GPU, days on
@@ -16,9 +17,13 @@ experiment's name for the session preset and `<name>-<preset>` for the others, s
 book's data. `load_experiment` reads them back, keeps only the configurations the preset defines, and adds the
 columns recorded per run (`variant`, `target_bytes`, `draft_bytes`).
 
-Warm-up: before the timed runs, every method with work left generates `warmup_tokens` (8) tokens once, untimed,
-instead of the harness's full-length warm-up, which would double the cost of a session. The one-time costs a
-warm-up absorbs (allocator growth, lazy initialisation, transformers' generate set-up) do not depend on the length.
+Warm-up: before the timed runs, every method with work left generates `warmup_tokens` (8) tokens once per process,
+untimed, instead of the harness's full-length warm-up, which would double the cost of a session. The one-time costs
+a warm-up absorbs (allocator growth, lazy initialisation, transformers' generate set-up) do not depend on the length.
+
+Notebooks call `load_or_run(name, run=run_experiments, smoke=smoke, ...)`: stored results, or a rerun, or (smoke mode
+only, when nothing is stored) a clearly labelled live run of the smoke preset so that the book builds before any
+results exist. `data_note` / `plan_note` say in markdown where the rows came from and what the preset runs.
 """
 from __future__ import annotations
 
@@ -117,6 +122,7 @@ class Plan:
 # module that appears later (dynatree_lib.costmodel) is picked up without editing this file.
 
 SMOKE_LENGTHS = (8,)
+SMOKE = {"warmup_tokens": 1}  # smoke numbers mean nothing: a 1-token warm-up only exercises the code path
 
 
 def optional_method(module: str, name: str, **options) -> list:
@@ -132,7 +138,7 @@ def optional_method(module: str, name: str, **options) -> list:
 
 
 def _methods() -> dict[str, Plan]:
-    """Every method on HumanEval prompts: throughput, speedup, TTFT/TPOT, memory, acceptance (figures 3/4/7/8)."""
+    """Every method on HumanEval prompts: throughput, speedup, TTFT/TPOT, memory, acceptance (figures 4, 7, 8)."""
     peers = [HFAssisted(), HFPromptLookup()]
     small = FixedTree(depth=4, branch=2, threshold=0.03, max_nodes=16)  # CPU-sized: few nodes per verification
     # The research's fixed-tree baseline and its best configuration; in the session preset they are measured by
@@ -142,7 +148,7 @@ def _methods() -> dict[str, Plan]:
     ours = [DynaTree(phase=1), DynaTree(phase=2), DynaTree(phase=3), TopNTree(), HybridTree(), PromptLookup()]
     ours += optional_method("costmodel", "HardwareAware")
     return {
-        "smoke": Plan((HFAssisted(), Linear(4), small, DynaTree(phase=3)), SMOKE_LENGTHS),
+        "smoke": Plan((HFAssisted(), Linear(4), small, DynaTree(phase=3)), SMOKE_LENGTHS, **SMOKE),
         "session": Plan((*peers, Linear(4), Linear(6), small, *ours), (128,)),
         "full": Plan((*peers, *(Linear(k) for k in range(4, 9)), small, *research, *ours), (128, 256, 512), prompts=10,
                      repeats=3),
@@ -155,7 +161,7 @@ def _length() -> dict[str, Plan]:
     full = (HFAssisted(), Linear(6), Linear(8), FixedTree(depth=5, branch=2),
             FixedTree(depth=8, branch=3, threshold=0.05), DynaTree(phase=3))
     return {
-        "smoke": Plan((Linear(4), DynaTree(phase=3)), (4, 8)),
+        "smoke": Plan((Linear(4), DynaTree(phase=3)), (4, 8), **SMOKE),
         "session": Plan(methods, (64, 128, 256)),
         "full": Plan(full, (100, 200, 300, 500, 1000), prompts=3, repeats=2),
     }
@@ -169,7 +175,7 @@ def _tree_grid(depths, branches, thresholds) -> tuple:
 def _param_search() -> dict[str, Plan]:
     """The fixed tree's depth x branch x threshold grid (figure 5)."""
     return {
-        "smoke": Plan(_tree_grid((2, 3), (2,), (0.1,)), SMOKE_LENGTHS),
+        "smoke": Plan(_tree_grid((2, 3), (2,), (0.1,)), SMOKE_LENGTHS, **SMOKE),
         "session": Plan(_tree_grid((3, 5, 8), (2, 3), (0.03, 0.1)), (24,), prompts=2,
                         note="12 configurations at 24 tokens on 2 prompts; the research's grid is 450"),
         "full": Plan(_tree_grid(range(3, 9), (2, 3, 4), (0.01, 0.02, 0.03, 0.05, 0.1)), (100, 200, 300, 500, 1000),
@@ -187,8 +193,8 @@ def _ablation_methods(depths) -> tuple:
 def _ablation() -> dict[str, Plan]:
     """Fixed tree -> phase 1 -> 2 -> 3 at base depth 4/5/6, and phase 3 without pruning / without node budget (fig. 6)."""
     return {
-        "smoke": Plan((FixedTree(depth=3, branch=2), DynaTree(phase=3, base_depth=3)), SMOKE_LENGTHS),
-        "session": Plan(_ablation_methods((4, 5, 6)), (24,)),
+        "smoke": Plan((FixedTree(depth=3, branch=2), DynaTree(phase=3, base_depth=3)), SMOKE_LENGTHS, **SMOKE),
+        "session": Plan(_ablation_methods((4, 5, 6)), (24,), note="24 new tokens; the research's ablation ran at 500"),
         "full": Plan(_ablation_methods((4, 5, 6)), (100, 500, 1000), prompts=3),
     }
 
@@ -202,9 +208,9 @@ def _sensitivity_methods(confidences, branch_ranges) -> tuple:
 def _sensitivity() -> dict[str, Plan]:
     """DynaTree's confidence thresholds (high/low) and branch ranges (min/default/max)."""
     return {
-        "smoke": Plan(_sensitivity_methods([(0.9, 0.4)], [(2, 2, 3)]), SMOKE_LENGTHS),
+        "smoke": Plan(_sensitivity_methods([(0.9, 0.4)], [(2, 2, 3)]), SMOKE_LENGTHS, **SMOKE),
         "session": Plan(_sensitivity_methods([(0.9, 0.4), (0.8, 0.3), (0.95, 0.5)], [(1, 2, 3), (2, 2, 3), (1, 2, 4)]),
-                        (24,)),
+                        (24,), note="24 new tokens; the research's sensitivity study ran at 500"),
         "full": Plan(_sensitivity_methods([(0.95, 0.5), (0.9, 0.4), (0.85, 0.35), (0.8, 0.3), (0.7, 0.2)],
                                           [(1, 2, 3), (2, 2, 3), (1, 2, 4), (1, 3, 4), (2, 3, 4)]),
                      (500,), prompts=3),
@@ -215,7 +221,7 @@ def _prompt_length() -> dict[str, Plan]:
     """Prompt length 50..1000 tokens (figure 9): long code texts cut to an exact token count."""
     methods = (Linear(6), DynaTree(phase=3))
     return {
-        "smoke": Plan((Linear(4),), SMOKE_LENGTHS, prompt_set="code", prompt_tokens=(16, 32)),
+        "smoke": Plan((Linear(4),), SMOKE_LENGTHS, prompt_set="code", prompt_tokens=(16, 32), **SMOKE),
         "session": Plan(methods, (24,), prompt_set="code", prompt_tokens=(50, 200, 500)),
         "full": Plan((HFAssisted(), *methods, FixedTree(depth=5, branch=2)), (128,), prompt_set="code",
                      prompts=3, prompt_tokens=(50, 100, 200, 500, 1000)),
@@ -230,7 +236,7 @@ def _streaming_methods(caches) -> tuple:
 def _streaming() -> dict[str, Plan]:
     """StreamingLLM caches (sinks + recent window) under AR, linear and tree decoding: compressions and speed."""
     return {
-        "smoke": Plan((Linear(4), Streaming(Linear(4), cache_size=16)), SMOKE_LENGTHS),
+        "smoke": Plan((Linear(4), Streaming(Linear(4), cache_size=16)), SMOKE_LENGTHS, **SMOKE),
         "session": Plan(_streaming_methods((64, 128)), (32,),
                         note="caches of 64/128 tokens for a ~100-token prompt + 32 new tokens; the research's "
                              "were 256..2048 at 2000 tokens"),
@@ -241,7 +247,7 @@ def _streaming() -> dict[str, Plan]:
 def _int8() -> dict[str, Plan]:
     """Int8 target weights against the pair as given: speed and memory."""
     return {
-        "smoke": Plan((Linear(4),), SMOKE_LENGTHS, variants=VARIANTS),
+        "smoke": Plan((Linear(4),), SMOKE_LENGTHS, variants=VARIANTS, **SMOKE),
         "session": Plan((Linear(6), DynaTree(phase=3)), (32,), variants=VARIANTS),
         "full": Plan((HFAssisted(), Linear(6), FixedTree(depth=5, branch=2), DynaTree(phase=3)), (128, 500),
                      prompts=5, variants=VARIANTS),
@@ -253,7 +259,7 @@ def _quality() -> dict[str, Plan]:
     methods = (HFAssisted(), Linear(6), FixedTree(depth=5, branch=2), DynaTree(phase=3), TopNTree(), HybridTree(),
                PromptLookup(), *optional_method("costmodel", "HardwareAware"))
     return {
-        "smoke": Plan((Linear(4), DynaTree(phase=3)), SMOKE_LENGTHS, dtype="float32"),
+        "smoke": Plan((Linear(4), DynaTree(phase=3)), SMOKE_LENGTHS, dtype="float32", **SMOKE),
         "session": Plan(methods, (16,), prompts=2, dtype="float32"),
         "full": Plan(methods, (128,), prompts=20, dtype="float32"),
     }
@@ -327,7 +333,24 @@ def variant_pair(pair, variant: str):
         target = quantize_int8(pair.target, "bitsandbytes")  # a re-loaded model; the original stays as it is
     else:
         target = quantize_int8(copy.deepcopy(pair.target), "torch")
-    return ModelPair(target, pair.draft, pair.tokenizer, f"{pair.name or 'pair'}+int8")
+    return ModelPair(target, pair.draft, pair.tokenizer, _variant_name(pair, variant))
+
+
+def _variant_name(pair, variant: str) -> str:
+    return pair_info(pair)["pair"] if variant == "base" else f"{pair.name or 'pair'}+{variant}"
+
+
+def _pending(pair, p: Plan, prompts: dict, path: Path, variant: str = "base") -> list:
+    """The methods (AR first) with at least one configuration of `variant` not stored in `path` yet."""
+    ident = pair_info(pair)
+    name = _variant_name(pair, variant)
+    done = stored_keys(read_results(path))
+    methods = with_ar(p.methods)
+    pending = [m for m in methods if any((label(m), pid, n, name, ident["dtype"], ident["device"]) not in done
+                                         for pid in prompts for n in p.lengths)]
+    if pending and pending[0] is not methods[0]:
+        pending.insert(0, methods[0])  # AR is re-measured whenever a prompt has work left
+    return pending
 
 
 def _model_bytes(model) -> int | None:
@@ -346,19 +369,10 @@ def _check_dtype(p: Plan, pair, name: str) -> None:
 _WARMED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _warm_up(pair, p: Plan, prompts: dict, path: Path, progress: bool) -> None:
-    """One short untimed generation per method that still has configurations to run and has not run in this
-    process yet (see the module docstring)."""
+def _warm_up(pair, p: Plan, prompts: dict, pending: list, progress: bool) -> None:
+    """One short untimed generation per pending method that has not run in this process yet (module docstring)."""
     if p.warmup_tokens == 0:
         return
-    ident = pair_info(pair)
-    done = stored_keys(read_results(path))
-    methods = with_ar(p.methods)
-    pending = [m for m in methods if any(
-        (label(m), pid, n, ident["pair"], ident["dtype"], ident["device"]) not in done
-        for pid in prompts for n in p.lengths)]
-    if pending and pending[0] is not methods[0]:
-        pending.insert(0, methods[0])  # AR is re-measured whenever a prompt has work left
     warmed = _WARMED.setdefault(pair.target, set())
     pending = [m for m in pending if (id(pair.draft), label(m)) not in warmed]
     if not pending:
@@ -387,9 +401,12 @@ def run_experiment(name: str, pair=None, preset: str = "session", out=None, *, p
     path = results_path(stem, out)
     prompts = p.prompt_dict(pair)
     for variant in p.variants:
+        pending = _pending(pair, p, prompts, path, variant)
+        if not pending:
+            continue  # all stored: don't even build the variant (an int8 copy of the target takes a while)
         vpair = variant_pair(pair, variant)
         try:
-            _warm_up(vpair, p, prompts, path, progress)
+            _warm_up(vpair, p, prompts, pending, progress)
             params = {"experiment": _resolve(name), "preset": preset, "variant": variant,
                       "warmup_tokens": p.warmup_tokens, "target_bytes": _model_bytes(vpair.target),
                       "draft_bytes": _model_bytes(vpair.draft)}
@@ -517,6 +534,30 @@ def estimate_seconds(name: str, preset: str = "session", *, ar_tokens_per_s: flo
     return factor * len(p.variants) * (timed + warm)
 
 
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+def plan_note(name: str, preset: str = "session") -> str:
+    """Markdown: what a preset of an experiment runs (methods, prompts, lengths, repeats), for the notebooks."""
+    p = plan(name, preset)
+    labels = [label(m) for m in with_ar(p.methods)]
+    shown = ", ".join(f"`{m}`" for m in labels[:16]) + (f", ... ({len(labels) - 16} more)" if len(labels) > 16 else "")
+    if p.prompt_tokens:
+        prompts = (f"{_count(p.prompts, 'stored ' + p.prompt_set + ' text')} cut to exactly "
+                   f"{', '.join(map(str, p.prompt_tokens))} prompt tokens")
+    else:
+        prompts = f"the first {_count(p.prompts, p.prompt_set + ' prompt')}"
+    variants = f"; target variants: {', '.join(p.variants)}" if p.variants != ("base",) else ""
+    seconds = estimate_seconds(name, preset)
+    estimate = f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.0f} h"
+    return (f"**Plan** (`{_resolve(name)}`, {preset} preset): {len(labels)} methods ({shown}); {prompts}; "
+            f"{', '.join(map(str, p.lengths))} new tokens; {_count(p.repeats, 'timed run')} per configuration after "
+            f"a warm-up of {p.warmup_tokens} tokens per method; dtype {p.dtype or 'as loaded'}{variants}. Estimated "
+            f"{estimate} on the 2-core CPU."
+            + (f" {p.note[0].upper()}{p.note[1:]}." if p.note else ""))
+
+
 def data_note(df: pd.DataFrame) -> str:
     """Markdown: where the rows come from (file, pair, dtype, device, hardware, threads, code version, dates) and how
     complete they are. Notebooks print it under every loaded experiment."""
@@ -550,5 +591,5 @@ def data_note(df: pd.DataFrame) -> str:
 
 __all__ = ["ALIASES", "EXPERIMENTS", "MissingResults", "PRESETS", "Plan", "command", "data_note", "describe",
            "estimate_seconds", "file_name", "load_experiment", "load_or_run", "names", "optional_method", "plan",
-           "run_experiment", "variant_pair"]
+           "plan_note", "run_experiment", "variant_pair"]
 

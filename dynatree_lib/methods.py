@@ -86,7 +86,7 @@ def label(method) -> str:
     """Parses back to the same method with `bench.parse_method`."""
     base = _base_label(method)
     bits = getattr(method, "draft_bits", None)
-    if not bits:
+    if not bits or "draft_bits=" in base:  # a wrapper (HybridTree) shows its inner method's setting already
         return base
     return base[:-1] + f",draft_bits={bits})" if base.endswith(")") else f"{base}(draft_bits={bits})"
 

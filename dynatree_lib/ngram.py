@@ -73,6 +73,10 @@ class HybridTree:
             raise ValueError(f"tree must be one of {kinds}, got {self.tree!r}")
         _check_lookup(self)
 
+    @property
+    def draft_bits(self):
+        return getattr(self.tree, "draft_bits", None)
+
     def label(self) -> str:
         extra = f",b={self.branches}" if self.branches > 1 else ""
         return f"Hybrid({label(self.tree)}+PL(n={self.max_ngram},K={self.num_tokens}{extra}))"

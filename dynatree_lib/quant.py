@@ -26,10 +26,11 @@ from torch import nn
 
 BACKENDS = ("auto", "torch", "bitsandbytes")
 
-# torch's fused CPU int8 kernel streams the weights once per few rows: ideal for one decoding step, several times
-# slower than the dense bf16 GEMM for a verified tree of dozens of nodes (benchmarks/int_kernels.py). Beyond this many
-# rows the weights are converted to the activation dtype for the call instead (exactly representable: |q| <= 127).
-FUSED_MAX_ROWS = 4
+# torch's fused CPU int8 kernel costs about one pass over the weights per row or two: at one row it beats bf16 (half
+# the bytes), at 32 it is several times slower than the dense bf16 GEMM (benchmarks/int_kernels.py). Beyond this many
+# rows the weights are converted to the activation dtype for the call instead (exactly representable: |q| <= 127),
+# which costs roughly one bf16 forward's worth of extra memory traffic.
+FUSED_MAX_ROWS = 8
 
 
 class Int8Linear(nn.Module):

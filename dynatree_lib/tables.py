@@ -57,7 +57,7 @@ def per_config(df: pd.DataFrame, by=CONFIG) -> pd.DataFrame:
 
 def ratio_per_prompt(df: pd.DataFrame, method: str, reference: str, value: str = "speedup") -> pd.Series:
     """`value` of `method` over that of `reference`, per (max_new_tokens, variant, prompt) where both exist."""
-    pp = per_prompt(df).set_index(["method", "max_new_tokens", "variant", "prompt_id"])[value]
+    pp = per_prompt(df).set_index(["method", "max_new_tokens", "variant", "prompt_id"])[value].sort_index()
     if method not in pp.index.get_level_values(0) or reference not in pp.index.get_level_values(0):
         return pd.Series(dtype=float)
     return (pp.xs(method, level="method") / pp.xs(reference, level="method")).dropna()
@@ -88,25 +88,57 @@ def goal_table(df: pd.DataFrame, length: int = 128, baseline: str = "HFAssisted"
     return table.sort_values("speedup_ar", ascending=False).reset_index(drop=True)
 
 
-def forward_costs(df: pd.DataFrame) -> pd.DataFrame:
-    """Per method: median seconds per target forward and per draft forward (tree nodes included), from the
-    forward hooks of the harness; `draft_over_ar_target` compares a draft forward with AR's one-token target step."""
+def round_costs(df: pd.DataFrame) -> pd.DataFrame:
+    """Per method, medians over runs: seconds per round spent drafting, verifying and committing (the draft's
+    one-off prompt prefill falls in the first round), nodes drafted per round, seconds per draft forward (forward
+    hooks; the prefill forward included), and these over `ar_step_s`, AR's median seconds per target step.
+
+    `round_over_ar_step` is what a round costs in AR steps: a method gains over AR roughly when its
+    `tokens_per_round` exceeds it (prefill and bookkeeping outside the rounds aside)."""
     df = _prepared(df)
-    df["target_s_per_forward"] = df["target_forward_s"] / df["target_forwards"].where(df["target_forwards"] > 0)
+    rounds = df["rounds"].where(df["rounds"] > 0)
+    df["draft_s_per_round"] = df["draft_s"] / rounds
+    df["verify_s_per_round"] = df["verify_s"] / rounds
+    df["commit_s_per_round"] = df["commit_s"] / rounds if "commit_s" in df.columns else 0.0
+    round_s = df["draft_s_per_round"] + df["verify_s_per_round"] + df["commit_s_per_round"]
+    df["round_s"] = round_s.where(round_s > 0)  # transformers' loops keep no per-round timings
     df["draft_s_per_forward"] = df["draft_forward_s"] / df["draft_forwards"].where(df["draft_forwards"] > 0)
-    out = df.groupby("method", sort=False)[["target_s_per_forward", "draft_s_per_forward"]].median()
-    ar = out["target_s_per_forward"].get("AR", float("nan"))
-    out["draft_over_ar_target"] = out["draft_s_per_forward"] / ar
+    columns = ["tokens_per_round", "nodes_per_round", "draft_s_per_round", "verify_s_per_round", "commit_s_per_round",
+               "round_s", "draft_s_per_forward"]
+    out = df.groupby("method", sort=False)[columns].median()
+    ar_step = out["verify_s_per_round"].get("AR", float("nan"))
+    out["ar_step_s"] = ar_step
+    out["round_over_ar_step"] = out["round_s"] / ar_step
+    out["verify_over_ar_step"] = out["verify_s_per_round"] / ar_step
+    out["draft_forward_over_ar_step"] = out["draft_s_per_forward"] / ar_step
     return out.reset_index()
 
 
 def sweep_table(df: pd.DataFrame) -> pd.DataFrame:
     """The fixed-tree grid: one row per (depth, branch, threshold, max_new_tokens), best speedup first."""
     table = per_config(df)
-    table = table[table["method"].str.startswith("FixedTree(")]
+    table = table[table["method"].str.startswith("FixedTree(")].copy()
+    for column in ("depth", "branch", "max_nodes"):
+        table[column] = table[column].astype(int)
     columns = ["depth", "branch", "threshold", "max_nodes", "max_new_tokens", "prompts", "speedup", "speedup_min",
                "tokens_per_s", "tokens_per_round", "acceptance_depth", "nodes_per_round", "method"]
     return table[columns].sort_values("speedup", ascending=False).reset_index(drop=True)
+
+
+def marginal(table: pd.DataFrame, parameters=("depth", "branch", "threshold"), value: str = "speedup") -> pd.DataFrame:
+    """For every value of each parameter, per length: the mean of `value` over the other parameters' values (the
+    research's "best on average") and the best. Long form: parameter, setting, max_new_tokens, mean, best."""
+    parts = []
+    for parameter in parameters:
+        g = table.groupby([parameter, "max_new_tokens"])[value].agg(["mean", "max"]).reset_index()
+        parts.append(g.rename(columns={parameter: "setting", "max": "best"}).assign(parameter=parameter))
+    out = pd.concat(parts, ignore_index=True)
+    return out[["parameter", "setting", "max_new_tokens", "mean", "best"]]
+
+
+def best_on_average(table: pd.DataFrame, parameter: str, value: str = "speedup") -> float:
+    """The setting of `parameter` with the highest mean `value` over everything else in `table`."""
+    return table.groupby(parameter)[value].mean().idxmax()
 
 
 def _stage(row) -> str:
@@ -202,7 +234,7 @@ def int8_table(df: pd.DataFrame) -> pd.DataFrame:
     if set(table["variant"]) < {"base", "int8"}:
         raise ValueError("int8_table needs rows of both variants, 'base' and 'int8'")
     sizes = df.groupby("variant")["target_bytes"].median() if "target_bytes" in df.columns else pd.Series(dtype=float)
-    pp = per_prompt(df).set_index(["variant", "method", "max_new_tokens", "prompt_id"])["tokens_per_s"]
+    pp = per_prompt(df).set_index(["variant", "method", "max_new_tokens", "prompt_id"])["tokens_per_s"].sort_index()
     rows = []
     for (method, n), part in table.groupby(["method", "max_new_tokens"], sort=False):
         by = part.set_index("variant")

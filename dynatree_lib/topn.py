@@ -12,7 +12,7 @@ import torch
 
 from .decoding import Run, decode, speculate
 from .draft import DraftState, draft_tree, reorder, select_children
-from .methods import _check_int
+from .methods import _check_draft_bits, _check_int
 
 
 @dataclass(frozen=True)
@@ -33,10 +33,12 @@ class TopNTree:
     nodes: int = 32
     max_depth: int = 8
     topk: int = 8
+    draft_bits: int | None = None  # 8 or 4: an int8/int4 weight copy of the draft
     name = "TopNTree"
     needs_draft = True
 
     def __post_init__(self):
+        _check_draft_bits(self.draft_bits)
         _check_int("nodes", self.nodes, 1)
         _check_int("max_depth", self.max_depth, 1)
         _check_int("topk", self.topk, 1)

@@ -155,6 +155,20 @@ def pruned_frame(view: TreeView, tokenizer=None, reasons=("threshold", "budget")
     return out.drop(columns=["logp", "cum_logp", "node"]).reset_index(drop=True)
 
 
+def tree_summary(view: TreeView) -> dict:
+    """One row for a table comparing trees: size, depth, draft forwards, candidates dropped by each rule, and what
+    the target accepted."""
+    reasons = view.candidates["reason"].value_counts()
+    depth = view.tree.max_depth
+    return {
+        "method": label(view.method), "nodes": view.tree.num_draft, "depth": depth,
+        "draft_forwards": view.draft_forwards, "pruned_threshold": int(reasons.get("threshold", 0)),
+        "pruned_budget": int(reasons.get("budget", 0)), "accepted": len(view.path) - 1,
+        "committed": len(view.committed), "accepted_depth_share": (len(view.path) - 1) / depth if depth else math.nan,
+        "accepted_node_share": (len(view.path) - 1) / view.tree.num_draft if view.tree.num_draft else math.nan,
+    }
+
+
 def _layout(parents: list[int], order_key: list[float]) -> list[float]:
     """y coordinate per node: leaves on consecutive rows (in child order), a parent centred on its children."""
     children: dict[int, list[int]] = {}
@@ -177,9 +191,11 @@ def _layout(parents: list[int], order_key: list[float]) -> list[float]:
     return y
 
 
-def tree_figure(view: TreeView, tokenizer=None, *, show_pruned: bool = True, title: str | None = None) -> go.Figure:
-    """The tree, depth left to right: each node labelled with its token and draft probability; the accepted path in
-    green and the target's bonus token after it in orange; pruned candidates (threshold or budget) in grey."""
+def tree_figure(view: TreeView, tokenizer=None, *, show_pruned: bool = True, numbered: bool = False,
+                title: str | None = None) -> go.Figure:
+    """The tree, depth left to right: each node labelled with its token and draft probability (and its BFS index
+    when `numbered`); the accepted path in green and the target's bonus token after it in orange; pruned candidates
+    (threshold or budget) in grey."""
     nodes = tree_frame(view, tokenizer)
     pruned = pruned_frame(view, tokenizer) if show_pruned else pruned_frame(view, tokenizer, reasons=())
     # One combined node list: tree nodes, then pruned candidates, then the bonus token.
@@ -198,7 +214,8 @@ def tree_figure(view: TreeView, tokenizer=None, *, show_pruned: bool = True, tit
                       f"nodes, {len(view.path) - 1} accepted + 1 bonus",
                       xaxis=dict(title="depth", dtick=1, zeroline=False),
                       yaxis=dict(visible=False, autorange="reversed"),
-                      height=max(320, 34 * (max(y) + 1) + 120), showlegend=True)
+                      height=max(320, 34 * (max(y) + 1) + 150), showlegend=True,
+                      margin=dict(t=100))  # room for the title above the legend
     for style, dash, color in (("solid", None, "#8fa8c8"), ("pruned", "dot", COLORS["pruned"]),
                                ("path", None, COLORS["accepted"]), ("bonus", "dash", COLORS["bonus"])):
         xs, ys = [], []
@@ -219,6 +236,8 @@ def tree_figure(view: TreeView, tokenizer=None, *, show_pruned: bool = True, tit
         if not idx:
             continue
         text = [tokens[i] if k in ("root", "bonus") else f"{tokens[i]} {probs[i]:.2f}" for i in idx]
+        if numbered and k not in ("pruned", "bonus"):
+            text = [f"{i}:{t}" for i, t in zip(idx, text)]  # kept nodes come first: their index is the BFS index
         fig.add_scatter(
             x=[depth[i] for i in idx], y=[y[i] for i in idx], mode="markers+text", name=name,
             marker=dict(color=COLORS[k], size=9 if k == "pruned" else 12, symbol="diamond" if k == "bonus" else "circle",
@@ -278,6 +297,28 @@ def mask_figure(tree: Tree, prefix_len: int, tokenizer=None, *, prefix_shown: in
     return fig
 
 
+def tree_mask_figure(view: TreeView, tokenizer=None, *, prefix_shown: int = 3, title: str | None = None) -> go.Figure:
+    """The tree (left) beside its attention mask (right), one figure: node labels match the mask's rows."""
+    from plotly.subplots import make_subplots
+
+    left = tree_figure(view, tokenizer, show_pruned=False, numbered=True)
+    right = mask_figure(view.tree, len(view.prompt_ids), tokenizer, prefix_shown=prefix_shown, title=None)
+    fig = make_subplots(rows=1, cols=2, column_widths=[0.42, 0.58], horizontal_spacing=0.08,
+                        subplot_titles=("draft tree (node:token, draft probability)", "attention mask (query x key)"))
+    for trace in left.data:
+        fig.add_trace(trace, row=1, col=1)
+    heat = right.data[0]
+    heat.colorbar.update(x=1.02, len=0.8)
+    fig.add_trace(heat, row=1, col=2)
+    fig.update_layout(template=TEMPLATE, title=title or f"{label(view.method)}: tree and tree attention mask",
+                      height=max(left.layout.height, right.layout.height), legend=dict(orientation="h", y=-0.15))
+    fig.update_xaxes(left.layout.xaxis, row=1, col=1)
+    fig.update_yaxes(visible=False, autorange="reversed", row=1, col=1)
+    fig.update_xaxes(right.layout.xaxis, type="category", row=1, col=2)
+    fig.update_yaxes(autorange="reversed", type="category", row=1, col=2)
+    return fig
+
+
 def position_frame(tree: Tree, prefix_len: int, tokenizer=None) -> pd.DataFrame:
     """Per node: token, parent, depth and the position id the target sees (`tree_position_ids`)."""
     pos = tree_position_ids(tree.depth, prefix_len)[0]
@@ -286,11 +327,16 @@ def position_frame(tree: Tree, prefix_len: int, tokenizer=None) -> pd.DataFrame:
 
 
 @torch.no_grad()
-def tree_logits(model, prompt_ids: list[int], tree: Tree) -> torch.Tensor:
-    """The model's next-token logits at every node in one tree-masked forward over the prompt's cache (as verify)."""
+def tree_logits(model, prompt_ids: list[int], tree: Tree, *, tree_mask: bool = True) -> torch.Tensor:
+    """The model's next-token logits at every node in one tree-masked forward over the prompt's cache (as verify).
+    `tree_mask=False` keeps the tree's position ids but lets the model use its ordinary causal mask over the BFS
+    order, so a node also sees earlier siblings and cousins: what goes wrong without the tree mask."""
     cache = kvcache.new_cache(model)
     forward(model, torch.tensor([prompt_ids], device=model.device), cache, logits_to_keep=1)
-    return verify(model, cache, tree).float()
+    if tree_mask:
+        return verify(model, cache, tree).float()
+    positions = tree_position_ids(tree.depth, len(prompt_ids))
+    return forward(model, tree.tokens.unsqueeze(0), cache, positions).float()
 
 
 @torch.no_grad()

@@ -4,6 +4,7 @@ import functools
 import json
 import os
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -11,7 +12,8 @@ import torch
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from dynatree_lib import Autoregressive, FixedTree, HardwareAware, generate, label
-from dynatree_lib import costmodel as cm
+from dynatree_lib import costmodel as cm, kvcache
+from dynatree_lib.draft import DraftState
 from dynatree_lib.tree import from_parents
 from tiny import ARCHS, VOCAB, reference_greedy, tiny_pair
 
@@ -77,7 +79,7 @@ methods = st.builds(
 @pytest.mark.parametrize("draft_kind", DRAFTS)
 @pytest.mark.parametrize("arch", ARCHS)
 @given(method=methods, prompt=st.lists(st.integers(0, VOCAB - 1), min_size=1, max_size=20), n=st.integers(1, 30))
-@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_hardware_aware_equals_greedy(arch, draft_kind, method, prompt, n):
     out = generate(tiny_pair(arch, draft_kind), prompt, method, n, stop_at_eos=False)
     assert out.token_ids == reference(arch, prompt, n), label(method)
@@ -126,12 +128,28 @@ def test_failing_draft_falls_back_to_plain_steps_and_probes(arch, fake_costs):
     reasons = [r["plan_reason"] for r in out.trace]
     assert out.stats["ar_rounds"] >= 0.7 * len(out.trace)
     assert out.stats["probe_rounds"] >= 2
-    for i, reason in enumerate(reasons):  # a probe comes exactly after probe_every plain steps in a row
+    for i, reason in enumerate(reasons):  # a probe comes after exactly probe_every plain steps in a row
         if reason == "probe":
-            assert [r["plan_depth"] for r in out.trace[i - method.probe_every: i]] == [0] * method.probe_every
+            before = [r["plan_depth"] for r in out.trace[i - method.probe_every - 1: i]]
+            assert before[0] > 0 and before[1:] == [0] * method.probe_every, before
     for r in out.trace:
         if r["plan_depth"] == 0 and r["plan_reason"] == "plan":
             assert r["plan_tree_tps"] <= r["plan_ar_tps"]  # the trace says why
+
+
+def test_drafted_trees_have_the_planned_shapes():
+    """The shape model (fixed_widths) is what draft_tree really grows, for every candidate."""
+    pair = tiny_pair("llama", "perturbed")
+    sizing = cm._Sizing(HardwareAware(max_depth=4, max_nodes=20), cm.Costs(NODES, flat(1.0), flat(0.1)))
+    run = SimpleNamespace(pair=pair)
+    shapes = cm.tree_shapes(4, 3, 20)
+    assert any(sum(s.widths) < sum(cm.fixed_widths(s.depth, s.branch, 20)) for s in shapes)  # budget-cut shapes
+    for shape in shapes:
+        plan = cm.Plan(shape.depth, shape.branch, shape.nodes, shape.widths, 1.0, 1.0, 1.0, 1.0, 1.0)
+        sizing.choose = lambda max_depth: (plan, "plan")
+        state = DraftState(kvcache.new_cache(pair.draft), pending=[7, 8, 9])
+        tree = sizing.draft_round(run, state, 8).tree
+        assert tuple(torch.bincount(tree.depth)[1:].tolist()) == shape.widths, shape
 
 
 def test_without_plain_steps_it_always_drafts(fake_costs):
@@ -142,13 +160,15 @@ def test_without_plain_steps_it_always_drafts(fake_costs):
 
 
 def test_calibration_time_is_left_out_of_the_timings(fake_costs):
-    fake_costs(cm.Costs(NODES, flat(1.0), flat(0.02)), delay_s=0.5)
+    delay = 1.0
+    fake_costs(cm.Costs(NODES, flat(1.0), flat(0.02)), delay_s=delay)
     pair = tiny_pair("gpt_neox", "same")
+    started = time.perf_counter()
     first = generate(pair, [1, 2, 3], HardwareAware(), 5, stop_at_eos=False)
-    assert first.stats["calibration_s"] >= 0.5 > first.stats["wall_s"]
-    assert first.stats["ttft_s"] < 0.5
+    outside = time.perf_counter() - started - first.stats["wall_s"]
+    assert first.stats["calibration_s"] >= delay and outside >= delay  # timed, but not as decoding
     again = generate(pair, [1, 2, 3], HardwareAware(), 5, stop_at_eos=False)
-    assert again.stats["calibration_s"] < 0.1  # in-process: paid once
+    assert again.stats["calibration_s"] < delay  # in-process: paid once
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -268,9 +288,11 @@ def test_acceptance_forgets_with_decay():
     acc = cm.Acceptance(max_depth=1, max_branch=1, prior=0.5, prior_weight=1.0, decay=0.8)
     for _ in range(50):
         acc.update([(1, 1, 1)])
+    assert acc.rank_accept()[0, 0] > 0.9
     for _ in range(30):
         acc.update([(1, 1, 0)])
-    assert acc.rank_accept()[0, 0] < 0.05  # recent failures dominate
+    # About 1 / (1 - decay) = 5 recent observations count, all failures, against the prior's weight of 1.
+    assert acc.rank_accept()[0, 0] == pytest.approx(0.5 / 6, abs=0.01)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

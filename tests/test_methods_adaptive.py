@@ -109,7 +109,7 @@ def prompts(draw):
 @pytest.mark.parametrize("draft_kind", DRAFTS)
 @pytest.mark.parametrize("arch", ARCHS)
 @given(method=methods, prompt=prompts(), n=st.integers(1, 30), sharp=st.booleans())
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_new_methods_equal_greedy(arch, draft_kind, method, prompt, n, sharp):
     pair = pair_for(arch, draft_kind, sharp)
     out = generate(pair, prompt, method, n, stop_at_eos=False)

@@ -11,14 +11,15 @@ import pytest
 import torch
 from transformers.generation.logits_process import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
-from dynatree_lib import Autoregressive, FixedTree, HFAssisted, HFPromptLookup, Linear, ModelPair, generate, label
+from dynatree_lib import (Autoregressive, DynaTree, FixedTree, HFAssisted, HFPromptLookup, HybridTree, Linear,
+                          ModelPair, TopNTree, generate, label)
 from dynatree_lib.sampling import Proposals, accept_sampling, draw_without_replacement, process_logits
 from dynatree_lib.tree import from_parents
 from tiny import ARCHS, perturbed, reference_greedy, tiny_model, tiny_pair
 
 ALPHA = 1e-3  # the chi-square tests' level: a correct sampler fails one of them with probability about 0.1%
 SMALL_VOCAB = 8
-PROMPT = [1, 2, 3]
+PROMPT = [5, 1, 2, 3, 1, 2, 4, 6]  # repeats, so that HybridTree's n-gram lookup often fires
 SETTINGS = {  # name -> (temperature, top_k, top_p)
     "t1": (1.0, None, None),
     "t0.7-k5-p0.9": (0.7, 5, 0.9),
@@ -97,11 +98,16 @@ def run_counts(pair, method, n_runs, temperature, top_k, top_p) -> torch.Tensor:
 # draws past a truncated support all occur. Seeds are fixed (0..runs-1), so the outcome is deterministic; the run
 # counts keep the file near a minute of CPU while a broken acceptance rule still fails by many orders of magnitude.
 DISTRIBUTION_CASES = [
-    (Autoregressive(), "t1", 600),
-    (Linear(2), "t1", 1200),
-    (FixedTree(depth=2, branch=2, threshold=0.0), "t1", 1500),
-    (Linear(2), "t0.7-k5-p0.9", 1200),
-    (FixedTree(depth=2, branch=3, threshold=0.1, max_nodes=4), "t0.7-k5-p0.9", 1500),
+    (Autoregressive(), "t1", 400),
+    (Linear(2), "t1", 1000),
+    (FixedTree(depth=2, branch=2, threshold=0.0), "t1", 1200),
+    (Linear(2), "t0.7-k5-p0.9", 1000),
+    (FixedTree(depth=2, branch=3, threshold=0.1, max_nodes=4), "t0.7-k5-p0.9", 1200),
+    # The other tree methods share the loop; fewer runs, enough for a gross error. TopNTree prunes after drafting
+    # (draft.reorder), HybridTree adds n-gram nodes that the acceptance tries as point-mass proposals.
+    (TopNTree(nodes=4, max_depth=2, topk=3), "t1", 500),
+    (DynaTree(base_depth=2, max_depth=2), "t1", 500),
+    (HybridTree(tree=FixedTree(depth=2, branch=2, threshold=0.0), max_ngram=2, num_tokens=2), "t1", 500),
 ]
 
 

@@ -64,15 +64,15 @@ def test_streaming_equals_windowed_greedy(arch, draft_kind, method, prompt, n):
 
 
 @pytest.mark.parametrize("method", [Linear(6), FixedTree(depth=5, branch=3, threshold=0.0, max_nodes=30)], ids=label)
-@pytest.mark.parametrize("window", [1, 2, 3])
+@pytest.mark.parametrize("window", [1, 3])
 @pytest.mark.parametrize("arch", ARCHS)
 def test_trees_deeper_than_the_window(arch, window, method):
     """A tree node must not see its own ancestors once they fall out of its window."""
     pair = tiny_pair(arch, "same")
     prompt = [11, 22, 33, 44, 55, 66, 77]
     streaming = Streaming(method, cache_size=window + 2, sink_tokens=2, slack=3)
-    out = generate(pair, prompt, streaming, 36, stop_at_eos=False)
-    assert out.token_ids == windowed_greedy(pair.target, prompt, 36, window + 2, 2)
+    out = generate(pair, prompt, streaming, 30, stop_at_eos=False)
+    assert out.token_ids == windowed_greedy(pair.target, prompt, 30, window + 2, 2)
     assert out.stats["accepted_nodes"] >= 3  # deep enough acceptance that the mask inside the tree mattered
 
 
@@ -118,16 +118,16 @@ TREE_SIZES = {Autoregressive(): 1, Linear(4): 5, FixedTree(depth=5, branch=3, th
 def test_eviction_timing_does_not_change_the_output(arch, method):
     """Compressing every round (slack 0) or never (huge slack: the mask alone enforces the policy) is the same."""
     pair = tiny_pair(arch, "perturbed")
-    prompt = list(range(10, 50))  # longer than the cache: the prefill already windows and compresses
-    eager = generate(pair, prompt, Streaming(method, cache_size=12, sink_tokens=3, slack=0), 60, stop_at_eos=False)
-    lazy = generate(pair, prompt, Streaming(method, cache_size=12, sink_tokens=3, slack=1000), 60, stop_at_eos=False)
+    prompt = list(range(10, 40))  # longer than the cache: the prefill already windows and compresses
+    eager = generate(pair, prompt, Streaming(method, cache_size=12, sink_tokens=3, slack=0), 40, stop_at_eos=False)
+    lazy = generate(pair, prompt, Streaming(method, cache_size=12, sink_tokens=3, slack=1000), 40, stop_at_eos=False)
     assert eager.token_ids == lazy.token_ids
     assert lazy.stats["kv_compressions"] == 0 and lazy.stats["kv_evicted_tokens"] == 0
-    assert eager.stats["kv_compressions"] > 10
-    # The target processed 40 + 59 tokens (not the last one emitted); at most cache_size of them are left.
-    assert eager.stats["kv_evicted_tokens"] >= 40 + 59 - 12
+    assert eager.stats["kv_compressions"] > 5
+    # The target processed 30 + 39 tokens (not the last one emitted); at most cache_size of them are left.
+    assert eager.stats["kv_evicted_tokens"] >= 30 + 39 - 12
     # Between rounds the cache never exceeds cache_size + slack; verification adds one tree on top.
-    assert eager.stats["kv_peak_slots"] <= max(40, 12 + TREE_SIZES[method])
+    assert eager.stats["kv_peak_slots"] <= max(30, 12 + TREE_SIZES[method])
 
 
 def test_large_cache_is_plain_greedy():

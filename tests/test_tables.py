@@ -67,6 +67,16 @@ def test_sweep_table_sorted_with_parameters():
     assert table["speedup"].is_monotonic_decreasing and len(table) == 4
 
 
+def test_marginal_and_best_on_average():
+    grid = [FixedTree(depth=d, branch=b) for d in (3, 5) for b in (2, 3)]
+    speed = {(3, 2): 1.0, (3, 3): 2.0, (5, 2): 1.5, (5, 3): 1.1}
+    table = tables.sweep_table(rows({"a": {AR: 1.0, **{t: speed[t.depth, t.branch] for t in grid}}}))
+    m = tables.marginal(table, ("depth", "branch")).set_index(["parameter", "setting"])
+    assert m.loc[("branch", 3), "mean"] == pytest.approx(1.55) and m.loc[("branch", 3), "best"] == pytest.approx(2.0)
+    assert m.loc[("depth", 5), "mean"] == pytest.approx(1.3)
+    assert tables.best_on_average(table, "branch") == 3 and tables.best_on_average(table, "depth") == 3
+
+
 def test_ablation_gains_are_per_base_depth():
     spec = {}
     for pid in ("a", "b"):
@@ -115,10 +125,14 @@ def test_int8_speed_and_memory():
         tables.int8_table(base)
 
 
-def test_forward_costs():
+def test_round_costs():
     df = rows({"a": {AR: 1.0, Linear(4): 1.1}})
-    costs = tables.forward_costs(df).set_index("method")
-    assert costs.loc["Linear(K=4)", "draft_over_ar_target"] == pytest.approx(0.05 / 0.25)
+    df["draft_s"], df["verify_s"], df["commit_s"] = [0.0, 2.0], [1.0, 3.0], [0.0, 1.0]  # AR: 4 rounds of 0.25 s
+    costs = tables.round_costs(df).set_index("method")
+    assert costs.loc["Linear(K=4)", "round_over_ar_step"] == pytest.approx(6.0)
+    assert costs.loc["Linear(K=4)", "verify_over_ar_step"] == pytest.approx(3.0)
+    assert costs.loc["Linear(K=4)", "draft_forward_over_ar_step"] == pytest.approx(0.05 / 0.25)
+    assert costs.loc["Linear(K=4)", "draft_s_per_round"] == pytest.approx(0.5)
     assert math.isnan(costs.loc["AR", "draft_s_per_forward"])
 
 
