@@ -12,12 +12,13 @@ import torch
 from transformers.generation.logits_process import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
 from dynatree_lib import (Autoregressive, DynaTree, FixedTree, HFAssisted, HFPromptLookup, HybridTree, Linear,
-                          ModelPair, TopNTree, generate, label)
+                          ModelPair, TopNTree, generate, kvcache, label)
+from dynatree_lib.draft import DraftState, draft_tree, fixed_expand
 from dynatree_lib.sampling import Proposals, accept_sampling, draw_without_replacement, process_logits
 from dynatree_lib.tree import from_parents
 from tiny import ARCHS, perturbed, reference_greedy, tiny_model, tiny_pair
 
-ALPHA = 1e-3  # the chi-square tests' level: a correct sampler fails one of them with probability about 0.1%
+ALPHA = 1e-3  # each chi-square test's level: the chance that a correct sampler fails it
 SMALL_VOCAB = 8
 PROMPT = [5, 1, 2, 3, 1, 2, 4, 6]  # repeats, so that HybridTree's n-gram lookup often fires
 SETTINGS = {  # name -> (temperature, top_k, top_p)
@@ -202,6 +203,12 @@ def test_temperature_zero_is_the_greedy_path(arch, method):
     # temperature 0 ignores top_k, top_p and seed, as transformers' do_sample=False does.
     out = generate(pair, prompt, method, 20, stop_at_eos=False, temperature=0.0, top_k=2, top_p=0.5, seed=1)
     assert out.token_ids == expected
+
+
+def test_greedy_drafting_keeps_no_draft_distributions():
+    pair = tiny_pair("llama", "perturbed")
+    state = DraftState(kvcache.new_cache(pair.draft), pending=[5, 6, 7])
+    assert draft_tree(pair.draft, state, fixed_expand(2, 0.0, 20), width=2, max_depth=3).samples is None
 
 
 @pytest.mark.parametrize("kwargs, name", [
