@@ -40,7 +40,10 @@ accepted down to level d-1), for d <= max_depth, j <= max_branch. Each verified 
 accepted path reached, which of the accepted parent's k children matched (or none): an observation of r[d, 1..k]
 that does not depend on the outcome (k was fixed before verifying), so ranks the tree did not draft are simply not
 updated. Counts are discounted (`decay` per observation, an exponential moving average) and shrunk towards a prior
-r0[d, j] = p (1 - p)^(j - 1) worth `prior_weight` observations: r = (hits + w r0) / (trials + w). A level with c
+worth `prior_weight` observations: r[d] = (hits[d] + w r[d-1]) / (trials[d] + w), where the first level's prior is
+r[0, j] = p (1 - p)^(j - 1). Shrinking each level towards the one above lets levels share strength, and a level the
+trees have not reached yet (after a run of plain steps, probes are shallow) inherits the acceptance of the levels
+that have been seen, rather than staying at a fixed guess that could keep the planner shallow forever. A level with c
 children per accepted parent (fractional where the node budget cuts a level: c = w_d / w_{d-1}) is accepted with
 probability a_d(c) = r[d, 1] + ... + r[d, floor c] + frac(c) r[d, floor c + 1], and
 
@@ -48,6 +51,14 @@ probability a_d(c) = r[d, 1] + ... + r[d, floor c] + frac(c) r[d, floor c + 1], 
 
 This treats levels as independent given acceptance and, where the budget cuts a level, the accepted parent as an
 average node of its level (the budget keeps the likeliest children, so the estimate is conservative there).
+
+Choosing. The candidates are FixedTree shapes (depth <= max_depth, branch <= max_branch, node budgets 2^k - 1, 2^k
+and max_nodes) and the plain step; the highest E[committed] / seconds wins, the plain step on ties. HardwareAware
+scales the calibrated costs by running averages of measured / predicted seconds, so the load of the moment and the
+per-round Python work count too. A plain step teaches nothing about the draft, so after `probe_every` of them in a
+row the best tree is drafted once anyway: at worst one round in probe_every + 1 is a losing tree. For a static
+method, `plan_round(costs, rank_accept_prior(p)).fixed_tree()` is the FixedTree this machine favours at acceptance
+p; FixedTree and DynaTree themselves do not consult the planner.
 """
 from __future__ import annotations
 
@@ -58,7 +69,7 @@ import math
 import os
 import statistics
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -68,7 +79,7 @@ from . import kvcache
 from .decoding import Run, decode, speculate
 from .draft import DraftState, draft_tree, fixed_expand, forward
 from .mask import tree_attention_mask, tree_position_ids
-from .methods import Autoregressive, FixedTree, _check_int, _check_prob
+from .methods import Autoregressive, FixedTree, _check_draft_bits, _check_int, _check_prob
 from .models import cache_root
 
 DEFAULT_NODES = (1, 2, 4, 8, 16, 32, 64)
@@ -512,7 +523,11 @@ class Acceptance:
 
     def rank_accept(self) -> np.ndarray:
         w = self.prior_weight
-        return (self.hits + w * self.prior) / (self.trials + w)
+        r = np.empty_like(self.hits)
+        prior = self.prior[0]
+        for d in range(len(r)):  # each level shrinks towards the level above: a level never reached inherits it
+            r[d] = prior = (self.hits[d] + w * prior) / (self.trials[d] + w)
+        return r
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -548,10 +563,12 @@ class HardwareAware:
     decay: float = 0.9
     adapt_costs: bool = True
     allow_ar: bool = True
+    draft_bits: int | None = None  # 8 or 4: an int8/int4 weight copy of the draft, calibrated as its own model
     name = "HardwareAware"
     needs_draft = True
 
     def __post_init__(self):
+        _check_draft_bits(self.draft_bits)
         for name in ("max_depth", "max_branch", "max_nodes", "probe_every"):
             _check_int(name, getattr(self, name), 1)
         _check_int("warmup_rounds", self.warmup_rounds, 0)
@@ -568,8 +585,12 @@ class HardwareAware:
                 raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
 
     def label(self) -> str:
-        return (f"HardwareAware(D<={self.max_depth},B<={self.max_branch},N<={self.max_nodes}"
-                f"{'' if self.allow_ar else ',noAR'})")
+        """The size limits, then every other setting that differs from its default (parses back with
+        bench.parse_method; methods.label appends draft_bits)."""
+        always = ("max_depth", "max_branch", "max_nodes")
+        args = [f"{f.name}={getattr(self, f.name)!r}" for f in fields(self)
+                if f.name in always or (f.name != "draft_bits" and getattr(self, f.name) != f.default)]
+        return f"HardwareAware({','.join(args)})"
 
 
 _CLIP = (0.2, 5.0)  # one round's measured/predicted cost ratio is clipped: a scheduler hiccup must not flip plans
@@ -597,7 +618,7 @@ class _Sizing:
         plan = self.planner.best(r, max_depth=max_depth, allow_ar=m.allow_ar and not warmup, **scales)
         reason = "warmup" if warmup else "plan"
         if plan.depth == 0 and not math.isnan(plan.tree_tps):  # a plain step chosen over an allowed tree
-            if self.ar_streak > m.probe_every:
+            if self.ar_streak >= m.probe_every:
                 plan, reason = self.planner.best(r, max_depth=max_depth, allow_ar=False, **scales), "probe"
         self.ar_streak = self.ar_streak + 1 if plan.depth == 0 else 0
         return plan, reason
@@ -611,7 +632,7 @@ class _Sizing:
         self.catch_up = len(state.pending) > 2  # the draft reads a backlog first: this round's draft time is atypical
         key = (self.plan.branch, self.plan.nodes)
         if key not in self.expanders:
-            self.expanders[key] = fixed_expand(self.plan.branch, self.method.threshold, self.method.max_nodes)
+            self.expanders[key] = fixed_expand(self.plan.branch, self.method.threshold, self.plan.nodes)
         drafted = draft_tree(run.pair.draft, state, self.expanders[key], self.plan.branch, self.plan.depth)
         self.tree = drafted.tree
         return drafted

@@ -1,5 +1,6 @@
 """HardwareAware and its cost model: exactness, planner decisions on synthetic cost curves, the acceptance
 estimator, interpolation, and the calibration cache."""
+import dataclasses
 import functools
 import json
 import os
@@ -13,6 +14,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from dynatree_lib import Autoregressive, FixedTree, HardwareAware, generate, label
 from dynatree_lib import costmodel as cm, kvcache
+from dynatree_lib.bench import parse_method
 from dynatree_lib.draft import DraftState
 from dynatree_lib.tree import from_parents
 from tiny import ARCHS, VOCAB, reference_greedy, tiny_pair
@@ -271,7 +273,7 @@ def test_rank_observations():
     assert cm.rank_observations(from_parents([0], [-1]), []) == []
 
 
-def test_acceptance_estimates_converge_and_unseen_cells_keep_the_prior():
+def test_acceptance_estimates_converge_and_unseen_cells_inherit():
     acc = cm.Acceptance(max_depth=3, max_branch=3, prior=0.5, prior_weight=2.0, decay=0.995)
     outcomes = [1, 1, 2, 1, 0, 1, 2, 1, 1, 0] * 60  # rank 1: 60 %, rank 2: 20 %, none of the two: 20 %
     for rank in outcomes:
@@ -279,9 +281,13 @@ def test_acceptance_estimates_converge_and_unseen_cells_keep_the_prior():
     r = acc.rank_accept()
     assert r[0, 0] == pytest.approx(0.6, abs=0.05) and r[0, 1] == pytest.approx(0.2, abs=0.05)
     assert r[0, 2] == pytest.approx(0.125)  # rank 3 was never drafted: still the prior 0.5 * 0.5^2
-    assert np.allclose(r[1:], cm.rank_accept_prior(0.5, 3, 3)[1:])  # level 2 never reached
+    assert np.allclose(r[1:], r[0])  # levels 2 and 3 never reached: they inherit level 1
+    acc.update([(2, 1, 0)] * 20)  # level 2 fails whenever tried; only rank 1 was drafted there
+    r2 = acc.rank_accept()
+    assert np.allclose(r2[0], r[0]) and r2[1, 0] < 0.2 and r2[1, 1] == pytest.approx(r[0, 1])
+    assert np.allclose(r2[2], r2[1])
     acc.update([(9, 3, 1)])  # beyond max_depth: ignored
-    assert np.allclose(acc.rank_accept(), r)
+    assert np.allclose(acc.rank_accept(), r2)
 
 
 def test_acceptance_forgets_with_decay():
@@ -402,13 +408,28 @@ def test_calibration_key_follows_what_costs_depend_on():
 @pytest.mark.parametrize("name, value", [
     ("max_depth", 0), ("max_branch", 0), ("max_nodes", 0), ("threshold", 1.0), ("warmup_rounds", -1),
     ("probe_every", 0), ("prior_accept", 1.0), ("prior_weight", 0), ("decay", 0.0), ("decay", 1.5),
-    ("adapt_costs", "yes"), ("allow_ar", None), ("max_depth", 2.0),
+    ("adapt_costs", "yes"), ("allow_ar", None), ("max_depth", 2.0), ("draft_bits", 2),
 ])
 def test_bad_parameters_are_refused(name, value):
     with pytest.raises(ValueError, match=name):
         HardwareAware(**{name: value})
 
 
-def test_label():
-    assert label(HardwareAware()) == "HardwareAware(D<=8,B<=3,N<=64)"
-    assert label(HardwareAware(allow_ar=False, max_nodes=16)) == "HardwareAware(D<=8,B<=3,N<=16,noAR)"
+def test_label_parses_back():
+    assert label(HardwareAware()) == "HardwareAware(max_depth=8,max_branch=3,max_nodes=64)"
+    assert label(HardwareAware(allow_ar=False, max_nodes=16, draft_bits=8)) == (
+        "HardwareAware(max_depth=8,max_branch=3,max_nodes=16,allow_ar=False,draft_bits=8)")
+
+
+@given(method=methods, draft_bits=st.sampled_from([None, 4, 8]))
+@settings(max_examples=30, deadline=None)
+def test_label_round_trip(method, draft_bits):
+    method = dataclasses.replace(method, draft_bits=draft_bits)
+    assert parse_method(label(method)) == method
+
+
+def test_quantized_draft_is_exact_and_calibrated_separately():
+    pair = tiny_pair("llama", "perturbed")
+    out = generate(pair, [4, 2], HardwareAware(draft_bits=8), 20, stop_at_eos=False)
+    assert out.token_ids == reference("llama", [4, 2], 20)
+    assert cm.calibration_key(pair.with_draft_bits(8)) != cm.calibration_key(pair)
