@@ -17,9 +17,13 @@ from common import add_common_args, print_summary, sweep
 from dynatree_lib.models import load_pair
 from dynatree_lib.prompts import load_prompts
 
-METHODS = ("AR,HFAssisted,Linear(K=4..8),"
-           "FixedTree(D=4,B=2,tau=0.03,N=16),FixedTree(D=5,B=2,tau=0.03,N=32),"
-           "FixedTree(D=6,B=2,tau=0.05,N=32),FixedTree(D=8,B=3,tau=0.03,N=128)")
+# Peers as a transformers user runs them, the same methods with the int4 draft copy (draft_bits=4: the draft's
+# weights approximated, the target untouched, output unchanged), and HFAssisted given that same int4 draft, so the
+# comparison with transformers is also made on equal drafts.
+METHODS = ("AR,HFAssisted,HFAssisted(draft_bits=4),Linear(K=5),Linear(K=5,draft_bits=4),"
+           "FixedTree(D=5,B=2,tau=0.03,N=32),FixedTree(D=5,B=2,tau=0.03,N=32,draft_bits=4),"
+           "FixedTree(D=6,B=2,tau=0.03,N=32,draft_bits=4),FixedTree(D=8,B=3,tau=0.03,N=64,draft_bits=4),"
+           "DynaTree(phase=3,draft_bits=4)")
 
 
 def main(argv=None):
