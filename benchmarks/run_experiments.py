@@ -41,7 +41,8 @@ def _duration(seconds: float) -> str:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("names", nargs="*", metavar="NAME", help=f"experiments, or 'all': {', '.join(experiments.names())}")
+    parser.add_argument("names", nargs="*", metavar="NAME",
+                        help=f"experiments, or 'all': {', '.join(experiments.names())}")
     parser.add_argument("--preset", default="session", choices=experiments.PRESETS, help="(default: %(default)s)")
     parser.add_argument("--target", default="embedded", help="load_pair target: pair name or model (default: embedded)")
     parser.add_argument("--draft", default=None, help="load_pair draft model, when --target is a model")
@@ -80,7 +81,8 @@ def main(argv=None):
         pair = load_pair(args.target, args.draft, dtype=dtype, device=args.device)
         for name in group:
             started = time.perf_counter()
-            print(f"== {name} ({args.preset}, {dtype}; estimate {_duration(experiments.estimate_seconds(name, args.preset))})")
+            estimate = _duration(experiments.estimate_seconds(name, args.preset))
+            print(f"== {name} ({args.preset}, {dtype}; estimate {estimate})")
             df = experiments.run_experiment(name, pair, args.preset, args.out, progress=not args.quiet)
             print(f"   {len(df)} rows, {df.attrs.get('missing', 0)} configurations missing, "
                   f"{_duration(time.perf_counter() - started)} -> {df.attrs.get('source')}")

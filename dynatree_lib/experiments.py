@@ -191,9 +191,10 @@ def _ablation_methods(depths) -> tuple:
 
 
 def _ablation() -> dict[str, Plan]:
-    """Fixed tree -> phase 1 -> 2 -> 3 at base depth 4/5/6, and phase 3 without pruning / without node budget (fig. 6)."""
+    """Fixed tree -> phase 1 -> 2 -> 3 at base depth 4/5/6; phase 3 without pruning / without node budget (fig. 6)."""
     return {
-        "smoke": Plan((FixedTree(depth=3, branch=2), DynaTree(phase=3, base_depth=3)), SMOKE_LENGTHS, **SMOKE),
+        "smoke": Plan((FixedTree(depth=5, branch=2), DynaTree(phase=3), DynaTree(phase=3, pruning=False)),
+                      SMOKE_LENGTHS, **SMOKE),
         "session": Plan(_ablation_methods((4, 5, 6)), (24,), note="24 new tokens; the research's ablation ran at 500"),
         "full": Plan(_ablation_methods((4, 5, 6)), (100, 500, 1000), prompts=3),
     }
@@ -443,9 +444,9 @@ def load_experiment(name: str, preset: str = "session", out=None, *, dtype: str 
         keep &= df["device"] == str(device)
     df = df[keep].reset_index(drop=True)
     if df.empty:
+        which = " with that dtype/device" if dtype or device else ""
         raise MissingResults(f"results stored for experiment {_resolve(name)!r} ({preset} preset) in {path}, but "
-                             f"none for its current configurations{' with that dtype/device' if dtype or device else ''};"
-                             f" produce them with: {command(name, preset)}")
+                             f"none for its current configurations{which}; produce them with: {command(name, preset)}")
     params = [json.loads(s) if isinstance(s, str) and s else {} for s in df.get("params", [""] * len(df))]
     for column in RUN_COLUMNS:
         df[column] = [prm.get(column, "base" if column == "variant" else math.nan) for prm in params]
@@ -468,19 +469,20 @@ def load_or_run(name: str, pair=None, *, run: bool = False, preset: str = "sessi
     """What a notebook calls: the stored results of `name`, or a fresh run of them.
 
     run=True: run (resume) the preset with `pair` (or the pair named by target/draft/dtype/device, loaded once and
-    cached) and return its rows. run=False: load the stored rows (of `dtype`/`device` when given); when there are
-    none, raise MissingResults naming the command that produces them, except with smoke=True: then print a clearly
-    labelled note and return a live run of the smoke preset (into a temporary folder, nothing stored) so that the
-    notebook's figures still render. Those rows carry `df.attrs["smoke_fallback"] = True`.
+    cached) and return its rows; with smoke=True that is the smoke preset (stored as `<name>-smoke`).
+    run=False: load the stored rows (of `dtype`/`device`; an experiment that needs a dtype, like quality's float32,
+    uses that one); when there are none, raise MissingResults naming the command that produces them, except with
+    smoke=True: then show a clearly labelled note and return a live run of the smoke preset (in a temporary folder,
+    nothing stored) so that the notebook's figures still render; those rows carry `df.attrs["smoke_fallback"]`.
     """
     p = plan(name, preset)
-    dtype = dtype or p.dtype
+    dtype = p.dtype or dtype
 
     def get_pair():
         return pair if pair is not None else _cached_pair(target, draft, dtype or "bfloat16", device)
 
-    if run:
-        return run_experiment(name, get_pair(), preset, out)
+    if run:  # in smoke mode a rerun is the smoke preset, into its own file: never smoke rows in the book's data
+        return run_experiment(name, get_pair(), "smoke" if smoke else preset, out)
     try:
         return load_experiment(name, preset, out, dtype=dtype, device=device)
     except MissingResults as missing:
@@ -489,7 +491,8 @@ def load_or_run(name: str, pair=None, *, run: bool = False, preset: str = "sessi
         note = (f"**Note (smoke mode): no stored results.** {missing}. The figures below come from a live run of the "
                 f"*smoke* preset (1 prompt, a few tokens): they check the plumbing and are **not measurements**.")
         _show(note)
-        df = run_experiment(name, get_pair(), "smoke", tempfile.mkdtemp(prefix=f"dynatree-{name}-"), progress=False)
+        with tempfile.TemporaryDirectory(prefix=f"dynatree-{name}-") as folder:
+            df = run_experiment(name, get_pair(), "smoke", folder, progress=False)
         df.attrs["smoke_fallback"] = True
         return df
 
@@ -577,7 +580,8 @@ def data_note(df: pd.DataFrame) -> str:
         f"GPU {values('gpu')}; torch threads {values('torch_threads')}; torch {values('torch_version')}, "
         f"transformers {values('transformers_version')}.",
         f"Code: commit {', '.join(commits) or '?'}{' with uncommitted changes' if dirty else ''}; "
-        f"measured {dates[0] if dates else '?'}" + (f" to {dates[-1]}" if dates and dates[-1] != dates[0] else "") + ".",
+        f"measured {dates[0] if dates else '?'}"
+        + (f" to {dates[-1]}" if dates and dates[-1] != dates[0] else "") + ".",
     ]
     missing = df.attrs.get("missing", 0)
     if missing:

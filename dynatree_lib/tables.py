@@ -242,7 +242,8 @@ def int8_table(df: pd.DataFrame) -> pd.DataFrame:
             continue
         ratio = (pp.xs(("int8", method, n)) / pp.xs(("base", method, n))).dropna()
         rows.append({"method": method, "max_new_tokens": n, "prompts": int(by["prompts"].min()),
-                     "base_tokens_per_s": by.at["base", "tokens_per_s"], "int8_tokens_per_s": by.at["int8", "tokens_per_s"],
+                     "base_tokens_per_s": by.at["base", "tokens_per_s"],
+                     "int8_tokens_per_s": by.at["int8", "tokens_per_s"],
                      "int8_speed": ratio.median(), "base_speedup": by.at["base", "speedup"],
                      "int8_speedup": by.at["int8", "speedup"],
                      "base_peak_mem_bytes": by.at["base", "peak_mem_bytes"],
@@ -252,6 +253,18 @@ def int8_table(df: pd.DataFrame) -> pd.DataFrame:
     out["int8_target_bytes"] = sizes.get("int8", float("nan"))
     out["memory_saving"] = 1 - out["int8_target_bytes"] / out["base_target_bytes"]
     return out
+
+
+def beside_research(reference: pd.DataFrame, ours: pd.DataFrame, mapping: dict, columns,
+                    ours_columns=("speedup", "tokens_per_s", "tokens_per_round", "acceptance_depth")) -> pd.DataFrame:
+    """A research table (its `columns`, prefixed research_) with our values beside (prefixed ours_): `ours` is a
+    `per_config` table, `mapping` maps the research's method names to our labels (unmapped or not measured: NaN)."""
+    side = reference.set_index("method")[list(columns)].add_prefix("research_")
+    mine = ours.drop_duplicates("method").set_index("method")
+    for column in ours_columns:
+        values = mine[column] if column in mine.columns else pd.Series(dtype=float)
+        side[f"ours_{column}"] = [values.get(mapping.get(m), float("nan")) for m in side.index]
+    return side
 
 
 def params_of(method_params: str) -> dict:

@@ -64,12 +64,11 @@ def _policy(method):
     raise ValueError(f"method must be Linear, FixedTree or DynaTree to draw its tree, got {label(method)}")
 
 
-def _thresholds(method) -> tuple[float, int | None]:
+def _threshold(method) -> float:
+    """The cumulative-probability pruning threshold `method` applies (0: none)."""
     if isinstance(method, DynaTree):
-        return (method.threshold if method.pruning else 0.0), (method.max_nodes if method.node_budget else None)
-    if isinstance(method, FixedTree):
-        return method.threshold, method.max_nodes
-    return 0.0, method.k
+        return method.threshold if method.pruning else 0.0
+    return method.threshold if isinstance(method, FixedTree) else 0.0
 
 
 @torch.no_grad()
@@ -78,8 +77,10 @@ def draft_one_tree(pair, prompt, method) -> TreeView:
     saw (kept or dropped, and why), and what the target accepted."""
     prompt_ids = encode(pair, prompt)
     check_inputs(pair, prompt_ids, method, 1)
+    pair = pair.with_draft_bits(getattr(method, "draft_bits", None))  # as generate: the draft the method drafts with
     expand, width, depth, select_frontier, allowed = _policy(method)
-    threshold, max_nodes = _thresholds(method)
+    threshold = _threshold(method)
+    log_threshold = math.log(threshold) if threshold > 0 else -math.inf
     rows: list[dict] = []
 
     def listening_expand(tree, frontier, cand_logp, cand_tokens):
@@ -95,7 +96,7 @@ def draft_one_tree(pair, prompt, method) -> TreeView:
                     reason = "kept"
                 elif c >= n_allowed[r]:
                     reason = "branch"  # beyond the node's branch count: never a proposal
-                elif threshold > 0 and float(cum[r, c].exp()) < threshold:
+                elif float(cum[r, c]) < log_threshold:  # the comparison select_children makes
                     reason = "threshold"
                 else:
                     reason = "budget"
@@ -282,7 +283,7 @@ def mask_figure(tree: Tree, prefix_len: int, tokenizer=None, *, prefix_shown: in
     colorscale = [[0, "#f2f2f2"], [1 / 3, "#f2f2f2"], [1 / 3, "#9e9e9e"], [2 / 3, "#9e9e9e"], [2 / 3, "#2e8b57"],
                   [1, "#2e8b57"]]
     fig = go.Figure()
-    fig.update_layout(template=TEMPLATE, title=title, height=max(320, 26 * len(names) + 160),
+    fig.update_layout(template=TEMPLATE, title=title, height=max(360, 28 * len(names) + 220),
                       xaxis=dict(title=f"key (… {prefix_len - shown} earlier prefix keys, all visible)", side="bottom",
                                  tickangle=-60),
                       yaxis=dict(title="query (tree node)", autorange="reversed"))
@@ -306,12 +307,15 @@ def tree_mask_figure(view: TreeView, tokenizer=None, *, prefix_shown: int = 3, t
     fig = make_subplots(rows=1, cols=2, column_widths=[0.42, 0.58], horizontal_spacing=0.08,
                         subplot_titles=("draft tree (node:token, draft probability)", "attention mask (query x key)"))
     for trace in left.data:
+        if trace.name == "target's bonus token" or trace.line.dash == "dash":
+            continue  # the bonus token is the target's output, not a tree node: it has no row in the mask
         fig.add_trace(trace, row=1, col=1)
     heat = right.data[0]
     heat.colorbar.update(x=1.02, len=0.8)
     fig.add_trace(heat, row=1, col=2)
     fig.update_layout(template=TEMPLATE, title=title or f"{label(view.method)}: tree and tree attention mask",
-                      height=max(left.layout.height, right.layout.height), legend=dict(orientation="h", y=-0.15))
+                      height=max(left.layout.height, right.layout.height) + 60, margin=dict(t=110),
+                      legend=dict(orientation="h", yanchor="bottom", y=1.06, x=0))
     fig.update_xaxes(left.layout.xaxis, row=1, col=1)
     fig.update_yaxes(visible=False, autorange="reversed", row=1, col=1)
     fig.update_xaxes(right.layout.xaxis, type="category", row=1, col=2)

@@ -1,5 +1,21 @@
+import os
 import sys
 from pathlib import Path
 
+import pytest
+import torch
+
 # tests import shared tiny-model helpers as plain modules (`from tiny import ...`).
 sys.path.insert(0, str(Path(__file__).parent))
+
+# Tiny models gain nothing from a second thread and lose a lot to contention; tests on the real pair ask for more.
+torch.set_num_threads(int(os.environ.get("DYNATREE_TEST_THREADS", "1")))
+
+
+@pytest.fixture
+def all_threads():
+    """Run a test on every core (the real model pair), then go back to the suite's setting."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(os.cpu_count() or 1)
+    yield
+    torch.set_num_threads(before)

@@ -33,15 +33,6 @@ def _(method: Corrupted, run) -> None:
     run.tokens[2] = (run.tokens[2] + 1) % VOCAB
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Tiny models gain nothing from threads, and on a busy shared CPU two threads per op run ~10x slower.
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
-
-
 @pytest.fixture(scope="module")
 def pair():
     return tiny_pair("llama", "perturbed")

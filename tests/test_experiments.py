@@ -123,6 +123,12 @@ def test_smoke_fallback_runs_the_smoke_preset(pair, tmp_path, capsys):
     assert not list(tmp_path.iterdir())  # nothing was stored in the results folder
 
 
+def test_rerun_in_smoke_mode_stays_out_of_the_book_data(pair, tmp_path):
+    df = ex.load_or_run("sensitivity", pair, run=True, smoke=True, out=tmp_path)
+    assert set(df["max_new_tokens"]) == set(ex.plan("sensitivity", "smoke").lengths)
+    assert (tmp_path / "sensitivity-smoke.csv").exists() and not (tmp_path / "sensitivity.csv").exists()
+
+
 def test_dtype_is_checked(pair):
     bf16 = ModelPair(tiny_pair("qwen2", "perturbed", torch.bfloat16).target, None, pair.tokenizer, "tiny-bf16")
     with pytest.raises(ValueError, match="needs a float32 pair"):

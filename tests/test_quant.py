@@ -17,15 +17,6 @@ from tiny import ARCHS, VOCAB, reference_greedy, tiny_model, tiny_pair
 DRAFTS = ("same", "perturbed", "unrelated")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny matmuls gain nothing from threads, and on a shared CPU each thread sync can wait a whole time slice."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
-
-
 def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.detach().float() - b.detach().float()).norm() / b.detach().float().norm())
 

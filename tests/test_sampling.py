@@ -27,15 +27,6 @@ SETTINGS = {  # name -> (temperature, top_k, top_p)
 }
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny forwards on a shared machine: threads only add contention.
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
-
-
 def chi_square_pvalue(observed: torch.Tensor, expected: torch.Tensor) -> tuple[float, int]:
     """Pearson's goodness-of-fit p-value and degrees of freedom; cells expecting fewer than 5 counts are pooled."""
     observed, expected = observed.double().flatten(), expected.double().flatten()

@@ -14,15 +14,6 @@ from tiny import ARCHS, VOCAB, reference_greedy, tiny_pair
 DRAFTS = ("same", "perturbed", "unrelated")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny matmuls gain nothing from threads, and on a shared CPU each thread sync can wait a whole time slice."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
-
-
 @torch.no_grad()
 def windowed_greedy(model, prompt_ids, n, cache_size, sink_tokens):
     """Greedy decoding where the query at position p attends to positions j <= p with j < sink_tokens or

@@ -136,6 +136,16 @@ def test_round_costs():
     assert math.isnan(costs.loc["AR", "draft_s_per_forward"])
 
 
+def test_beside_research():
+    lin = Linear(6)
+    ours = tables.per_config(rows({"a": {AR: 1.0, lin: 1.3}}))
+    side = tables.beside_research(research.PEERS_500, ours, {"Linear K=6": label(lin), "AR baseline": "AR"},
+                                  ["speedup"])
+    assert side.loc["Linear K=6", "ours_speedup"] == pytest.approx(1.3)
+    assert side.loc["Linear K=6", "research_speedup"] == 1.11
+    assert math.isnan(side.loc["HF assisted", "ours_speedup"])
+
+
 def test_research_tables_are_consistent():
     # tok/s over the AR row's tok/s must give the reported speedup, to the two decimals reported.
     for table in (research.PEERS_500, research.ADAPTIVE_1000):

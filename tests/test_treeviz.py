@@ -75,7 +75,7 @@ def test_candidates_agree_with_the_tree(method):
     assert kept["parent"].tolist() == tree.parents[1:].tolist()
     assert torch.allclose(torch.tensor(kept["cum_logp"].tolist()), tree.cum_logp[1:])
     assert (cand.loc[cand["reason"] != "kept", "node"] == -1).all()
-    threshold, _ = tv._thresholds(method)
+    threshold = tv._threshold(method)
     below = cand[cand["reason"] == "threshold"]
     assert (below["cum_logp"].map(math.exp) < threshold).all()
     frame = tv.tree_frame(view)
@@ -186,3 +186,15 @@ def test_without_the_tree_mask_logits_change():
     causal = tv.tree_logits(pair.target, view.prompt_ids, view.tree, tree_mask=False)
     assert torch.allclose(masked[:2], causal[:2], atol=1e-5)  # root and first child: nothing extra to see
     assert not torch.allclose(masked[2:], causal[2:], atol=1e-3)  # later nodes see their siblings and cousins
+
+
+def test_draft_bits_tree_is_the_quantized_drafts():
+    pair = tiny_pair("llama", "perturbed")
+    method = dt.FixedTree(depth=3, branch=2, threshold=0.0, draft_bits=8)
+    view = tv.draft_one_tree(pair, [2, 4, 6, 8], method)
+    first = dt.generate(pair, [2, 4, 6, 8], method, 5, stop_at_eos=False).trace[0]
+    assert first["nodes"] == view.tree.num_draft and first["accepted"] == len(view.path) - 1
+    assert view.committed == reference_greedy(pair.target, [2, 4, 6, 8], len(view.committed) + 1)[1:]
+    plain = tv.draft_one_tree(pair, [2, 4, 6, 8], dt.FixedTree(depth=3, branch=2, threshold=0.0))
+    assert len(plain.tree) == len(view.tree)  # full trees either way; only the draft's probabilities move
+    assert not torch.allclose(plain.tree.logp, view.tree.logp, atol=1e-6)
