@@ -274,6 +274,10 @@ def _rss() -> int:
 WARMUP_TOKENS = 16
 
 
+def _load_1m() -> float:
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+
+
 class _Bench:
     def __init__(self, pair, repeats: int, warmup: int):
         self.pair, self.repeats, self.warmup = pair, repeats, warmup
@@ -293,7 +297,7 @@ class _Bench:
             self.memory.reset()
             self.timer.reset()
             gen = generate(self.pair, ids, method, n, stop_at_eos=False)
-            runs.append({"gen": gen, "memory": self.memory.peak(),
+            runs.append({"gen": gen, "memory": self.memory.peak(), "load_1m": _load_1m(),
                          "forward_s": dict(self.timer.seconds), "forward_calls": dict(self.timer.calls)})
         return runs
 
@@ -343,6 +347,7 @@ class _Bench:
             "draft_forward_s": run["forward_s"].get("draft", 0.0),
             "bookkeeping_share": 1 - forward_s / wall if wall > 0 else math.nan,
             **run["memory"],
+            "load_1m": run["load_1m"],  # other work on the machine while this run was timed (contention shows here)
             "perplexity": self.perplexity(ids, gen.token_ids),
             "match_ar": divergence == -1,
             "first_divergence": divergence,
