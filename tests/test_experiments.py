@@ -36,15 +36,6 @@ class WordTokenizer:
         return " ".join(f"w{i}" for i in ids)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Tiny models on a shared 2-core machine: one thread is several times faster than two competing ones.
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
-
-
 @pytest.fixture(scope="module")
 def pair():
     base = tiny_pair("qwen2", "perturbed")
