@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 from dynatree_lib import Autoregressive, FixedTree, HardwareAware, generate, label
 from dynatree_lib import costmodel as cm, kvcache
@@ -82,14 +82,18 @@ methods = st.builds(
 @pytest.mark.parametrize("arch", ARCHS)
 @given(method=methods, prompt=st.lists(st.integers(0, VOCAB - 1), min_size=1, max_size=20), n=st.integers(1, 30))
 @settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@example(method=HardwareAware(max_depth=1, max_branch=1, max_nodes=1, threshold=0.03, warmup_rounds=0, probe_every=1,
+                              prior_accept=0.0, adapt_costs=False, allow_ar=False), prompt=[68, 30], n=3)
 def test_hardware_aware_equals_greedy(arch, draft_kind, method, prompt, n):
     out = generate(tiny_pair(arch, draft_kind), prompt, method, n, stop_at_eos=False)
     assert out.token_ids == reference(arch, prompt, n), label(method)
     assert sum(r["committed"] for r in out.trace) == n - 1
     for i, r in enumerate(out.trace):
         assert 0 <= r["accepted"] <= r["depth"] and r["committed"] == r["accepted"] + 1
-        assert (r["nodes"] == 0) == (r["plan_depth"] == 0), r  # a plain step drafts nothing, a tree something
-        if method.threshold == 0:  # no pruning: the drafted tree is exactly the planned shape
+        if r["plan_depth"] == 0:
+            assert r["nodes"] == 0, r  # a plain step drafts nothing
+        if method.threshold == 0:  # no pruning: the drafted tree is exactly the planned shape (threshold pruning
+            # may legitimately empty a planned tree, as in the pinned example below)
             assert (r["nodes"], r["depth"]) == (r["plan_nodes"], r["plan_depth"]), r
         if r["plan_reason"] in ("warmup", "probe") or not method.allow_ar:
             assert r["plan_depth"] > 0 or r["plan_reason"] == "last", r
