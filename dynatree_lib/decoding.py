@@ -19,6 +19,7 @@ from .draft import DraftState, commit_draft, draft_tree, fixed_expand, forward
 from .methods import Autoregressive, FixedTree, HFAssisted, HFPromptLookup, Linear, label
 from .models import ModelPair, vocab_size
 from .sampling import Sampling, accept_sampling, make_sampling
+from .tree import root as tree_root
 from .verify import accept_greedy, commit_target, verify
 
 
@@ -229,7 +230,7 @@ def speculate(run: Run, draft_round, on_round=None) -> None:
     while not done:
         # A round commits at most depth + 1 tokens: never draft past what is still wanted.
         drafted = draft_round(run, draft, run.remaining - 1) if run.remaining > 1 else None
-        tree = drafted.tree if drafted else _root_only(root, pair.target.device)
+        tree = drafted.tree if drafted else tree_root(root, device=pair.target.device)
         t1 = run.clock()
         prefix = kvcache.cache_len(target_cache)
         if run.sampling is None:
@@ -246,7 +247,7 @@ def speculate(run: Run, draft_round, on_round=None) -> None:
         if drafted:
             commit_draft(draft, drafted, path, bonus)
             run.extra["draft_forwards"] += drafted.forwards
-        else:
+        elif draft.cache is not None:  # the draft model reads what it skipped before its next tree
             draft.pending = draft.pending + committed
         done = run.emit(committed)
         root = bonus
@@ -259,12 +260,6 @@ def speculate(run: Run, draft_round, on_round=None) -> None:
         if on_round is not None:
             on_round(record)
         t0 = t3
-
-
-def _root_only(token: int, device):
-    from .tree import root
-
-    return root(token, device=device)
 
 
 def _record(**values) -> dict:
