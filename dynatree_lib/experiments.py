@@ -147,19 +147,26 @@ def _methods() -> dict[str, Plan]:
                 FixedTree(depth=8, branch=3, threshold=0.03, max_nodes=128)]
     ours = [DynaTree(phase=1), DynaTree(phase=2), DynaTree(phase=3), TopNTree(), HybridTree(), PromptLookup()]
     ours += optional_method("costmodel", "HardwareAware")
+    # The same methods with an int4 copy of the draft (the draft's cost is what limits a CPU; tokens are unchanged),
+    # transformers' assisted generation included, so that the comparison with it is also made at equal drafts.
+    int4 = [HFAssisted(draft_bits=4), Linear(6, draft_bits=4), FixedTree(depth=5, branch=2, draft_bits=4),
+            DynaTree(phase=3, draft_bits=4), *optional_method("costmodel", "HardwareAware", draft_bits=4)]
     return {
         "smoke": Plan((HFAssisted(), Linear(4), small, DynaTree(phase=3)), SMOKE_LENGTHS, **SMOKE),
-        "session": Plan((*peers, Linear(4), Linear(6), small, *ours), (128,)),
-        "full": Plan((*peers, *(Linear(k) for k in range(4, 9)), small, *research, *ours), (128, 256, 512), prompts=10,
+        "session": Plan((*peers, Linear(4), Linear(6), small, *ours, *int4), (128,), prompts=2),
+        "full": Plan((*peers, *(Linear(k) for k in range(4, 9)), small, *research, *ours, *int4), (128, 256, 512),
+                     prompts=10,
                      repeats=3),
     }
 
 
 def _length() -> dict[str, Plan]:
     """Throughput over generation length (figure 3)."""
-    methods = (HFAssisted(), Linear(6), FixedTree(depth=5, branch=2), DynaTree(phase=3))
+    methods = (HFAssisted(), Linear(6), FixedTree(depth=5, branch=2), DynaTree(phase=3), HFAssisted(draft_bits=4),
+               DynaTree(phase=3, draft_bits=4))
     full = (HFAssisted(), Linear(6), Linear(8), FixedTree(depth=5, branch=2),
-            FixedTree(depth=8, branch=3, threshold=0.05), DynaTree(phase=3))
+            FixedTree(depth=8, branch=3, threshold=0.05), DynaTree(phase=3), HFAssisted(draft_bits=4),
+            DynaTree(phase=3, draft_bits=4))
     return {
         "smoke": Plan((Linear(4), DynaTree(phase=3)), (4, 8), **SMOKE),
         "session": Plan(methods, (64, 128, 256)),
@@ -514,25 +521,35 @@ def _show(markdown: str) -> None:
 # Budget and summaries
 
 
-def estimate_seconds(name: str, preset: str = "session", *, ar_tokens_per_s: float = 2.75, speedup: float = 1.1,
-                     prefill_tokens_per_s: float = 90.0, prompt_tokens: int = 120) -> float:
+# Rates for estimates, from data/results/goal.csv (quiet 2-core CPU, bf16, 128 tokens): AR 3.95 tok/s, speculative
+# methods 1.06-1.09x with the bf16 draft and 2.3-2.5x with its int4 copy.
+AR_TOKENS_PER_S, SPEEDUP, QUANTIZED_SPEEDUP = 3.9, 1.05, 2.3
+
+
+def estimate_seconds(name: str, preset: str = "session", *, ar_tokens_per_s: float = AR_TOKENS_PER_S,
+                     speedup: float = SPEEDUP, quantized_speedup: float = QUANTIZED_SPEEDUP, prefill_tokens_per_s: float = 90.0,
+                     prompt_tokens: int = 120) -> float:
     """A rough wall-clock estimate of a preset on the 2-core CPU with the embedded pair, nothing stored yet.
 
-    Per prompt x length: AR takes length / ar_tokens_per_s, any other method length / (ar_tokens_per_s x speedup);
-    every run also prefills its prompt (`prompt_tokens` for a prompt set), plus one perplexity forward per prompt x
-    length; each method warms up once per variant. float32 counts double (twice the bytes per weight).
+    Per prompt x length: AR takes length / ar_tokens_per_s, any other method length / (ar_tokens_per_s x speedup),
+    or x quantized_speedup with a quantized draft (`draft_bits`); every run also prefills its prompt (`prompt_tokens`
+    for a prompt set), plus one perplexity forward per prompt x length; each method warms up once per variant.
+    float32 counts double (twice the bytes per weight).
     """
     p = plan(name, preset)
-    methods = len(with_ar(p.methods))
-    spec = ar_tokens_per_s * speedup
+    others = with_ar(p.methods)[1:]
+    methods = len(others) + 1
+    # seconds per generated token, summed over the methods other than AR
+    spec_s = sum(1 / (ar_tokens_per_s * (quantized_speedup if getattr(m, "draft_bits", None) else speedup))
+                 for m in others)
     prompt_lens = [n for n in p.prompt_tokens for _ in range(p.prompts)] or [prompt_tokens] * p.prompts
     timed = 0.0
     for prompt in prompt_lens:
         prefill = prompt / prefill_tokens_per_s
         for n in p.lengths:
-            timed += p.repeats * (n / ar_tokens_per_s + (methods - 1) * n / spec + methods * prefill)
+            timed += p.repeats * (n / ar_tokens_per_s + n * spec_s + methods * prefill)
             timed += (prompt + n) / prefill_tokens_per_s  # perplexity
-    warm = methods * (min(p.warmup_tokens, max(p.lengths)) / spec + prompt_lens[0] / prefill_tokens_per_s)
+    warm = min(p.warmup_tokens, max(p.lengths)) * spec_s + methods * prompt_lens[0] / prefill_tokens_per_s
     factor = 2.0 if p.dtype == "float32" else 1.0
     return factor * len(p.variants) * (timed + warm)
 
