@@ -12,6 +12,7 @@ import re
 
 import pandas as pd
 
+from . import research
 from .bench import with_params
 
 STATS = ("tokens_per_s", "speedup", "tokens_per_round", "acceptance_depth", "acceptance_nodes", "ttft_s", "tpot_s",
@@ -270,3 +271,65 @@ def beside_research(reference: pd.DataFrame, ours: pd.DataFrame, mapping: dict, 
 def params_of(method_params: str) -> dict:
     """A row's method parameters (the JSON `method_params` column) as a dict."""
     return json.loads(method_params) if isinstance(method_params, str) and method_params else {}
+
+
+def _fmt_x(value: float) -> str:
+    return "–" if pd.isna(value) else f"{value:.2f}x"
+
+
+def headline(goal: pd.DataFrame, quality: pd.DataFrame | None = None, *, length: int = 128, top: int = 6,
+             baseline: str = "HFAssisted", same_draft: str = "HFAssisted(draft_bits=4)") -> str:
+    """The book's headline results as Markdown, computed from stored rows only: the goal benchmark's `top` fastest
+    methods and both peers (median and worst-prompt speedup over AR, over `baseline`, over `same_draft`: the same
+    peer given the same quantized draft), what they were measured on, and, from a float32 `quality` table, how many
+    greedy runs were token-identical to AR."""
+    part = goal[goal["max_new_tokens"] == length]
+    table = goal_table(part, length, baseline)
+    if same_draft in set(part["method"]):
+        same = goal_table(part, length, same_draft).set_index("method")
+        table[f"speedup_vs_{same_draft}"] = table["method"].map(same[f"speedup_vs_{same_draft}"])
+    else:
+        table[f"speedup_vs_{same_draft}"] = float("nan")
+    stats = per_config(part).set_index("method")
+    table["tokens_per_round"] = table["method"].map(stats["tokens_per_round"])
+    table["match_ar"] = table["method"].map(stats["match_ar"])
+    peers = table["method"].isin([baseline, same_draft, "AR"])
+    shown = pd.concat([table[~peers].head(top), table[peers]])
+    first = part.iloc[0]
+    lines = [f"Measured by `benchmarks/goal.py` (stored in `data/results/goal.csv`): {table['prompts'].max()} "
+             f"HumanEval prompts, {length} new tokens, {first['dtype']}, {first['device']} ({first['cpu']}, "
+             f"{first['torch_threads']} threads), {first['pair']}, commit {str(first['git_commit'])[:7]}, "
+             f"{str(first['date_utc'])[:10]}. Speedups are medians over prompts of same-process ratios of wall time.",
+             "",
+             f"| method | speedup over AR | worst prompt | over {baseline} | over {same_draft} | tokens per round "
+             "| runs identical to bf16 AR |",
+             "|---|---|---|---|---|---|---|"]
+    for _, row in shown.iterrows():
+        lines.append(f"| `{row['method']}` | {_fmt_x(row['speedup_ar'])} | {_fmt_x(row['speedup_ar_min'])} "
+                     f"| {_fmt_x(row[f'speedup_vs_{baseline}'])} | {_fmt_x(row[f'speedup_vs_{same_draft}'])} "
+                     f"| {row['tokens_per_round']:.2f} | {row['match_ar']:.0%} |")
+    best = table[~peers].iloc[0]
+    plain = table[~peers & ~table["method"].str.contains("draft_bits=")]
+    lines += ["", f"- Fastest here: `{best['method']}`, {_fmt_x(best['speedup_ar'])} over AR (worst prompt "
+                  f"{_fmt_x(best['speedup_ar_min'])}), {_fmt_x(best[f'speedup_vs_{baseline}'])} over `{baseline}` as "
+                  f"transformers runs it, and {_fmt_x(best[f'speedup_vs_{same_draft}'])} over `{same_draft}`, the "
+                  "same peer given the same quantized draft."]
+    if not plain.empty:
+        p = plain.iloc[0]
+        cost = round_costs(part).set_index("method")["draft_forward_over_ar_step"]
+        line = f"- With the draft as shipped, the best is `{p['method']}` at {_fmt_x(p['speedup_ar'])} over AR."
+        if best["method"] in cost.index and p["method"] in cost.index:
+            line += (f" One draft forward costs {cost[p['method']]:.2f} of an AR target step with the shipped draft "
+                     f"and {cost[best['method']]:.2f} with `{best['method']}`'s draft; the draft's weights change "
+                     "speed and acceptance, never the output.")
+        lines.append(line)
+    adaptive = research.ADAPTIVE_1000.set_index("method")["speedup"]
+    lines.append(f"- For reference, the research measured phase 3 at {adaptive['Phase 3']:.2f}x over AR (WikiText-2, "
+                 f"1000 tokens) and its best fixed tree at {research.PARAM_BEST['speedup']:.2f}x "
+                 f"({research.PARAM_BEST['max_new_tokens']} tokens), with {research.SETUP}; the benchmark chapter "
+                 "says why the two setups differ.")
+    if quality is not None and not quality.empty:
+        runs = quality[quality["method"] != "AR"]
+        lines.append(f"- Exactness, float32 (`data/results/quality.csv`): {int(runs['match_ar'].sum())} of "
+                     f"{len(runs)} greedy runs ({runs['method'].nunique()} methods) produced exactly AR's tokens.")
+    return "\n".join(lines)

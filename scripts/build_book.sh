@@ -65,6 +65,8 @@ mkdir -p "$src/notebooks"
 cp _config.yml _toc.yml references.bib "$src/"
 cp -r book "$src/book"
 rm -rf "$src/book/_build"
+# The intro's headline numbers, computed from data/results at build time (never typed into the page).
+python scripts/headline.py "$src/book/_headline.md"
 for nb in "${notebooks[@]}"; do
   name=$(basename "$nb")
   [ -f "$executed/$name" ] || { echo "build_book: $executed/$name missing; run with EXECUTE=1" >&2; exit 1; }

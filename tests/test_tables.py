@@ -158,3 +158,32 @@ def test_research_tables_are_consistent():
     assert len(grid["depth"]) * len(grid["branch"]) * len(grid["threshold"]) * len(grid["max_new_tokens"]) == 450
     best = research.PARAM_BEST_PER_LENGTH.set_index("max_new_tokens")["speedup"]
     assert best.max() == research.PARAM_BEST["speedup"] and best.idxmax() == research.PARAM_BEST["max_new_tokens"]
+
+
+def test_headline_numbers_come_from_rows():
+    from dynatree_lib import HFAssisted
+    fast, slow, hf, hf4 = Linear(5, draft_bits=4), Linear(5), HFAssisted(), HFAssisted(draft_bits=4)
+    df = rows({"p0": {AR: 1.0, hf: 0.9, hf4: 2.0, fast: 2.0, slow: 1.1},
+               "p1": {AR: 1.0, hf: 1.0, hf4: 2.0, fast: 3.0, slow: 1.3}}, n=128)
+    df = df.assign(dtype="bfloat16", device="cpu", cpu="test cpu", torch_threads=2, pair="a/b", git_commit="abcdef123",
+                   date_utc="2026-11-24T00:00:00", draft_s=1.0, verify_s=2.0, commit_s=0.1)
+    quality = df.assign(match_ar=[True] * 9 + [False])
+    text = tables.headline(df, quality)
+    assert "2 HumanEval prompts, 128 new tokens, bfloat16, cpu (test cpu, 2 threads), a/b, commit abcdef1" in text
+    # the int4 linear: speedups 2 and 3 -> median 2.5x, worst 2x; over HFAssisted (0.9, 1.0) median (2.22+3)/2=2.61x;
+    # over HFAssisted(draft_bits=4) (2, 2): median 1.25x
+    assert f"| `{label(fast)}` | 2.50x | 2.00x | 2.61x | 1.25x |" in text
+    assert f"Fastest here: `{label(fast)}`, 2.50x over AR" in text
+    assert f"With the draft as shipped, the best is `{label(slow)}` at 1.20x" in text
+    assert "7 of 8 greedy runs (4 methods) produced exactly AR's tokens" in text
+    assert "1.61x" in text  # the research's phase 3, from research.ADAPTIVE_1000
+
+
+def test_headline_script_without_results(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+    out = tmp_path / "h.md"
+    script = Path(__file__).resolve().parents[1] / "scripts" / "headline.py"
+    subprocess.run([sys.executable, str(script), str(out), "--results", str(tmp_path)], check=True)
+    assert "python benchmarks/goal.py" in out.read_text()

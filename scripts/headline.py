@@ -1,0 +1,34 @@
+"""Writes the intro's headline results (Markdown) from the stored results, for scripts/build_book.sh.
+
+    python scripts/headline.py OUT.md [--results data/results]
+
+Reads data/results/goal.csv (benchmarks/goal.py) and, when present, data/results/quality.csv; every number comes
+from those rows (dynatree_lib.tables.headline). Without goal.csv the page says which command produces it.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from dynatree_lib.bench import read_results
+from dynatree_lib.tables import headline
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--results", type=Path, default=Path(__file__).resolve().parents[1] / "data" / "results")
+    args = parser.parse_args(argv)
+    goal = read_results(args.results / "goal.csv")
+    if goal.empty:
+        text = ("No goal benchmark is stored yet: `python benchmarks/goal.py` measures it (about 3 minutes per "
+                "prompt on a 2-core CPU) and this section is rebuilt from its rows.")
+    else:
+        quality = read_results(args.results / "quality.csv")
+        text = headline(goal, quality if not quality.empty else None)
+    args.out.write_text(text + "\n")
+    print(f"headline: wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
