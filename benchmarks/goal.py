@@ -23,7 +23,7 @@ from dynatree_lib.prompts import load_prompts
 METHODS = ("AR,HFAssisted,HFAssisted(draft_bits=4),Linear(K=5),Linear(K=5,draft_bits=4),"
            "FixedTree(D=5,B=2,tau=0.03,N=32),FixedTree(D=5,B=2,tau=0.03,N=32,draft_bits=4),"
            "FixedTree(D=6,B=2,tau=0.03,N=32,draft_bits=4),FixedTree(D=8,B=3,tau=0.03,N=64,draft_bits=4),"
-           "DynaTree(phase=3,draft_bits=4)")
+           "DynaTree(phase=3,draft_bits=4),HardwareAware(draft_bits=4)")
 
 
 def main(argv=None):
