@@ -24,7 +24,7 @@ unexpanded by the phase-2 rules) and `extended` (nodes expanded past base_depth)
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 
@@ -89,8 +89,13 @@ class DynaTree:
     def label(self) -> str:
         depth = f"D={self.base_depth}" if self.phase == 1 else f"D={self.base_depth}..{self.max_depth}"
         ablation = ("" if self.pruning else ",noprune") + ("" if self.node_budget else ",nobudget")
+        # every other setting that differs from its default, so that two different methods never share a label
+        shown = {"phase", "base_depth", "max_depth", "min_branch", "default_branch", "max_branch", "high_conf",
+                 "low_conf", "pruning", "node_budget", "draft_bits"}
+        rest = "".join(f",{f.name}={getattr(self, f.name)!r}" for f in fields(self)
+                       if f.name not in shown and getattr(self, f.name) != f.default)
         return (f"DynaTree-P{self.phase}({depth},B={self.min_branch}/{self.default_branch}/{self.max_branch},"
-                f"conf={self.high_conf:g}/{self.low_conf:g}{ablation})")
+                f"conf={self.high_conf:g}/{self.low_conf:g}{ablation}{rest})")
 
 
 def branches(p: torch.Tensor, high_conf: float, method: DynaTree) -> torch.Tensor:

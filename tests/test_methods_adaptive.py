@@ -1,4 +1,5 @@
 """DynaTree (adaptive), TopNTree (best-first), PromptLookup and HybridTree (n-gram): exactness, policies, errors."""
+import dataclasses
 import functools
 import math
 
@@ -516,3 +517,14 @@ def test_labels_and_defaults():
     assert label(PromptLookup()) == "PromptLookup(n=3,K=8)"
     assert label(HybridTree()) == "Hybrid(FixedTree(D=5,B=2,tau=0.03,N=128)+PL(n=3,K=8))"
     assert len({DynaTree(), DynaTree(phase=2), TopNTree(), PromptLookup(), HybridTree()}) == 5  # hashable, distinct
+
+
+def test_dynatree_labels_tell_every_setting_apart():
+    """Labels key stored results: a DynaTree that differs from the default in any one setting gets its own label."""
+    changed = dict(phase=2, high_conf=0.8, low_conf=0.3, min_branch=2, default_branch=3, max_branch=4, base_depth=4,
+                   max_depth=12, stop_threshold=0.2, extend_threshold=0.9, learning_rate=0.02, target_acceptance=0.8,
+                   window=5, max_nodes=32, threshold=0.05, pruning=False, node_budget=False, draft_bits=4)
+    names = {f.name for f in dataclasses.fields(DynaTree)}
+    assert set(changed) == names, names ^ set(changed)  # a new setting must be added here
+    labels = [label(DynaTree(**{name: value})) for name, value in changed.items()]
+    assert len(set(labels + [label(DynaTree())])) == len(labels) + 1, labels
