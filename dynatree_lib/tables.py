@@ -295,11 +295,13 @@ def headline(goal: pd.DataFrame, quality: pd.DataFrame | None = None, *, length:
     table["match_ar"] = table["method"].map(stats["match_ar"])
     peers = table["method"].isin([baseline, same_draft, "AR"])
     shown = pd.concat([table[~peers].head(top), table[peers]])
-    first = part.iloc[0]
+    def each(column, width=None):
+        return ", ".join(sorted({str(v)[:width] for v in part[column].dropna()}))
+
     lines = [f"Measured by `benchmarks/goal.py` (stored in `data/results/goal.csv`): {table['prompts'].max()} "
-             f"HumanEval prompts, {length} new tokens, {first['dtype']}, {first['device']} ({first['cpu']}, "
-             f"{first['torch_threads']} threads), {first['pair']}, commit {str(first['git_commit'])[:7]}, "
-             f"{str(first['date_utc'])[:10]}. Speedups are medians over prompts of same-process ratios of wall time.",
+             f"HumanEval prompts, {length} new tokens, {each('dtype')}, {each('device')} ({each('cpu')}, "
+             f"{each('torch_threads')} threads), {each('pair')}, commit {each('git_commit', 7)}, "
+             f"{each('date_utc', 10)}. Speedups are medians over prompts of same-process ratios of wall time.",
              "",
              f"| method | speedup over AR | worst prompt | over {baseline} | over {same_draft} | tokens per round "
              "| runs identical to bf16 AR |",
