@@ -585,7 +585,7 @@ def data_note(df: pd.DataFrame) -> str:
         if column not in df.columns:
             return "?"
         found = sorted({str(v) for v in df[column].dropna()})
-        return ", ".join(found) if found else "?"
+        return ", ".join(found) if found else ("none" if column == "gpu" else "?")  # provenance leaves gpu empty on a CPU
 
     commits = sorted({str(c)[:10] for c in df.get("git_commit", pd.Series(dtype=str)).dropna()})
     dirty = bool(df["git_dirty"].fillna(False).astype(bool).any()) if "git_dirty" in df.columns else False
