@@ -333,5 +333,8 @@ def headline(goal: pd.DataFrame, quality: pd.DataFrame | None = None, *, length:
     if quality is not None and not quality.empty:
         runs = quality[quality["method"] != "AR"]
         lines.append(f"- Exactness, float32 (`data/results/quality.csv`): {int(runs['match_ar'].sum())} of "
-                     f"{len(runs)} greedy runs ({runs['method'].nunique()} methods) produced exactly AR's tokens.")
+                     f"{len(runs)} greedy runs ({runs['method'].nunique()} methods) produced exactly AR's tokens. "
+                     "In bf16 (the last column above) a run can leave bf16 AR's path where the target's two best "
+                     "logits nearly tie, because a batched verification rounds differently from one-token steps; "
+                     "the quality chapter measures the gap at every such divergence.")
     return "\n".join(lines)
