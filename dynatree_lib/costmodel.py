@@ -73,6 +73,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 from . import kvcache
@@ -469,6 +470,20 @@ def plan_round(costs: Costs, rank_accept, *, max_depth: int = 8, max_branch: int
     """One-off planning (builds a Planner): e.g. `plan_round(costs, rank_accept_prior(0.7)).fixed_tree()` sizes a
     static FixedTree for this machine from an acceptance guess."""
     return Planner(costs, max_depth, max_branch, max_nodes).best(rank_accept, allow_ar=allow_ar)
+
+
+def plan_table(costs: Costs, accept_grid, *, max_depth: int = 8, max_branch: int = 3,
+               max_nodes: int = 64) -> pd.DataFrame:
+    """What the planner picks under `costs` for each one-number acceptance p in `accept_grid`
+    (`rank_accept_prior`): shape, E[tokens/round], round time, expected tok/s and speedup over AR. One row per p."""
+    planner = Planner(costs, max_depth, max_branch, max_nodes)
+    rows = []
+    for p in accept_grid:
+        best = planner.best(rank_accept_prior(p, max_depth, max_branch))
+        rows.append({"p": p, "depth": best.depth, "branch": best.branch, "nodes": best.nodes, "widths": best.widths,
+                     "E[tokens/round]": best.expected_tokens, "round ms": 1e3 * best.expected_s,
+                     "expected tok/s": best.expected_tps, "expected speedup over AR": best.expected_tps / best.ar_tps})
+    return pd.DataFrame(rows)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -437,3 +437,17 @@ def test_quantized_draft_is_exact_and_calibrated_separately():
     out = generate(pair, [4, 2], HardwareAware(draft_bits=8), 20, stop_at_eos=False)
     assert out.token_ids == reference("llama", [4, 2], 20)
     assert cm.calibration_key(pair.with_draft_bits(8)) != cm.calibration_key(pair)
+
+
+def test_plan_table_follows_costs_and_acceptance():
+    nodes = (1, 4, 16, 64)
+    cheap = cm.Costs(nodes, (0.2, 0.21, 0.22, 0.3), (0.01, 0.01, 0.012, 0.02))
+    dear = cm.Costs(nodes, (0.2, 0.4, 1.0, 3.0), (0.2, 0.4, 1.0, 3.0))  # draft as dear as the target
+    t = cm.plan_table(cheap, [0.3, 0.95], max_depth=6, max_branch=2, max_nodes=32)
+    assert list(t["p"]) == [0.3, 0.95]
+    assert (t["depth"] > 0).all() and t["depth"].iloc[1] > t["depth"].iloc[0]  # more acceptance: a deeper tree
+    assert (t["expected speedup over AR"] > 1).all()
+    d = cm.plan_table(dear, [0.3], max_depth=6, max_branch=2, max_nodes=32)
+    assert d["depth"].iloc[0] == 0 and d["expected speedup over AR"].iloc[0] == pytest.approx(1.0)
+    best = cm.plan_round(cheap, cm.rank_accept_prior(0.95, 6, 2), max_depth=6, max_branch=2, max_nodes=32)
+    assert (t["depth"].iloc[1], t["nodes"].iloc[1]) == (best.depth, best.nodes)
