@@ -312,8 +312,8 @@ def headline(goal: pd.DataFrame, quality: pd.DataFrame | None = None, *, length:
                      f"| {row['tokens_per_round']:.2f} | {row['match_ar']:.0%} |")
     best = table[~peers].iloc[0]
     plain = table[~peers & ~table["method"].str.contains("draft_bits=")]
-    lines += ["", f"- Fastest here: `{best['method']}`, {_fmt_x(best['speedup_ar'])} over AR (worst prompt "
-                  f"{_fmt_x(best['speedup_ar_min'])}), {_fmt_x(best[f'speedup_vs_{baseline}'])} over `{baseline}` as "
+    lines += ["", f"- Fastest of this library's methods: `{best['method']}`, {_fmt_x(best['speedup_ar'])} over AR "
+                  f"(worst prompt {_fmt_x(best['speedup_ar_min'])}), {_fmt_x(best[f'speedup_vs_{baseline}'])} over `{baseline}` as "
                   f"transformers runs it, and {_fmt_x(best[f'speedup_vs_{same_draft}'])} over `{same_draft}`, the "
                   "same peer given the same quantized draft."]
     if not plain.empty:

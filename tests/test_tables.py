@@ -173,7 +173,7 @@ def test_headline_numbers_come_from_rows():
     # the int4 linear: speedups 2 and 3 -> median 2.5x, worst 2x; over HFAssisted (0.9, 1.0) median (2.22+3)/2=2.61x;
     # over HFAssisted(draft_bits=4) (2, 2): median 1.25x
     assert f"| `{label(fast)}` | 2.50x | 2.00x | 2.61x | 1.25x |" in text
-    assert f"Fastest here: `{label(fast)}`, 2.50x over AR" in text
+    assert f"Fastest of this library's methods: `{label(fast)}`, 2.50x over AR" in text
     assert f"With the draft as shipped, the best is `{label(slow)}` at 1.20x" in text
     assert "7 of 8 greedy runs (4 methods) produced exactly AR's tokens" in text
     assert "1.61x" in text  # the research's phase 3, from research.ADAPTIVE_1000
