@@ -33,8 +33,7 @@ def _table(preset: str) -> str:
         lines.append(f"{name:<17}{_duration(seconds):>10}  {configs:>14}  {what}")
     lines.append(f"{'total':<17}{_duration(total):>10}  "
                  f"(2-core CPU, AR ~{experiments.AR_TOKENS_PER_S} tok/s, {experiments.SPEEDUP}x speculative, "
-                 f"{experiments.QUANTIZED_SPEEDUP}x with "
-                 "an int4 draft; rough)")
+                 f"{experiments.QUANTIZED_SPEEDUP}x with an int4 draft; rough)")
     return "\n".join(lines)
 
 

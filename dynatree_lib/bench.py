@@ -390,6 +390,14 @@ def results_path(experiment: str, out=None) -> Path:
     return Path(out if out is not None else results_dir()) / f"{experiment}.csv"
 
 
+def distinct(df: pd.DataFrame, column: str, width: int | None = None) -> list[str]:
+    """The distinct values of a results column as sorted strings, each cut to `width` characters ([] when the column
+    is absent or empty): how provenance columns are summarised for a page."""
+    if column not in df.columns:
+        return []
+    return sorted({str(v)[:width] for v in df[column].dropna()})
+
+
 def read_results(path) -> pd.DataFrame:
     """A results CSV as written by run_benchmark (empty DataFrame when absent)."""
     path = Path(path)

@@ -41,7 +41,7 @@ from pathlib import Path
 import pandas as pd
 
 from .adaptive import DynaTree
-from .bench import read_results, results_path, run_benchmark, stored_keys, with_ar
+from .bench import distinct, read_results, results_path, run_benchmark, stored_keys, with_ar
 from .decoding import encode, generate
 from .methods import Autoregressive, FixedTree, HFAssisted, HFPromptLookup, Linear, label
 from .ngram import HybridTree, PromptLookup
@@ -527,8 +527,8 @@ AR_TOKENS_PER_S, SPEEDUP, QUANTIZED_SPEEDUP = 3.9, 1.05, 2.3
 
 
 def estimate_seconds(name: str, preset: str = "session", *, ar_tokens_per_s: float = AR_TOKENS_PER_S,
-                     speedup: float = SPEEDUP, quantized_speedup: float = QUANTIZED_SPEEDUP, prefill_tokens_per_s: float = 90.0,
-                     prompt_tokens: int = 120) -> float:
+                     speedup: float = SPEEDUP, quantized_speedup: float = QUANTIZED_SPEEDUP,
+                     prefill_tokens_per_s: float = 90.0, prompt_tokens: int = 120) -> float:
     """A rough wall-clock estimate of a preset on the 2-core CPU with the embedded pair, nothing stored yet.
 
     Per prompt x length: AR takes length / ar_tokens_per_s, any other method length / (ar_tokens_per_s x speedup),
@@ -582,14 +582,12 @@ def data_note(df: pd.DataFrame) -> str:
     """Markdown: where the rows come from (file, pair, dtype, device, hardware, threads, code version, dates) and how
     complete they are. Notebooks print it under every loaded experiment."""
     def values(column):
-        if column not in df.columns:
-            return "?"
-        found = sorted({str(v) for v in df[column].dropna()})
-        return ", ".join(found) if found else ("none" if column == "gpu" else "?")  # provenance leaves gpu empty on a CPU
+        # provenance leaves gpu empty on a CPU
+        return ", ".join(distinct(df, column)) or ("none" if column == "gpu" and column in df.columns else "?")
 
-    commits = sorted({str(c)[:10] for c in df.get("git_commit", pd.Series(dtype=str)).dropna()})
+    commits = distinct(df, "git_commit", 10)
     dirty = bool(df["git_dirty"].fillna(False).astype(bool).any()) if "git_dirty" in df.columns else False
-    dates = sorted(str(d)[:10] for d in df.get("date_utc", pd.Series(dtype=str)).dropna())
+    dates = distinct(df, "date_utc", 10)
     lines = [
         f"**Data:** {len(df)} rows of experiment `{df.attrs.get('experiment', '?')}` "
         f"({df.attrs.get('preset', '?')} preset) from `{df.attrs.get('source', '?')}`.",

@@ -13,7 +13,7 @@ import re
 import pandas as pd
 
 from . import research
-from .bench import with_params
+from .bench import distinct, with_params
 
 STATS = ("tokens_per_s", "speedup", "tokens_per_round", "acceptance_depth", "acceptance_nodes", "ttft_s", "tpot_s",
          "nodes_per_round", "kv_compressions", "peak_mem_bytes", "peak_mem_delta_bytes", "perplexity")
@@ -296,7 +296,7 @@ def headline(goal: pd.DataFrame, quality: pd.DataFrame | None = None, *, length:
     peers = table["method"].isin([baseline, same_draft, "AR"])
     shown = pd.concat([table[~peers].head(top), table[peers]])
     def each(column, width=None):
-        return ", ".join(sorted({str(v)[:width] for v in part[column].dropna()}))
+        return ", ".join(distinct(part, column, width))
 
     lines = [f"Measured by `benchmarks/goal.py` (stored in `data/results/goal.csv`): {table['prompts'].max()} "
              f"HumanEval prompts, {length} new tokens, {each('dtype')}, {each('device')} ({each('cpu')}, "
@@ -313,8 +313,8 @@ def headline(goal: pd.DataFrame, quality: pd.DataFrame | None = None, *, length:
     best = table[~peers].iloc[0]
     plain = table[~peers & ~table["method"].str.contains("draft_bits=")]
     lines += ["", f"- Fastest of this library's methods: `{best['method']}`, {_fmt_x(best['speedup_ar'])} over AR "
-                  f"(worst prompt {_fmt_x(best['speedup_ar_min'])}), {_fmt_x(best[f'speedup_vs_{baseline}'])} over `{baseline}` as "
-                  f"transformers runs it, and {_fmt_x(best[f'speedup_vs_{same_draft}'])} over `{same_draft}`, the "
+                  f"(worst prompt {_fmt_x(best['speedup_ar_min'])}), {_fmt_x(best[f'speedup_vs_{baseline}'])} over "
+                  f"`{baseline}` as transformers runs it, and {_fmt_x(best[f'speedup_vs_{same_draft}'])} over `{same_draft}`, the "
                   "same peer given the same quantized draft."]
     if not plain.empty:
         p = plain.iloc[0]

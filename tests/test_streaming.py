@@ -8,7 +8,7 @@ import torch
 from hypothesis import HealthCheck, given, settings, strategies as st
 from transformers import DynamicCache
 
-from dynatree_lib import Autoregressive, FixedTree, HFAssisted, Linear, Streaming, generate, label
+from dynatree_lib import Autoregressive, DynaTree, FixedTree, HFAssisted, Linear, Streaming, generate, label
 from tiny import ARCHS, VOCAB, reference_greedy, tiny_pair
 
 DRAFTS = ("same", "perturbed", "unrelated")
@@ -157,13 +157,11 @@ def test_validation_and_label():
     assert Streaming(Autoregressive()).needs_draft is False and Streaming(Linear(2)).needs_draft is True
 
 
-@pytest.mark.parametrize("method", [Linear(3), FixedTree(depth=3, branch=2), "dynatree"], ids=["linear", "tree", "dynatree"])
+@pytest.mark.parametrize("method", [Linear(3), FixedTree(depth=3, branch=2), DynaTree(phase=3)], ids=label)
 def test_sampling_streams(method):
     """Lossless sampling runs under Streaming: with a window that covers everything it draws exactly the unstreamed
     method's tokens for the same seed (same distributions, same random stream); with a small window it evicts and
     stays reproducible per seed. (The sampling rule itself is chi-square-tested unstreamed in test_sampling.py.)"""
-    from dynatree_lib import DynaTree
-    method = DynaTree(phase=3) if method == "dynatree" else method
     pair = tiny_pair("llama", "perturbed")
     kw = dict(stop_at_eos=False, temperature=0.8, seed=5)
     plain = generate(pair, [1, 2, 3, 4], method, 24, **kw).token_ids
