@@ -36,8 +36,8 @@ def sweep(args, prompts: pd.DataFrame, lengths: list[int], load) -> pd.DataFrame
         if df.empty:
             raise SystemExit(f"no stored results for experiment {args.experiment!r} in {args.out}")
         from dynatree_lib.bench import with_ar
-        from dynatree_lib.methods import label
-        from dynatree_lib.models import _as_dtype
+        from dynatree_lib.methods.base import label
+        from dynatree_lib.models.embedded import _as_dtype
 
         keep = (df["method"].isin([label(m) for m in with_ar(methods)]) & df["prompt_id"].isin(prompts["id"])
                 & df["max_new_tokens"].isin(lengths) & (df["dtype"] == str(_as_dtype(args.dtype)).removeprefix("torch.")))

@@ -14,8 +14,8 @@ import argparse
 
 from common import add_common_args, print_summary, sweep
 
-from dynatree_lib.models import load_pair
-from dynatree_lib.prompts import load_prompts
+from dynatree_lib.models.pair import load_pair
+from dynatree_lib.bench.prompts import load_prompts
 
 # Peers as a transformers user runs them, the same methods with the int4 draft copy (draft_bits=4: the draft's
 # weights approximated, the target untouched, output unchanged), and HFAssisted given that same int4 draft, so the

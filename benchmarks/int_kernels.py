@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from dynatree_lib.quant import Int4Linear, Int8Linear  # noqa: E402
+from dynatree_lib.models.quant import Int4Linear, Int8Linear  # noqa: E402
 
 SHAPES = [(896, 4864), (896, 151936), (1536, 8960)]
 

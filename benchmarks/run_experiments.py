@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from dynatree_lib import experiments
+from dynatree_lib.bench import experiments
 
 
 def _table(preset: str) -> str:
@@ -77,7 +77,7 @@ def main(argv=None):
             print(f"note: {name} needs {needed}; --dtype {args.dtype} does not apply to it")
         by_dtype.setdefault(needed or args.dtype or "bfloat16", []).append(name)
 
-    from dynatree_lib.models import load_pair
+    from dynatree_lib.models.pair import load_pair
 
     for dtype, group in by_dtype.items():
         pair = load_pair(args.target, args.draft, dtype=dtype, device=args.device)

@@ -13,8 +13,8 @@ import argparse
 
 from common import add_common_args, print_summary, sweep
 
-from dynatree_lib.models import load_pair
-from dynatree_lib.prompts import PROMPT_SETS, load_prompts
+from dynatree_lib.models.pair import load_pair
+from dynatree_lib.bench.prompts import PROMPT_SETS, load_prompts
 
 
 def main(argv=None):

@@ -1,14 +1,20 @@
-"""DynaTree: exact tree-based speculative decoding, the library under the research book."""
-from .decoding import Generation, decode, generate
-from .methods import Autoregressive, FixedTree, HFAssisted, HFPromptLookup, Linear, label
-from .models import ModelPair, fetch_embedded, load_pair
-from . import hf_assisted  # noqa: F401  (registers the HFAssisted decoder)
-from .adaptive import DynaTree
-from .ngram import HybridTree, PromptLookup
-from .topn import TopNTree
-from .streaming import Streaming
-from .quant import model_memory_bytes, quantize_draft, quantize_int8
-from .costmodel import HardwareAware
+"""DynaTree: exact tree-based speculative decoding, the library under the research book.
+
+Layers, each importing only those above it in this list:
+    models/    target/draft pairs, the embedded pair, int8/int4 weights
+    core/      tree, mask, kvcache, forward, draft, verify, sampling, loop (generate, speculate): no pandas, no plotly
+    planning/  cost curves (calibrate) and tree-shape planning (planner)
+    methods/   the decoding methods as frozen dataclasses and their drafters (one registry: methods.base)
+    bench/     the benchmark harness, stored results, experiments, provenance, prompts, quality
+    book/      the book's tables, figures, tree views, the research's reference numbers, data notes
+"""
+from .core.loop import Generation, decode, generate
+from .methods import (Autoregressive, DynaTree, FixedTree, HardwareAware, HFAssisted, HFPromptLookup, HybridTree,
+                      Linear, PromptLookup, Streaming, TopNTree, label)
+from .models.pair import ModelPair, load_pair
+from .models.embedded import fetch_embedded
+from .models.quant import model_memory_bytes, quantize_draft, quantize_int8
+
 
 __all__ = [
     "Autoregressive",

@@ -7,7 +7,7 @@ import sys
 
 
 def _pair(args):
-    from .models import load_pair
+    from .models.pair import load_pair
 
     if args.target == "embedded" or args.draft is None:
         return load_pair(args.target, dtype=args.dtype, device=args.device)
@@ -43,13 +43,13 @@ def main(argv=None) -> int:
 
     args = parser.parse_args(argv)
     if args.command == "fetch":
-        from .models import fetch_embedded
+        from .models.embedded import fetch_embedded
 
         print(fetch_embedded())
         return 0
 
     from . import generate, label
-    from .bench import parse_method as parse
+    from .bench.specs import parse_method as parse
 
     pair = _pair(args)
     if args.command == "generate":
@@ -61,7 +61,7 @@ def main(argv=None) -> int:
             print(_stats_line(label(out.method), out.stats), file=sys.stderr)
         return 0
 
-    from .methods import Autoregressive, FixedTree, Linear
+    from .methods.base import Autoregressive, FixedTree, Linear
 
     methods = [Autoregressive(), Linear(k=5), FixedTree(depth=5, branch=2, threshold=0.03)]
     results = [generate(pair, args.prompt, m, args.max_new_tokens, stop_at_eos=False) for m in methods]

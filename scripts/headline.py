@@ -11,7 +11,7 @@ import argparse
 from pathlib import Path
 
 from dynatree_lib.bench import read_results
-from dynatree_lib.tables import headline
+from dynatree_lib.book.tables import headline
 
 
 def main(argv=None) -> None:

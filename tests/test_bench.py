@@ -12,8 +12,9 @@ import plotly.graph_objects as go
 import pytest
 import torch
 
-from dynatree_lib import Autoregressive, FixedTree, HFAssisted, Linear, bench, generate, label, plots
-from dynatree_lib.decoding import decode
+from dynatree_lib import Autoregressive, FixedTree, HFAssisted, Linear, bench, generate, label
+from dynatree_lib.book import plots
+from dynatree_lib.core.loop import decode
 from tiny import VOCAB, tiny_pair
 
 PROMPTS = {"p0": [5, 17, 3, 42], "p1": [7, 7, 1]}
@@ -163,7 +164,7 @@ def test_resume_skips_finished_configs_and_loses_none(pair, monkeypatch, tmp_pat
     methods = [Linear(2), FixedTree(2, 2)]
     calls = []
     kill_after = [3]  # the 4th non-AR generation "crashes" the process
-    real = bench.generate
+    real = bench.harness.generate
 
     class Killed(Exception):
         pass
@@ -174,7 +175,7 @@ def test_resume_skips_finished_configs_and_loses_none(pair, monkeypatch, tmp_pat
         calls.append((label(method), tuple(ids), n))
         return real(pair, ids, method, n, **kw)
 
-    monkeypatch.setattr(bench, "generate", counting)
+    monkeypatch.setattr(bench.harness, "generate", counting)
     run = lambda: bench.run_benchmark(pair, methods, prompts, 4, warmup=0, out=tmp_path,  # noqa: E731
                                       experiment="sweep", progress=False)
     with pytest.raises(Killed):
@@ -209,14 +210,14 @@ def test_resume_skips_finished_configs_and_loses_none(pair, monkeypatch, tmp_pat
 
 def test_interrupted_write_keeps_the_old_file(tmp_path, monkeypatch):
     path = tmp_path / "x.csv"
-    bench._write_atomic(path, "old\n")
+    bench.storage._write_atomic(path, "old\n")
 
     def boom(*args):
         raise OSError("disk gone")
 
-    monkeypatch.setattr(bench.os, "replace", boom)
+    monkeypatch.setattr(bench.storage.os, "replace", boom)
     with pytest.raises(OSError):
-        bench._write_atomic(path, "new\n")
+        bench.storage._write_atomic(path, "new\n")
     assert path.read_text() == "old\n" and os.listdir(tmp_path) == ["x.csv"]
 
 

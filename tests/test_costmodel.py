@@ -13,14 +13,16 @@ import torch
 from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 from dynatree_lib import Autoregressive, FixedTree, HardwareAware, generate, label
-from dynatree_lib import costmodel as cm, kvcache
+from dynatree_lib.planning import calibrate, planner
+from dynatree_lib.methods import hardware
+from dynatree_lib.core import kvcache
 from dynatree_lib.bench import parse_method
-from dynatree_lib.draft import DraftState
-from dynatree_lib.tree import from_parents
+from dynatree_lib.core.draft import DraftState
+from dynatree_lib.core.tree import from_parents
 from tiny import ARCHS, VOCAB, reference_greedy, tiny_pair
 
 DRAFTS = ("same", "perturbed", "unrelated")
-NODES = cm.DEFAULT_NODES
+NODES = calibrate.DEFAULT_NODES
 
 
 def flat(seconds):
@@ -32,9 +34,9 @@ def private_cache(tmp_path_factory):
     """Calibrations of the tiny models go to a temporary cache, never to the user's."""
     saved = os.environ.get("DYNATREE_CACHE")
     os.environ["DYNATREE_CACHE"] = str(tmp_path_factory.mktemp("dynatree-cache"))
-    cm._CALIBRATIONS.clear()
+    calibrate._CALIBRATIONS.clear()
     yield
-    cm._CALIBRATIONS.clear()
+    calibrate._CALIBRATIONS.clear()
     if saved is None:
         del os.environ["DYNATREE_CACHE"]
     else:
@@ -45,17 +47,17 @@ def private_cache(tmp_path_factory):
 def fake_costs(monkeypatch, tmp_path):
     """Make the next calibrations return the given Costs (in a fresh cache), to drive HardwareAware end to end."""
     monkeypatch.setenv("DYNATREE_CACHE", str(tmp_path))
-    cm._CALIBRATIONS.clear()
+    calibrate._CALIBRATIONS.clear()
 
     def use(costs, delay_s=0.0):
         def measure(pair, **settings):
             time.sleep(delay_s)
             return costs
 
-        monkeypatch.setattr(cm, "measure_costs", measure)
+        monkeypatch.setattr(calibrate, "measure_costs", measure)
 
     yield use
-    cm._CALIBRATIONS.clear()  # the fake curves must not leak into later tests
+    calibrate._CALIBRATIONS.clear()  # the fake curves must not leak into later tests
 
 
 @functools.lru_cache(maxsize=None)
@@ -114,7 +116,7 @@ def test_sampling_runs_and_is_reproducible():
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_good_cheap_draft_grows_deep_trees(arch, fake_costs):
-    fake_costs(cm.Costs(NODES, flat(1.0), flat(0.02)))
+    fake_costs(calibrate.Costs(NODES, flat(1.0), flat(0.02)))
     prompt = [5, 9, 2]
     out = generate(tiny_pair(arch, "same"), prompt, HardwareAware(adapt_costs=False), 60, stop_at_eos=False)
     assert out.token_ids == reference(arch, prompt, 60)
@@ -126,7 +128,7 @@ def test_good_cheap_draft_grows_deep_trees(arch, fake_costs):
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_failing_draft_falls_back_to_plain_steps_and_probes(arch, fake_costs):
-    fake_costs(cm.Costs(NODES, flat(1.0), flat(0.3)))
+    fake_costs(calibrate.Costs(NODES, flat(1.0), flat(0.3)))
     prompt = [5, 9, 2]
     method = HardwareAware(adapt_costs=False, probe_every=5)
     out = generate(tiny_pair(arch, "unrelated"), prompt, method, 60, stop_at_eos=False)
@@ -146,12 +148,12 @@ def test_failing_draft_falls_back_to_plain_steps_and_probes(arch, fake_costs):
 def test_drafted_trees_have_the_planned_shapes():
     """The shape model (fixed_widths) is what draft_tree really grows, for every candidate."""
     pair = tiny_pair("llama", "perturbed")
-    sizing = cm._Sizing(HardwareAware(max_depth=4, max_nodes=20), cm.Costs(NODES, flat(1.0), flat(0.1)))
+    sizing = hardware._Sizing(HardwareAware(max_depth=4, max_nodes=20), calibrate.Costs(NODES, flat(1.0), flat(0.1)))
     run = SimpleNamespace(pair=pair)
-    shapes = cm.tree_shapes(4, 3, 20)
-    assert any(sum(s.widths) < sum(cm.fixed_widths(s.depth, s.branch, 20)) for s in shapes)  # budget-cut shapes
+    shapes = planner.tree_shapes(4, 3, 20)
+    assert any(sum(s.widths) < sum(planner.fixed_widths(s.depth, s.branch, 20)) for s in shapes)  # budget-cut shapes
     for shape in shapes:
-        plan = cm.Plan(shape.depth, shape.branch, shape.nodes, shape.widths, 1.0, 1.0, 1.0, 1.0, 1.0)
+        plan = planner.Plan(shape.depth, shape.branch, shape.nodes, shape.widths, 1.0, 1.0, 1.0, 1.0, 1.0)
         sizing.choose = lambda max_depth: (plan, "plan")
         state = DraftState(kvcache.new_cache(pair.draft), pending=[7, 8, 9])
         tree = sizing.draft_round(run, state, 8).tree
@@ -159,7 +161,7 @@ def test_drafted_trees_have_the_planned_shapes():
 
 
 def test_without_plain_steps_it_always_drafts(fake_costs):
-    fake_costs(cm.Costs(NODES, flat(1.0), flat(0.3)))
+    fake_costs(calibrate.Costs(NODES, flat(1.0), flat(0.3)))
     out = generate(tiny_pair("llama", "unrelated"), [1, 2], HardwareAware(allow_ar=False), 30, stop_at_eos=False)
     assert out.token_ids == reference("llama", [1, 2], 30)
     assert all(r["nodes"] > 0 for r in out.trace[:-1]) and out.stats["ar_rounds"] == 0
@@ -167,7 +169,7 @@ def test_without_plain_steps_it_always_drafts(fake_costs):
 
 def test_calibration_time_is_left_out_of_the_timings(fake_costs):
     delay = 1.0
-    fake_costs(cm.Costs(NODES, flat(1.0), flat(0.02)), delay_s=delay)
+    fake_costs(calibrate.Costs(NODES, flat(1.0), flat(0.02)), delay_s=delay)
     pair = tiny_pair("gpt_neox", "same")
     started = time.perf_counter()
     first = generate(pair, [1, 2, 3], HardwareAware(), 5, stop_at_eos=False)
@@ -182,15 +184,15 @@ def test_calibration_time_is_left_out_of_the_timings(fake_costs):
 
 
 def test_expensive_draft_and_low_acceptance_choose_plain_steps():
-    costs = cm.Costs(NODES, flat(1.0), flat(1.0))
-    plan = cm.plan_round(costs, cm.rank_accept_prior(0.1))
+    costs = calibrate.Costs(NODES, flat(1.0), flat(1.0))
+    plan = planner.plan_round(costs, planner.rank_accept_prior(0.1))
     assert (plan.depth, plan.nodes, plan.expected_tokens) == (0, 0, 1.0)
     assert plan.tree_tps < plan.ar_tps == plan.expected_tps == 1.0
     assert isinstance(plan.fixed_tree(), Autoregressive)
 
 
 def test_cheap_draft_and_high_acceptance_choose_a_deep_tree():
-    plan = cm.plan_round(cm.Costs(NODES, flat(1.0), flat(0.01)), cm.rank_accept_prior(0.9))
+    plan = planner.plan_round(calibrate.Costs(NODES, flat(1.0), flat(0.01)), planner.rank_accept_prior(0.9))
     assert plan.depth >= 6 and plan.expected_tps > 3 * plan.ar_tps
     tree = plan.fixed_tree(threshold=0.0)
     assert isinstance(tree, FixedTree) and (tree.depth, tree.branch, tree.max_nodes) == (
@@ -198,22 +200,22 @@ def test_cheap_draft_and_high_acceptance_choose_a_deep_tree():
 
 
 def test_verify_knee_caps_the_tree_size():
-    cheap_draft, accept = flat(0.01), cm.rank_accept_prior(0.8)
-    knee = cm.plan_round(cm.Costs(NODES, (1, 1, 1, 1, 1, 4, 16), cheap_draft), accept)  # flat to 16 tree nodes
+    cheap_draft, accept = flat(0.01), planner.rank_accept_prior(0.8)
+    knee = planner.plan_round(calibrate.Costs(NODES, (1, 1, 1, 1, 1, 4, 16), cheap_draft), accept)  # flat to 16 tree nodes
     assert knee.depth >= 3 and 1 + knee.nodes <= 16
-    no_knee = cm.plan_round(cm.Costs(NODES, flat(1.0), cheap_draft), accept)
+    no_knee = planner.plan_round(calibrate.Costs(NODES, flat(1.0), cheap_draft), accept)
     assert 1 + no_knee.nodes > 16  # the same acceptance on flat hardware uses a bigger tree
 
 
 def test_zero_acceptance_never_drafts_and_max_depth_is_respected():
-    costs = cm.Costs(NODES, (1, 1.1, 1.2, 1.4, 2, 3, 5), flat(0.001))
-    planner = cm.Planner(costs)
-    assert planner.best(np.zeros((8, 3))).depth == 0
-    assert planner.best(np.zeros((8, 3)), allow_ar=False).depth >= 1
+    costs = calibrate.Costs(NODES, (1, 1.1, 1.2, 1.4, 2, 3, 5), flat(0.001))
+    chooser = planner.Planner(costs)
+    assert chooser.best(np.zeros((8, 3))).depth == 0
+    assert chooser.best(np.zeros((8, 3)), allow_ar=False).depth >= 1
     for max_depth in range(0, 9):
-        assert planner.best(cm.rank_accept_prior(0.95), max_depth=max_depth).depth <= max_depth
+        assert chooser.best(planner.rank_accept_prior(0.95), max_depth=max_depth).depth <= max_depth
     with pytest.raises(ValueError, match="rank_accept"):
-        planner.best(np.zeros((3, 3)))
+        chooser.best(np.zeros((3, 3)))
 
 
 @given(
@@ -224,41 +226,41 @@ def test_zero_acceptance_never_drafts_and_max_depth_is_respected():
 )
 @settings(max_examples=40, deadline=None)
 def test_planner_picks_the_best_rate_by_brute_force(verify, draft, r, scales):
-    costs = cm.Costs(NODES, cm.monotone(sorted(verify)), cm.monotone(sorted(draft)))
+    costs = calibrate.Costs(NODES, calibrate.monotone(sorted(verify)), calibrate.monotone(sorted(draft)))
     rank_accept = np.array(r).reshape(4, 3)
     draft_scale, verify_scale, overhead = scales
-    plan = cm.Planner(costs, max_depth=4, max_branch=3, max_nodes=20).best(
+    plan = planner.Planner(costs, max_depth=4, max_branch=3, max_nodes=20).best(
         rank_accept, draft_scale=draft_scale, verify_scale=verify_scale, overhead_s=overhead)
 
     def rate(shape):
         seconds = (draft_scale * (costs.draft(1) + sum(costs.draft(w) for w in shape.widths[:-1]))
                    + verify_scale * costs.verify(1 + shape.nodes) + overhead)
-        return cm.expected_tokens(shape.widths, rank_accept) / seconds
+        return planner.expected_tokens(shape.widths, rank_accept) / seconds
 
-    best_tree = max(rate(s) for s in cm.tree_shapes(4, 3, 20))
+    best_tree = max(rate(s) for s in planner.tree_shapes(4, 3, 20))
     ar = 1 / (verify_scale * costs.verify(1) + overhead)
     assert plan.tree_tps == pytest.approx(best_tree) and plan.ar_tps == pytest.approx(ar)
     assert plan.expected_tps == pytest.approx(max(best_tree, ar))
     if plan.depth:
-        assert plan.expected_tokens == pytest.approx(cm.expected_tokens(plan.widths, rank_accept))
+        assert plan.expected_tokens == pytest.approx(planner.expected_tokens(plan.widths, rank_accept))
 
 
 def test_expected_tokens_by_hand():
     r = np.array([[0.5, 0.2], [0.6, 0.1]])
     # Level 1: two children, a1 = 0.5 + 0.2; level 2: one child under two parents (c = 0.5), a2 = 0.5 * 0.6.
-    assert cm.expected_tokens((2, 1), r) == pytest.approx(1 + 0.7 + 0.7 * 0.3)
-    assert cm.expected_tokens((1, 1), r) == pytest.approx(1 + 0.5 + 0.5 * 0.6)
-    assert cm.expected_tokens((), r) == 1.0
-    assert cm.expected_tokens((1,), np.ones((1, 1))) == 2.0
+    assert planner.expected_tokens((2, 1), r) == pytest.approx(1 + 0.7 + 0.7 * 0.3)
+    assert planner.expected_tokens((1, 1), r) == pytest.approx(1 + 0.5 + 0.5 * 0.6)
+    assert planner.expected_tokens((), r) == 1.0
+    assert planner.expected_tokens((1,), np.ones((1, 1))) == 2.0
 
 
 def test_fixed_widths_and_shapes():
-    assert cm.fixed_widths(8, 2, 64) == (2, 4, 8, 16, 32, 2)
-    assert cm.fixed_widths(3, 1, 64) == (1, 1, 1)
-    assert cm.fixed_widths(5, 3, 10) == (3, 7)
-    shapes = cm.tree_shapes(8, 3, 64)
+    assert planner.fixed_widths(8, 2, 64) == (2, 4, 8, 16, 32, 2)
+    assert planner.fixed_widths(3, 1, 64) == (1, 1, 1)
+    assert planner.fixed_widths(5, 3, 10) == (3, 7)
+    shapes = planner.tree_shapes(8, 3, 64)
     assert len({s.widths for s in shapes}) == len(shapes)
-    assert all(s.depth <= 8 and s.nodes <= 64 and cm.fixed_widths(s.depth, s.branch, s.nodes) == s.widths
+    assert all(s.depth <= 8 and s.nodes <= 64 and planner.fixed_widths(s.depth, s.branch, s.nodes) == s.widths
                for s in shapes)
     assert any(s.nodes == 15 for s in shapes) and any(s.nodes == 16 for s in shapes)
 
@@ -270,15 +272,15 @@ def test_fixed_widths_and_shapes():
 def test_rank_observations():
     # root -> 10, 11 ; 10 -> 12, 13 ; 11 has no children
     tree = from_parents([0, 10, 11, 12, 13], [-1, 0, 0, 1, 1])
-    assert cm.rank_observations(tree, [10, 13]) == [(1, 2, 1), (2, 2, 2)]  # 13 is a leaf: nothing more seen
-    assert cm.rank_observations(tree, [10]) == [(1, 2, 1), (2, 2, 0)]  # 10 had children, none was right
-    assert cm.rank_observations(tree, [11]) == [(1, 2, 2)]
-    assert cm.rank_observations(tree, []) == [(1, 2, 0)]
-    assert cm.rank_observations(from_parents([0], [-1]), []) == []
+    assert planner.rank_observations(tree, [10, 13]) == [(1, 2, 1), (2, 2, 2)]  # 13 is a leaf: nothing more seen
+    assert planner.rank_observations(tree, [10]) == [(1, 2, 1), (2, 2, 0)]  # 10 had children, none was right
+    assert planner.rank_observations(tree, [11]) == [(1, 2, 2)]
+    assert planner.rank_observations(tree, []) == [(1, 2, 0)]
+    assert planner.rank_observations(from_parents([0], [-1]), []) == []
 
 
 def test_acceptance_estimates_converge_and_unseen_cells_inherit():
-    acc = cm.Acceptance(max_depth=3, max_branch=3, prior=0.5, prior_weight=2.0, decay=0.995)
+    acc = planner.Acceptance(max_depth=3, max_branch=3, prior=0.5, prior_weight=2.0, decay=0.995)
     outcomes = [1, 1, 2, 1, 0, 1, 2, 1, 1, 0] * 60  # rank 1: 60 %, rank 2: 20 %, none of the two: 20 %
     for rank in outcomes:
         acc.update([(1, 2, rank)])
@@ -295,7 +297,7 @@ def test_acceptance_estimates_converge_and_unseen_cells_inherit():
 
 
 def test_acceptance_forgets_with_decay():
-    acc = cm.Acceptance(max_depth=1, max_branch=1, prior=0.5, prior_weight=1.0, decay=0.8)
+    acc = planner.Acceptance(max_depth=1, max_branch=1, prior=0.5, prior_weight=1.0, decay=0.8)
     for _ in range(50):
         acc.update([(1, 1, 1)])
     assert acc.rank_accept()[0, 0] > 0.9
@@ -312,18 +314,18 @@ def test_acceptance_forgets_with_decay():
 def test_interpolation():
     xs, ys = (1, 2, 4, 8), (1.0, 1.0, 2.0, 6.0)
     for x, y in zip(xs, ys):
-        assert cm.interpolate(xs, ys, x) == y
-    assert cm.interpolate(xs, ys, 3) == pytest.approx(1.5)
-    assert cm.interpolate(xs, ys, 6) == pytest.approx(4.0)
-    assert cm.interpolate(xs, ys, 10) == pytest.approx(8.0)  # the last segment's slope continues
-    assert cm.interpolate(xs, ys, 0.5) == 1.0
-    assert cm.interpolate((1, 2), (2.0, 1.0), 5) == 1.0  # never extrapolates downwards
-    assert cm.interpolate((4,), (3.0,), 100) == 3.0
-    costs = cm.Costs(xs, ys, (0.5, 0.5, 0.5, 1.5))
+        assert calibrate.interpolate(xs, ys, x) == y
+    assert calibrate.interpolate(xs, ys, 3) == pytest.approx(1.5)
+    assert calibrate.interpolate(xs, ys, 6) == pytest.approx(4.0)
+    assert calibrate.interpolate(xs, ys, 10) == pytest.approx(8.0)  # the last segment's slope continues
+    assert calibrate.interpolate(xs, ys, 0.5) == 1.0
+    assert calibrate.interpolate((1, 2), (2.0, 1.0), 5) == 1.0  # never extrapolates downwards
+    assert calibrate.interpolate((4,), (3.0,), 100) == 3.0
+    costs = calibrate.Costs(xs, ys, (0.5, 0.5, 0.5, 1.5))
     assert costs.verify(3) == pytest.approx(1.5) and costs.draft(6) == pytest.approx(1.0)
     assert list(costs.frame().columns) == ["nodes", "verify_s", "draft_s", "draft_over_verify"]
-    assert cm.Costs.from_dict(costs.to_dict()) == costs
-    assert cm.monotone((3.0, 1.0, 2.0, 5.0, 4.0)) == (1.0, 1.0, 2.0, 4.0, 4.0)
+    assert calibrate.Costs.from_dict(costs.to_dict()) == costs
+    assert calibrate.monotone((3.0, 1.0, 2.0, 5.0, 4.0)) == (1.0, 1.0, 2.0, 4.0, 4.0)
 
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -334,14 +336,14 @@ def test_interpolation():
 ])
 def test_costs_validation(kwargs, match):
     with pytest.raises(ValueError, match=match):
-        cm.Costs(**kwargs)
+        calibrate.Costs(**kwargs)
     with pytest.raises(ValueError, match="without a draft"):
-        cm.Costs((1,), (1.0,)).draft(1)
+        calibrate.Costs((1,), (1.0,)).draft(1)
 
 
 def test_measure_costs_on_tiny_models():
     pair = tiny_pair("qwen2", "unrelated")
-    costs = cm.measure_costs(pair, nodes=(1, 8, 32), prefix_len=16, repeats=2)
+    costs = calibrate.measure_costs(pair, nodes=(1, 8, 32), prefix_len=16, repeats=2)
     assert costs.nodes == (1, 8, 32) and len(costs.draft_s) == 3
     assert all(t > 0 for t in costs.verify_s + costs.draft_s)
     assert list(costs.verify_s) == sorted(costs.verify_s)  # made monotone
@@ -349,60 +351,60 @@ def test_measure_costs_on_tiny_models():
     assert len(info["raw_verify_s"]) == 3 and len(info["loadavg_before"]) == 3
     assert info["torch_threads"] == torch.get_num_threads() and info["torch_version"] == torch.__version__
     with pytest.raises(ValueError, match="context"):
-        cm.measure_costs(pair, nodes=(1, 64), prefix_len=250)
+        calibrate.measure_costs(pair, nodes=(1, 64), prefix_len=250)
     with pytest.raises(ValueError, match="repeats"):
-        cm.measure_costs(pair, repeats=0)
+        calibrate.measure_costs(pair, repeats=0)
 
 
 def test_calibration_is_cached_on_disk_and_in_process(tmp_path, monkeypatch):
     pair = tiny_pair("llama", "unrelated")
     calls = []
-    real = cm.measure_costs
+    real = calibrate.measure_costs
 
     def counting(pair, **settings):
         calls.append(settings)
         return real(pair, **settings)
 
-    monkeypatch.setattr(cm, "measure_costs", counting)
+    monkeypatch.setattr(calibrate, "measure_costs", counting)
     settings = dict(nodes=(1, 4, 16), prefix_len=8, repeats=1, cache_dir=tmp_path)
-    first = cm.load_or_measure_costs(pair, **settings)
+    first = calibrate.load_or_measure_costs(pair, **settings)
     assert len(calls) == 1
-    path = cm.calibration_path(cm.calibration_key(pair, (1, 4, 16), 8, 1), tmp_path)
+    path = calibrate.calibration_path(calibrate.calibration_key(pair, (1, 4, 16), 8, 1), tmp_path)
     saved = json.loads(path.read_text())
     assert saved["key"]["torch_threads"] == torch.get_num_threads()
     assert {"date_utc", "cpu", "torch_version", "loadavg_before", "raw_verify_s"} <= set(saved["costs"]["info"])
 
-    assert cm.load_or_measure_costs(pair, **settings) is first  # in-process
-    cm._CALIBRATIONS.clear()
-    monkeypatch.setattr(cm, "measure_costs", lambda *a, **k: pytest.fail("re-measured a cached calibration"))
-    assert cm.load_or_measure_costs(pair, **settings) == first  # from disk
+    assert calibrate.load_or_measure_costs(pair, **settings) is first  # in-process
+    calibrate._CALIBRATIONS.clear()
+    monkeypatch.setattr(calibrate, "measure_costs", lambda *a, **k: pytest.fail("re-measured a cached calibration"))
+    assert calibrate.load_or_measure_costs(pair, **settings) == first  # from disk
 
-    monkeypatch.setattr(cm, "measure_costs", counting)
-    cm.load_or_measure_costs(pair, **{**settings, "prefix_len": 9})  # other settings: another calibration
+    monkeypatch.setattr(calibrate, "measure_costs", counting)
+    calibrate.load_or_measure_costs(pair, **{**settings, "prefix_len": 9})  # other settings: another calibration
     assert len(calls) == 2
-    cm.load_or_measure_costs(pair, **settings, refresh=True)
+    calibrate.load_or_measure_costs(pair, **settings, refresh=True)
     assert len(calls) == 3
-    cm._CALIBRATIONS.clear()
+    calibrate._CALIBRATIONS.clear()
     path.write_text("{not json")
-    cm.load_or_measure_costs(pair, **settings)  # unreadable: measured again
+    calibrate.load_or_measure_costs(pair, **settings)  # unreadable: measured again
     assert len(calls) == 4 and json.loads(path.read_text())["key"] == saved["key"]
-    cm._CALIBRATIONS.clear()
+    calibrate._CALIBRATIONS.clear()
 
 
 def test_calibration_key_follows_what_costs_depend_on():
     same, perturbed, unrelated = (tiny_pair("llama", kind) for kind in DRAFTS)
-    key = cm.calibration_key(same)
-    assert cm.calibration_key(perturbed) == key  # other weights, same architecture: same costs
-    assert cm.calibration_key(unrelated) != key
-    assert cm.calibration_key(tiny_pair("qwen2", "same")) != key
-    assert cm.calibration_key(same, prefix_len=64) != key
+    key = calibrate.calibration_key(same)
+    assert calibrate.calibration_key(perturbed) == key  # other weights, same architecture: same costs
+    assert calibrate.calibration_key(unrelated) != key
+    assert calibrate.calibration_key(tiny_pair("qwen2", "same")) != key
+    assert calibrate.calibration_key(same, prefix_len=64) != key
     threads = torch.get_num_threads()
     torch.set_num_threads(1 if threads != 1 else 2)
     try:
-        assert cm.calibration_key(same) != key
+        assert calibrate.calibration_key(same) != key
     finally:
         torch.set_num_threads(threads)
-    assert cm.calibration_nodes(64) == NODES and cm.calibration_nodes(100) == NODES + (128,)
+    assert calibrate.calibration_nodes(64) == NODES and calibrate.calibration_nodes(100) == NODES + (128,)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -436,18 +438,18 @@ def test_quantized_draft_is_exact_and_calibrated_separately():
     pair = tiny_pair("llama", "perturbed")
     out = generate(pair, [4, 2], HardwareAware(draft_bits=8), 20, stop_at_eos=False)
     assert out.token_ids == reference("llama", [4, 2], 20)
-    assert cm.calibration_key(pair.with_draft_bits(8)) != cm.calibration_key(pair)
+    assert calibrate.calibration_key(pair.with_draft_bits(8)) != calibrate.calibration_key(pair)
 
 
 def test_plan_table_follows_costs_and_acceptance():
     nodes = (1, 4, 16, 64)
-    cheap = cm.Costs(nodes, (0.2, 0.21, 0.22, 0.3), (0.01, 0.01, 0.012, 0.02))
-    dear = cm.Costs(nodes, (0.2, 0.4, 1.0, 3.0), (0.2, 0.4, 1.0, 3.0))  # draft as dear as the target
-    t = cm.plan_table(cheap, [0.3, 0.95], max_depth=6, max_branch=2, max_nodes=32)
+    cheap = calibrate.Costs(nodes, (0.2, 0.21, 0.22, 0.3), (0.01, 0.01, 0.012, 0.02))
+    dear = calibrate.Costs(nodes, (0.2, 0.4, 1.0, 3.0), (0.2, 0.4, 1.0, 3.0))  # draft as dear as the target
+    t = planner.plan_table(cheap, [0.3, 0.95], max_depth=6, max_branch=2, max_nodes=32)
     assert list(t["p"]) == [0.3, 0.95]
     assert (t["depth"] > 0).all() and t["depth"].iloc[1] > t["depth"].iloc[0]  # more acceptance: a deeper tree
     assert (t["expected speedup over AR"] > 1).all()
-    d = cm.plan_table(dear, [0.3], max_depth=6, max_branch=2, max_nodes=32)
+    d = planner.plan_table(dear, [0.3], max_depth=6, max_branch=2, max_nodes=32)
     assert d["depth"].iloc[0] == 0 and d["expected speedup over AR"].iloc[0] == pytest.approx(1.0)
-    best = cm.plan_round(cheap, cm.rank_accept_prior(0.95, 6, 2), max_depth=6, max_branch=2, max_nodes=32)
+    best = planner.plan_round(cheap, planner.rank_accept_prior(0.95, 6, 2), max_depth=6, max_branch=2, max_nodes=32)
     assert (t["depth"].iloc[1], t["nodes"].iloc[1]) == (best.depth, best.nodes)

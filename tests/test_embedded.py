@@ -7,7 +7,7 @@ import torch
 
 import dynatree_lib as dt
 from dynatree_lib.bench import first_divergence
-from dynatree_lib.prompts import load_prompts
+from dynatree_lib.bench.prompts import load_prompts
 
 pytestmark = pytest.mark.embedded
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"

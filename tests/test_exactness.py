@@ -4,8 +4,8 @@ import torch
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from dynatree_lib import Autoregressive, FixedTree, HFAssisted, Linear, generate, label
-from dynatree_lib.draft import draft_tree, DraftState, fixed_expand
-from dynatree_lib import kvcache
+from dynatree_lib.core.draft import draft_tree, DraftState, fixed_expand
+from dynatree_lib.core import kvcache
 from tiny import ARCHS, VOCAB, reference_greedy, tiny_pair
 
 DRAFTS = ("same", "perturbed", "unrelated")

@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 import torch
 
-from dynatree_lib import experiments as ex
+from dynatree_lib.bench import experiments as ex
 from dynatree_lib.bench import with_ar
-from dynatree_lib.methods import label
-from dynatree_lib.models import ModelPair
+from dynatree_lib.methods.base import Linear, label
+from dynatree_lib.models.pair import ModelPair
 from tiny import VOCAB, tiny_pair
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -97,9 +97,9 @@ def test_bad_names():
     with pytest.raises(ValueError, match="methods is empty"):
         ex.Plan((), (8,))
     with pytest.raises(ValueError, match="variants"):
-        ex.Plan((ex.Linear(4),), (8,), variants=("fp4",))
+        ex.Plan((Linear(4),), (8,), variants=("fp4",))
     with pytest.raises(ValueError, match="distinct labels"):
-        ex.Plan((ex.Linear(4), ex.Linear(4)), (8,))
+        ex.Plan((Linear(4), Linear(4)), (8,))
 
 
 def test_missing_results_name_the_command(tmp_path):
@@ -152,14 +152,15 @@ def test_smoke_preset_runs_and_resumes(name, pair, tmp_path, monkeypatch):
         assert (df.loc[df["method"].str.startswith("Streaming"), "kv_compressions"] > 0).all()
 
     # Resume: a second run measures nothing new.
+    import dynatree_lib.bench.sweep
     import dynatree_lib.bench as bench
 
     def fail(*args, **kwargs):
         raise AssertionError("a stored configuration was run again")
 
-    monkeypatch.setattr(bench, "generate", fail)
-    monkeypatch.setattr(ex, "generate", fail)
-    monkeypatch.setattr(ex, "variant_pair", fail)  # nothing pending: no variant (no int8 copy) is even built
+    monkeypatch.setattr(bench.harness, "generate", fail)
+    monkeypatch.setattr(bench.sweep, "generate", fail)
+    monkeypatch.setattr(bench.sweep, "variant_pair", fail)  # nothing pending: no variant (no int8 copy) is even built
     again = ex.run_experiment(name, pair, "smoke", tmp_path, progress=False)
     assert len(again) == len(df)
     loaded = ex.load_or_run(name, run=False, preset="smoke", out=tmp_path)

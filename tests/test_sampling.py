@@ -11,11 +11,11 @@ import pytest
 import torch
 from transformers.generation.logits_process import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
-from dynatree_lib import (Autoregressive, DynaTree, FixedTree, HFAssisted, HFPromptLookup, HybridTree, Linear,
-                          ModelPair, TopNTree, generate, kvcache, label)
-from dynatree_lib.draft import DraftState, draft_tree, fixed_expand
-from dynatree_lib.sampling import Proposals, accept_sampling, draw_without_replacement, process_logits
-from dynatree_lib.tree import from_parents
+from dynatree_lib import Autoregressive, DynaTree, FixedTree, HFAssisted, HFPromptLookup, HybridTree, Linear, ModelPair, TopNTree, generate, label
+from dynatree_lib.core import kvcache
+from dynatree_lib.core.draft import DraftState, draft_tree, fixed_expand
+from dynatree_lib.core.sampling import Proposals, accept_sampling, draw_without_replacement, process_logits
+from dynatree_lib.core.tree import from_parents
 from tiny import ARCHS, perturbed, reference_greedy, tiny_model, tiny_pair
 
 ALPHA = 1e-3  # each chi-square test's level: the chance that a correct sampler fails it

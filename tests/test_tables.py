@@ -8,10 +8,10 @@ import math
 import pandas as pd
 import pytest
 
-from dynatree_lib import research, tables
-from dynatree_lib.adaptive import DynaTree
-from dynatree_lib.methods import Autoregressive, FixedTree, Linear, label
-from dynatree_lib.streaming import Streaming
+from dynatree_lib.book import research, tables
+from dynatree_lib.methods.adaptive import DynaTree
+from dynatree_lib.methods.base import Autoregressive, FixedTree, Linear, label
+from dynatree_lib.methods.streaming import Streaming
 
 
 def rows(spec, n=32, variant="base", target_bytes=1000.0):

@@ -2,8 +2,8 @@
 import torch
 from hypothesis import given, settings, strategies as st
 
-from dynatree_lib import tree as tree_mod
-from dynatree_lib.mask import tree_attention_mask, tree_position_ids
+from dynatree_lib.core import tree as tree_mod
+from dynatree_lib.core.mask import tree_attention_mask, tree_position_ids
 
 
 @st.composite

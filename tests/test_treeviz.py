@@ -13,7 +13,9 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 import dynatree_lib as dt
-from dynatree_lib import tree as tree_mod, treeviz as tv
+from dynatree_lib.methods import policy
+from dynatree_lib.core import tree as tree_mod
+from dynatree_lib.book import treeviz as tv
 from tiny import ARCHS, reference_greedy, tiny_pair
 
 METHODS = [
@@ -75,7 +77,7 @@ def test_candidates_agree_with_the_tree(method):
     assert kept["parent"].tolist() == tree.parents[1:].tolist()
     assert torch.allclose(torch.tensor(kept["cum_logp"].tolist()), tree.cum_logp[1:])
     assert (cand.loc[cand["reason"] != "kept", "node"] == -1).all()
-    threshold = tv._threshold(method)
+    threshold = policy(method).threshold
     below = cand[cand["reason"] == "threshold"]
     assert (below["cum_logp"].map(math.exp) < threshold).all()
     frame = tv.tree_frame(view)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import os
 
 import torch
 from transformers import (
@@ -17,9 +18,14 @@ from dynatree_lib import ModelPair
 
 VOCAB = 96
 ARCHS = ("gpt_neox", "llama", "qwen2")
+# Where and in which dtype the tiny models run by default: CPU float32, unless scripts/gpu_check.sh asks for
+# another (DYNATREE_TEST_DEVICE=cuda DYNATREE_TEST_DTYPE=float16). A model's weights are drawn on the CPU and then
+# moved (a perturbed draft's noise is drawn on the device).
+DEVICE = torch.device(os.environ.get("DYNATREE_TEST_DEVICE", "cpu"))
+DTYPE = getattr(torch, os.environ.get("DYNATREE_TEST_DTYPE", "float32"))
 
 
-def tiny_model(arch: str, seed: int, vocab: int = VOCAB, dtype=torch.float32, layers: int = 2):
+def tiny_model(arch: str, seed: int, vocab: int = VOCAB, dtype=None, layers: int = 2):
     torch.manual_seed(seed)
     common = dict(vocab_size=vocab, hidden_size=32, num_hidden_layers=layers, num_attention_heads=4,
                   intermediate_size=64, max_position_embeddings=256)
@@ -34,7 +40,7 @@ def tiny_model(arch: str, seed: int, vocab: int = VOCAB, dtype=torch.float32, la
     # Random init is nearly uniform; sharper logits make drafts partially agree and argmax ties impossible.
     with torch.no_grad():
         model.get_output_embeddings().weight.mul_(8.0)
-    return model.to(dtype).eval()
+    return model.to(device=DEVICE, dtype=dtype or DTYPE).eval()
 
 
 def perturbed(model, scale: float, seed: int):
@@ -50,7 +56,7 @@ def perturbed(model, scale: float, seed: int):
 
 
 @functools.lru_cache(maxsize=None)
-def tiny_pair(arch: str, draft_kind: str, dtype=torch.float32) -> ModelPair:
+def tiny_pair(arch: str, draft_kind: str, dtype=None) -> ModelPair:
     target = tiny_model(arch, seed=0, dtype=dtype)
     if draft_kind == "same":
         draft = target
@@ -65,7 +71,7 @@ def tiny_pair(arch: str, draft_kind: str, dtype=torch.float32) -> ModelPair:
 
 def reference_greedy(model, prompt_ids, max_new_tokens: int) -> list[int]:
     """transformers' own greedy generate, EOS switched off: the ground truth every method must reproduce."""
-    ids = torch.tensor([prompt_ids])
+    ids = torch.tensor([prompt_ids], device=model.device)
     saved = model.generation_config.eos_token_id
     model.generation_config.eos_token_id = None
     try:

@@ -9,8 +9,8 @@ from contextlib import contextmanager
 
 import torch
 
-from .decoding import Run, decode
-from .methods import HFAssisted, HFPromptLookup
+from ..core.loop import Run, decode
+from .base import HFAssisted, HFPromptLookup
 
 
 class _FirstTokenClock:

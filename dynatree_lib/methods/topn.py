@@ -10,11 +10,12 @@ from dataclasses import dataclass
 
 import torch
 
-from .decoding import Run, decode, speculate
-from .draft import DraftState, draft_tree, reorder, select_children
-from .methods import _check_draft_bits, _check_int
+from ..core.draft import DraftState, draft_tree, reorder, select_children
+from ..core.loop import Run
+from .base import _check_draft_bits, _check_int, drafter, speculative
 
 
+@speculative
 @dataclass(frozen=True)
 class TopNTree:
     """Best-first tree of at most `nodes` draft nodes, `max_depth` levels, `topk` children per expanded node.
@@ -83,12 +84,7 @@ class _BestFirst:
         self.candidates = 0
 
 
-def drafter(method: TopNTree):
-    """A fresh (draft_round, on_round) pair for one generation."""
+@drafter.register
+def _(method: TopNTree):
     state = _BestFirst(method)
     return state.draft_round, state.on_round
-
-
-@decode.register
-def _(method: TopNTree, run: Run) -> None:
-    speculate(run, *drafter(method))

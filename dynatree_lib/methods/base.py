@@ -6,6 +6,11 @@ Validation happens at construction so that a bad parameter fails where it was wr
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import singledispatch
+from typing import Callable
+
+from ..core.draft import DraftState, Expand, draft_tree
+from ..core.loop import Run, decode, speculate
 
 
 def _check_int(name: str, value, low: int) -> None:
@@ -27,6 +32,10 @@ class Autoregressive:
     """Target-only greedy decoding: the reference every other method must reproduce token for token."""
 
     name = "AR"
+    needs_draft = False
+
+    def label(self) -> str:
+        return self.name
 
 
 @dataclass(frozen=True)
@@ -37,6 +46,11 @@ class HFAssisted:
     num_assistant_tokens: int | None = None
     draft_bits: int | None = None  # 8 or 4: an int8/int4 weight copy of the draft (see ModelPair.with_draft_bits)
     name = "HFAssisted"
+    needs_draft = True
+    supports_sampling = False
+
+    def label(self) -> str:
+        return self.name if self.num_assistant_tokens is None else f"HFAssisted(K={self.num_assistant_tokens})"
 
     def __post_init__(self):
         _check_draft_bits(self.draft_bits)
@@ -51,6 +65,10 @@ class Linear:
     k: int = 5
     draft_bits: int | None = None
     name = "Linear"
+    needs_draft = True
+
+    def label(self) -> str:
+        return f"Linear(K={self.k})"
 
     def __post_init__(self):
         _check_draft_bits(self.draft_bits)
@@ -68,6 +86,10 @@ class FixedTree:
     max_nodes: int = 128
     draft_bits: int | None = None
     name = "FixedTree"
+    needs_draft = True
+
+    def label(self) -> str:
+        return f"FixedTree(D={self.depth},B={self.branch},tau={self.threshold:g},N={self.max_nodes})"
 
     def __post_init__(self):
         _check_draft_bits(self.draft_bits)
@@ -83,27 +105,14 @@ def _check_draft_bits(value) -> None:
 
 
 def label(method) -> str:
-    """Parses back to the same method with `bench.parse_method`."""
-    base = _base_label(method)
+    """A short human-readable label, e.g. 'FixedTree(D=5,B=2,tau=0.03,N=128)', used in tables, figures and as the
+    key of stored results: the method's own `label()` plus its draft_bits. Parses back with `bench.parse_method`."""
+    own = getattr(method, "label", None)
+    base = own() if callable(own) else getattr(method, "name", type(method).__name__)
     bits = getattr(method, "draft_bits", None)
     if not bits or "draft_bits=" in base:  # a wrapper (HybridTree) shows its inner method's setting already
         return base
     return base[:-1] + f",draft_bits={bits})" if base.endswith(")") else f"{base}(draft_bits={bits})"
-
-
-def _base_label(method) -> str:
-    """A short human-readable label, e.g. 'FixedTree(D=5,B=2,tau=0.03,N=128)', used in tables and figures."""
-    if isinstance(method, Linear):
-        return f"Linear(K={method.k})"
-    if isinstance(method, FixedTree):
-        return f"FixedTree(D={method.depth},B={method.branch},tau={method.threshold:g},N={method.max_nodes})"
-    if isinstance(method, HFAssisted) and method.num_assistant_tokens is not None:
-        return f"HFAssisted(K={method.num_assistant_tokens})"
-    if isinstance(method, HFPromptLookup):
-        return f"HFPromptLookup(K={method.num_tokens},n={method.max_ngram})"
-    if hasattr(method, "label"):
-        return method.label()
-    return getattr(method, "name", type(method).__name__)
 
 
 @dataclass(frozen=True)
@@ -114,8 +123,65 @@ class HFPromptLookup:
     num_tokens: int = 10
     max_ngram: int = 2
     name = "HFPromptLookup"
+    needs_draft = False
+    supports_sampling = False
+
+    def label(self) -> str:
+        return f"HFPromptLookup(K={self.num_tokens},n={self.max_ngram})"
 
     def __post_init__(self):
         _check_int("num_tokens", self.num_tokens, 1)
         _check_int("max_ngram", self.max_ngram, 1)
 
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The drafter registry: how each method proposes a round's tree. The loop (core.loop.speculate) knows no method.
+
+
+@dataclass
+class TreePolicy:
+    """A method's way of growing one round's tree with the draft model: `expand` picks each level's children among
+    the draft's top-`width` candidates, at most `depth` levels, `select_frontier` (optional) which new nodes get
+    children; `on_round(record)` learns from each finished round. `branches(p)` (children allowed per node from the
+    draft's top-1 probability) and `threshold` (the cumulative-probability pruning in force) let a figure say why a
+    candidate was dropped."""
+
+    expand: Expand
+    width: int
+    depth: int
+    select_frontier: Callable | None = None
+    on_round: Callable | None = None
+    branches: Callable | None = None
+    threshold: float = 0.0
+
+    def draft_round(self, run: Run, state: DraftState, max_depth: int):
+        return draft_tree(run.pair.draft, state, self.expand, self.width, min(self.depth, max_depth),
+                          self.select_frontier)
+
+
+@singledispatch
+def policy(method) -> TreePolicy:
+    """A fresh TreePolicy for one generation of `method` (methods that draft level by level register one)."""
+    raise TypeError(f"{label(method)} does not grow its tree level by level with the draft model")
+
+
+@singledispatch
+def drafter(method):
+    """A fresh (draft_round, on_round or None) for one generation of `method`: what `speculate` runs. Methods with
+    a TreePolicy get it from there; others (best-first, n-gram lookup) register their own."""
+    p = policy(method)
+    return p.draft_round, p.on_round
+
+
+def speculative(cls):
+    """Class decorator: `generate` runs `cls` through `speculate` with its registered drafter."""
+
+    @decode.register(cls)
+    def _(method, run: Run) -> None:
+        draft_round, on_round = drafter(method)
+        speculate(run, draft_round, on_round)
+        state = getattr(on_round, "__self__", None)  # a drafter's state may summarise the generation
+        if hasattr(state, "summary"):
+            run.extra.update(state.summary())
+
+    return cls

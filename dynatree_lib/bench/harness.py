@@ -22,33 +22,20 @@ that wrote to the file.
 """
 from __future__ import annotations
 
-import ast
 import dataclasses
 import json
 import math
 import os
-import re
 import statistics
-import tempfile
 import time
-from pathlib import Path
 
 import pandas as pd
 import torch
 
-from .decoding import check_inputs, encode, generate
-from .methods import Autoregressive, label
+from ..core.loop import check_inputs, encode, generate
+from ..methods.base import Autoregressive, label
 from .provenance import pair_info, provenance, row_provenance, utc_now
-
-KEY = ("method", "prompt_id", "max_new_tokens", "pair", "dtype", "device")
-
-
-def results_dir() -> Path:
-    """data/results/ (under $DYNATREE_DATA when set)."""
-    from .prompts import data_dir
-
-    return data_dir() / "results"
-
+from .storage import _append, _keys, _write_meta, read_results, results_path, stored_keys
 
 def run_benchmark(
     pair,
@@ -378,192 +365,3 @@ def perplexity(model, prompt_ids: list[int], new_ids: list[int]) -> float:
     target = torch.tensor(new_ids, device=logits.device)
     nll = -logp.gather(1, target[:, None]).mean()
     return float(nll.exp())
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Storage
-
-
-def results_path(experiment: str, out=None) -> Path:
-    if not isinstance(experiment, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", experiment):
-        raise ValueError(f"experiment must be a file-name-safe name (letters, digits, _ . -), got {experiment!r}")
-    return Path(out if out is not None else results_dir()) / f"{experiment}.csv"
-
-
-def distinct(df: pd.DataFrame, column: str, width: int | None = None) -> list[str]:
-    """The distinct values of a results column as sorted strings, each cut to `width` characters ([] when the column
-    is absent or empty): how provenance columns are summarised for a page."""
-    if column not in df.columns:
-        return []
-    return sorted({str(v)[:width] for v in df[column].dropna()})
-
-
-def read_results(path) -> pd.DataFrame:
-    """A results CSV as written by run_benchmark (empty DataFrame when absent)."""
-    path = Path(path)
-    if not path.exists():
-        return pd.DataFrame()
-    # Only empty cells are missing values: a prompt id such as "NA" stays a string.
-    return pd.read_csv(path, dtype={"prompt_id": str, "method": str, "pair": str}, keep_default_na=False,
-                       na_values=[""])
-
-
-def _keys(table: pd.DataFrame) -> list[tuple]:
-    if table.empty:
-        return []
-    cols = [table[c] for c in KEY]
-    return [(m, str(p), int(n), pair, d, dev) for m, p, n, pair, d, dev in zip(*cols)]
-
-
-def stored_keys(table: pd.DataFrame) -> set[tuple]:
-    return set(_keys(table))
-
-
-def _append(path: Path, table: pd.DataFrame, rows: list[dict]) -> pd.DataFrame:
-    table = pd.concat([table, pd.DataFrame(rows)], ignore_index=True) if not table.empty else pd.DataFrame(rows)
-    _write_atomic(path, table.to_csv(index=False))
-    return table
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _write_meta(path: Path, session: dict) -> None:
-    meta_path = path.with_suffix(".meta.json")
-    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {"experiment": path.stem, "sessions": []}
-    meta["sessions"].append(session)
-    meta["updated_utc"] = session["date_utc"]
-    _write_atomic(meta_path, json.dumps(meta, indent=2, default=str) + "\n")
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Method specs on the command line: "AR,HFAssisted,Linear(K=4..8),FixedTree(D=5,B=2,tau=0.03,N=128)"
-
-# label() abbreviations back to field names.
-ALIASES = {"K": "k", "D": "depth", "B": "branch", "tau": "threshold", "N": "max_nodes"}
-
-
-def _method_classes() -> dict:
-    import dynatree_lib
-
-    classes = {}
-    for obj in vars(dynatree_lib).values():
-        if isinstance(obj, type) and dataclasses.is_dataclass(obj) and hasattr(obj, "name"):
-            classes[obj.__name__] = obj
-            classes.setdefault(obj.name, obj)
-    return classes
-
-
-def _split_top(text: str) -> list[str]:
-    parts, depth, start = [], 0, 0
-    for i, ch in enumerate(text):
-        depth += ch in "([{"
-        depth -= ch in ")]}"
-        if ch == "," and depth == 0:
-            parts.append(text[start:i])
-            start = i + 1
-    parts.append(text[start:])
-    return [p.strip() for p in parts if p.strip()]
-
-
-def _value(text: str):
-    text = text.strip()
-    if re.fullmatch(r"-?\d+\.\.-?\d+", text):  # an inclusive integer range expands into several methods
-        low, high = map(int, text.split(".."))
-        return list(range(low, high + 1)), True
-    try:
-        return ast.literal_eval(text), False
-    except (ValueError, SyntaxError):
-        pass
-    if re.fullmatch(r"[A-Za-z_]\w*\s*\(.*\)", text, flags=re.S):  # a nested method, e.g. Streaming(method=Linear(K=4))
-        inner = parse_methods(text)
-        if len(inner) == 1:
-            return inner[0], False
-    return text, False
-
-
-def parse_methods(spec: str) -> list:
-    """Methods from a comma-separated spec; `label()` output parses back to the same method. A value `a..b`
-    expands to one method per integer, e.g. "Linear(K=4..8)" is five methods."""
-    import itertools
-
-    classes = _method_classes()
-    methods = []
-    for item in _split_top(spec):
-        match = re.fullmatch(r"([A-Za-z_]\w*)\s*(?:\((.*)\))?", item, flags=re.S)
-        if not match or match.group(1) not in classes:
-            raise ValueError(f"unknown method {item!r}; known: {', '.join(sorted(classes))}")
-        cls = classes[match.group(1)]
-        fields = {f.name for f in dataclasses.fields(cls)}
-        options = {}
-        for arg in _split_top(match.group(2) or ""):
-            if "=" not in arg:
-                raise ValueError(f"{item!r}: arguments must be key=value, got {arg!r}")
-            k, v = (s.strip() for s in arg.split("=", 1))
-            k = k if k in fields else ALIASES.get(k, k)
-            if k not in fields:
-                raise ValueError(f"{item!r}: {cls.__name__} has no parameter {k!r}; parameters: {sorted(fields)}")
-            value, many = _value(v)
-            options[k] = value if many else [value]
-        for combo in itertools.product(*options.values()):
-            methods.append(cls(**dict(zip(options, combo))))
-    return methods
-
-
-def parse_method(spec: str):
-    """Exactly one method from a spec such as "FixedTree(D=8, B=3, tau=0.03)" or "AR"."""
-    methods = parse_methods(spec)
-    if len(methods) != 1:
-        raise ValueError(f"{spec!r} names {len(methods)} methods; expected one")
-    return methods[0]
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Summaries
-
-
-def summarize(df: pd.DataFrame, baseline: str | None = "HFAssisted") -> pd.DataFrame:
-    """One row per (method, max_new_tokens): medians over prompts of each prompt's median over repeats.
-
-    `speedup_min` is the worst prompt; `speedup_vs_<baseline>` compares per prompt the two speedups over AR
-    (each a same-process ratio), so it stays valid when the two methods ran in different resumed sessions.
-    """
-    per_prompt = (df.groupby(["method", "max_new_tokens", "prompt_id"], sort=False)
-                  .agg(tokens_per_s=("tokens_per_s", "median"), speedup=("speedup", "median"),
-                       bookkeeping_share=("bookkeeping_share", "median"), commit_share=("commit_share", "median"),
-                       tokens_per_round=("tokens_per_round", "median"),
-                       acceptance_depth=("acceptance_depth", "median"), match_ar=("match_ar", "all"))
-                  .reset_index())
-    columns = {}
-    if baseline is not None and baseline in set(per_prompt["method"]):
-        base = per_prompt[per_prompt["method"] == baseline].set_index(["max_new_tokens", "prompt_id"])["speedup"]
-        idx = pd.MultiIndex.from_frame(per_prompt[["max_new_tokens", "prompt_id"]])
-        per_prompt[f"speedup_vs_{baseline}"] = per_prompt["speedup"].to_numpy() / base.reindex(idx).to_numpy()
-        columns[f"speedup_vs_{baseline}"] = (f"speedup_vs_{baseline}", "median")
-    out = (per_prompt.groupby(["method", "max_new_tokens"], sort=False)
-           .agg(prompts=("prompt_id", "nunique"), tokens_per_s=("tokens_per_s", "median"),
-                speedup=("speedup", "median"), speedup_min=("speedup", "min"), **columns,
-                tokens_per_round=("tokens_per_round", "median"), acceptance_depth=("acceptance_depth", "median"),
-                bookkeeping_share=("bookkeeping_share", "median"), commit_share=("commit_share", "median"),
-                match_ar=("match_ar", "mean"))
-           .reset_index())
-    return out
-
-
-def with_params(df: pd.DataFrame) -> pd.DataFrame:
-    """`df` plus one column per method parameter (depth, branch, k, ...) parsed from `method_params`, for sweeps
-    and heatmaps; methods without that parameter get NaN."""
-    params = pd.DataFrame([json.loads(p) if isinstance(p, str) and p else {} for p in df["method_params"]],
-                          index=df.index)
-    return pd.concat([df, params[[c for c in params.columns if c not in df.columns]]], axis=1)

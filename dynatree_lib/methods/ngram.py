@@ -11,13 +11,12 @@ from dataclasses import dataclass, field
 
 import torch
 
-from . import adaptive, topn
+from ..core.draft import DraftState, Drafted, reorder
+from ..core.loop import Run
+from ..core.tree import Tree, add_level, root
 from .adaptive import DynaTree
-from .decoding import Run, decode, model_drafter, speculate
-from .draft import DraftState, Drafted, fixed_expand, reorder
-from .methods import FixedTree, Linear, _check_int, label
+from .base import FixedTree, Linear, _check_int, drafter, label, speculative
 from .topn import TopNTree
-from .tree import Tree, add_level, root
 
 
 def _check_lookup(method) -> None:
@@ -26,6 +25,7 @@ def _check_lookup(method) -> None:
     _check_int("branches", method.branches, 1)
 
 
+@speculative
 @dataclass(frozen=True)
 class PromptLookup:
     """Drafts copied from n-gram matches in the context (prompt + generated so far), no draft model.
@@ -53,6 +53,7 @@ class PromptLookup:
 _TREE_METHODS = (Linear, FixedTree, DynaTree, TopNTree)
 
 
+@speculative
 @dataclass(frozen=True)
 class HybridTree:
     """The draft model's tree (`tree`: Linear, FixedTree, DynaTree or TopNTree) plus prompt-lookup chains as extra
@@ -173,25 +174,13 @@ class _Lookup:
         self.found = self.added = 0
 
 
-def model_round(method):
-    """(draft_round, on_round or None) drafting `method`'s tree with the draft model, fresh for one generation."""
-    if isinstance(method, Linear):
-        return model_drafter(fixed_expand(1, 0.0, method.k), width=1, depth=method.k), None
-    if isinstance(method, FixedTree):
-        expand = fixed_expand(method.branch, method.threshold, method.max_nodes)
-        return model_drafter(expand, width=method.branch, depth=method.depth), None
-    if isinstance(method, DynaTree):
-        return adaptive.drafter(method)
-    return topn.drafter(method)
-
-
-@decode.register
-def _(method: PromptLookup, run: Run) -> None:
+@drafter.register
+def _(method: PromptLookup):
     state = _Lookup(method)
-    speculate(run, state.draft_round, state.on_round)
+    return state.draft_round, state.on_round
 
 
-@decode.register
-def _(method: HybridTree, run: Run) -> None:
-    state = _Lookup(method, *model_round(method.tree))
-    speculate(run, state.draft_round, state.on_round)
+@drafter.register
+def _(method: HybridTree):
+    state = _Lookup(method, *drafter(method.tree))
+    return state.draft_round, state.on_round

@@ -28,13 +28,13 @@ from dataclasses import dataclass, fields
 
 import torch
 
-from .decoding import Run, decode, speculate
-from .draft import DraftState, draft_tree, select_children
-from .methods import _check_draft_bits, _check_int, _check_prob
+from ..core.draft import select_children
+from .base import TreePolicy, _check_draft_bits, _check_int, _check_prob, policy, speculative
 
 _TRACE_KEYS = ("conf_high", "conf_mid", "conf_low", "stopped", "extended")
 
 
+@speculative
 @dataclass(frozen=True)
 class DynaTree:
     """Confidence-aware adaptive tree (research defaults). `phase` 1, 2 or 3 switches the cumulative phases on;
@@ -158,10 +158,8 @@ class _Adaptive:
             self.counts["stopped"] += int((tree.depth[nodes] < m.max_depth).sum()) - len(chosen)
         return chosen
 
-    def draft_round(self, run: Run, state: DraftState, max_depth: int):
-        m = self.method
-        depth = min(m.base_depth if m.phase == 1 else m.max_depth, max_depth)
-        return draft_tree(run.pair.draft, state, self.expand, m.max_branch, depth, self.select_frontier)
+    def summary(self) -> dict:
+        return {"final_high_conf": self.high_conf}
 
     def on_round(self, record: dict) -> None:
         record["high_conf"] = self.high_conf  # the value this round was drafted with
@@ -173,14 +171,9 @@ class _Adaptive:
         self.high_conf = adjust(self.high_conf, sum(self.acceptances) / len(self.acceptances), self.method)
 
 
-def drafter(method: DynaTree):
-    """A fresh (draft_round, on_round) pair for one generation."""
+@policy.register
+def _(method: DynaTree) -> TreePolicy:
     state = _Adaptive(method)
-    return state.draft_round, state.on_round
-
-
-@decode.register
-def _(method: DynaTree, run: Run) -> None:
-    state = _Adaptive(method)
-    speculate(run, state.draft_round, state.on_round)
-    run.extra["final_high_conf"] = state.high_conf
+    return TreePolicy(state.expand, method.max_branch, method.base_depth if method.phase == 1 else method.max_depth,
+                      state.select_frontier, state.on_round, branches=lambda p: branches(p, state.high_conf, method),
+                      threshold=method.threshold if method.pruning else 0.0)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from . import kvcache
-from .draft import forward
+from .forward import forward
 from .mask import tree_attention_mask, tree_position_ids
 from .tree import Tree
 

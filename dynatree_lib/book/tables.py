@@ -13,7 +13,8 @@ import re
 import pandas as pd
 
 from . import research
-from .bench import distinct, with_params
+from ..bench.storage import distinct
+from ..bench.summary import with_params
 
 STATS = ("tokens_per_s", "speedup", "tokens_per_round", "acceptance_depth", "acceptance_nodes", "ttft_s", "tpot_s",
          "nodes_per_round", "kv_compressions", "peak_mem_bytes", "peak_mem_delta_bytes", "perplexity")
@@ -186,8 +187,8 @@ def ablation_table(df: pd.DataFrame) -> pd.DataFrame:
 def sensitivity_table(df: pd.DataFrame, default: str | None = None) -> pd.DataFrame:
     """DynaTree configurations by confidence thresholds and branch range, with `vs_default`: the per-prompt median
     of each one's speedup over the `default` method's (the research's best, DynaTree(phase=3), unless given)."""
-    from .adaptive import DynaTree
-    from .methods import label
+    from ..methods.adaptive import DynaTree
+    from ..methods.base import label
 
     default = default or label(DynaTree(phase=3))
     table = per_config(df)

@@ -30,13 +30,13 @@ from dataclasses import dataclass
 
 import torch
 
-from . import kvcache
-from .decoding import Run, decode, needs_draft, speculate
-from .draft import forward
-from .mask import tree_attention_mask
-from .methods import Autoregressive, HFAssisted, HFPromptLookup, _check_int, label
-from .tree import Tree
-from .verify import commit_target
+from ..core import kvcache
+from ..core.forward import forward
+from ..core.loop import Run, decode, needs_draft, speculate
+from ..core.mask import tree_attention_mask
+from ..core.tree import Tree
+from ..core.verify import commit_target
+from .base import Autoregressive, HFAssisted, HFPromptLookup, _check_int, label
 
 
 @dataclass(frozen=True)

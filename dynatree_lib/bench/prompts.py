@@ -20,7 +20,7 @@ LONG_KINDS = ("prose", "technical", "code")
 def data_dir() -> Path:
     """The data/ folder: $DYNATREE_DATA if set, else data/ next to dynatree_lib/ in a checkout."""
     env = os.environ.get("DYNATREE_DATA")
-    return Path(env) if env else Path(__file__).resolve().parent.parent / "data"
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "data"
 
 
 def _read_jsonl(name: str) -> list[dict]:

@@ -15,9 +15,9 @@ import math
 import pandas as pd
 import torch
 
-from .bench import first_divergence, perplexity
-from .decoding import encode, generate
-from .methods import Autoregressive, label
+from ..core.loop import encode, generate
+from ..methods.base import Autoregressive, label
+from .harness import first_divergence, perplexity
 
 
 def ulp(values: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

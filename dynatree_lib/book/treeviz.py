@@ -19,15 +19,15 @@ import pandas as pd
 import plotly.graph_objects as go
 import torch
 
-from . import kvcache
-from .adaptive import DynaTree, _Adaptive, branches
-from .decoding import check_inputs, encode, forward
-from .draft import DraftState, draft_tree, fixed_expand
-from .mask import tree_attention_mask, tree_position_ids
-from .methods import FixedTree, Linear, label
+from ..core import kvcache
+from ..core.draft import DraftState, draft_tree
+from ..core.forward import forward
+from ..core.loop import check_inputs, encode
+from ..core.mask import tree_attention_mask, tree_position_ids
+from ..core.tree import Tree
+from ..core.verify import accept_greedy, verify
+from ..methods.base import FixedTree, label, policy
 from .plots import TEMPLATE
-from .tree import Tree
-from .verify import accept_greedy, verify
 
 COLORS = {"root": "#404040", "draft": "#2f6db5", "accepted": "#2e8b57", "pruned": "#b8b8b8", "bonus": "#d9622b"}
 
@@ -49,28 +49,6 @@ class TreeView:
         return self.tree.tokens[self.path[1:]].tolist() + [self.bonus]
 
 
-def _policy(method):
-    """(expand, width, depth, select_frontier, allowed_branches) as `generate` would use them for `method`."""
-    if isinstance(method, FixedTree):
-        return (fixed_expand(method.branch, method.threshold, method.max_nodes), method.branch, method.depth, None,
-                lambda p: torch.full_like(p, method.branch, dtype=torch.long))
-    if isinstance(method, Linear):
-        return fixed_expand(1, 0.0, method.k), 1, method.k, None, lambda p: torch.ones_like(p, dtype=torch.long)
-    if isinstance(method, DynaTree):
-        state = _Adaptive(method)  # a fresh generation's state: high_conf at its initial value
-        depth = method.base_depth if method.phase == 1 else method.max_depth
-        return (state.expand, method.max_branch, depth, state.select_frontier,
-                lambda p: branches(p, state.high_conf, method))
-    raise ValueError(f"method must be Linear, FixedTree or DynaTree to draw its tree, got {label(method)}")
-
-
-def _threshold(method) -> float:
-    """The cumulative-probability pruning threshold `method` applies (0: none)."""
-    if isinstance(method, DynaTree):
-        return method.threshold if method.pruning else 0.0
-    return method.threshold if isinstance(method, FixedTree) else 0.0
-
-
 @torch.no_grad()
 def draft_one_tree(pair, prompt, method) -> TreeView:
     """The first round of `generate(pair, prompt, method, ...)`: the drafted tree, every candidate the expand policy
@@ -78,8 +56,13 @@ def draft_one_tree(pair, prompt, method) -> TreeView:
     prompt_ids = encode(pair, prompt)
     check_inputs(pair, prompt_ids, method, 1)
     pair = pair.with_draft_bits(getattr(method, "draft_bits", None))  # as generate: the draft the method drafts with
-    expand, width, depth, select_frontier, allowed = _policy(method)
-    threshold = _threshold(method)
+    try:
+        p = policy(method)
+    except TypeError:
+        raise ValueError(f"method must grow its tree level by level (Linear, FixedTree, DynaTree) to draw it, got "
+                         f"{label(method)}") from None
+    expand, width, depth, select_frontier, allowed, threshold = (p.expand, p.width, p.depth, p.select_frontier,
+                                                                 p.branches, p.threshold)
     log_threshold = math.log(threshold) if threshold > 0 else -math.inf
     rows: list[dict] = []
 

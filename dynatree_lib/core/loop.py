@@ -15,9 +15,9 @@ from types import SimpleNamespace
 import torch
 
 from . import kvcache
-from .draft import DraftState, commit_draft, draft_tree, fixed_expand, forward
-from .methods import Autoregressive, FixedTree, HFAssisted, HFPromptLookup, Linear, label
-from .models import ModelPair, vocab_size
+from ..models.pair import ModelPair, vocab_size
+from .draft import DraftState, commit_draft
+from .forward import forward
 from .sampling import Sampling, accept_sampling, make_sampling
 from .tree import root as tree_root
 from .verify import accept_greedy, commit_target, verify
@@ -94,8 +94,8 @@ def generate(pair: ModelPair, prompt, method, max_new_tokens: int, *, stop_at_eo
     prompt_ids = encode(pair, prompt)
     check_inputs(pair, prompt_ids, method, max_new_tokens)
     pair = pair.with_draft_bits(getattr(method, "draft_bits", None))
-    if sampling is not None and isinstance(method, (HFAssisted, HFPromptLookup)):
-        raise ValueError(f"{label(method)} runs transformers' greedy generate; temperature > 0 is not supported")
+    if sampling is not None and not getattr(method, "supports_sampling", True):
+        raise ValueError(f"{describe(method)} runs transformers' greedy generate; temperature > 0 is not supported")
     eos = _eos_ids(pair) if stop_at_eos else set()
     run = Run(pair=pair, prompt_ids=prompt_ids, max_new_tokens=max_new_tokens, eos_ids=eos, sampling=sampling)
     run.start = run.clock()
@@ -137,7 +137,7 @@ def check_inputs(pair: ModelPair, prompt_ids: list[int], method, max_new_tokens:
             f"context of {context} tokens"
         )
     if needs_draft(method) and pair.draft is None:
-        raise ValueError(f"{label(method)} needs a draft model, but the pair has none")
+        raise ValueError(f"{describe(method)} needs a draft model, but the pair has none")
 
 
 def context_length(model) -> int | None:
@@ -145,7 +145,13 @@ def context_length(model) -> int | None:
 
 
 def needs_draft(method) -> bool:
-    return isinstance(method, (HFAssisted, Linear, FixedTree)) or getattr(method, "needs_draft", False)
+    return bool(getattr(method, "needs_draft", False))
+
+
+def describe(method) -> str:
+    """The method's label for messages (methods define `label()`; the core does not import them)."""
+    label = getattr(method, "label", None)
+    return label() if callable(label) else type(method).__name__
 
 
 def _eos_ids(pair: ModelPair) -> set[int]:
@@ -175,8 +181,8 @@ def prefill(run: Run) -> tuple[object, int]:
     return cache, first
 
 
-@decode.register
-def _(method: Autoregressive, run: Run) -> None:
+def autoregressive(run: Run) -> None:
+    """Target-only decoding, one forward per token: the reference every speculative method must reproduce."""
     cache, token = prefill(run)
     done = run.emit([token])
     target = run.pair.target
@@ -187,26 +193,6 @@ def _(method: Autoregressive, run: Run) -> None:
         t1 = run.clock()
         done = run.emit([token])
         run.trace.append(_record(nodes=0, depth=0, accepted=0, committed=1, draft_s=0.0, verify_s=t1 - t0))
-
-
-def model_drafter(expand, width: int, depth: int):
-    """A `draft_round` that grows a tree with the draft model: `expand` picks children, at most `depth` levels."""
-
-    def draft_round(run: Run, state: DraftState, max_depth: int):
-        return draft_tree(run.pair.draft, state, expand, width, min(depth, max_depth))
-
-    return draft_round
-
-
-@decode.register
-def _(method: Linear, run: Run) -> None:
-    speculate(run, model_drafter(fixed_expand(1, 0.0, method.k), width=1, depth=method.k))
-
-
-@decode.register
-def _(method: FixedTree, run: Run) -> None:
-    expand = fixed_expand(method.branch, method.threshold, method.max_nodes)
-    speculate(run, model_drafter(expand, width=method.branch, depth=method.depth))
 
 
 # The target cache as speculate uses it. Another policy (streaming.WindowedTarget) provides the same three calls.

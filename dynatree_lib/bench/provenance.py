@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 # Results written by the benchmarks themselves must not make the tree look dirty.
 _NOT_SOURCE = (":(exclude)data/results",)
 

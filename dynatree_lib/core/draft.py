@@ -13,6 +13,7 @@ from typing import Callable
 import torch
 
 from . import kvcache, tree as tree_mod
+from .forward import forward
 from .mask import tree_attention_mask, tree_position_ids
 from .sampling import Proposals, Sampling, draw_without_replacement, sampled_candidates
 
@@ -38,17 +39,6 @@ class Drafted:
     fed: list[int]  # non-root tree nodes whose keys/values are in the draft cache, in slot order (-1: see reorder)
     forwards: int
     samples: Proposals | None = None  # only when sampling: each expanded node's draws and q, for accept_sampling
-
-
-def forward(model, input_ids, cache, position_ids=None, attention_mask=None, logits_to_keep=0):
-    return model(
-        input_ids=input_ids,
-        position_ids=position_ids,
-        attention_mask=attention_mask,
-        past_key_values=cache,
-        use_cache=True,
-        logits_to_keep=logits_to_keep,
-    ).logits[0]
 
 
 def _candidates(logits: torch.Tensor, width: int):

@@ -1,0 +1,164 @@
+"""HardwareAware: each round, the tree shape (or plain target step) with the most expected committed tokens per
+second on this machine, from calibrated cost curves (planning.calibrate) and running acceptance statistics
+(planning.planner)."""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, fields
+
+from ..core.draft import DraftState, draft_tree, fixed_expand
+from ..core.loop import Run, decode, speculate
+from ..planning.calibrate import Costs, calibration_nodes, load_or_measure_costs
+from ..planning.planner import Acceptance, Plan, Planner, rank_observations
+from .base import _check_draft_bits, _check_int, _check_prob
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The method
+
+
+@dataclass(frozen=True)
+class HardwareAware:
+    """Each round, the tree (FixedTree shape with depth <= max_depth, branch <= max_branch, nodes <= max_nodes) or
+    plain target step with the most expected committed tokens per second, from this machine's cost curves and the
+    running acceptance statistics (module docstring). `threshold` prunes like FixedTree's (0: shapes exactly as
+    planned). The first `warmup_rounds` rounds always draft, to learn; after `probe_every` plain steps in a row the
+    best tree is drafted once anyway, so a draft that starts agreeing again is noticed. `prior_accept`,
+    `prior_weight` and `decay` set the acceptance estimator; `adapt_costs` scales the calibrated draft and verify
+    costs by running averages of measured / predicted seconds (load, Python overhead) and adds the measured commit
+    time to every candidate; `allow_ar=False` removes the plain step (always draft: the ablation).
+
+    Calibration: the first generate of a process calls `load_or_measure_costs` for its pair (seconds on a CPU; free
+    once cached on disk) and keeps the curves in memory for later calls. That time is left out of the generation's
+    wall time and TTFT and reported as stats["calibration_s"]. Each round's trace adds plan_depth (0: plain step),
+    plan_branch, plan_nodes, plan_expected_tokens, plan_expected_tps, plan_ar_tps, plan_tree_tps and plan_reason
+    ("warmup", "plan", "probe"; "last" when only one token remained and nothing was planned).
+    """
+
+    max_depth: int = 8
+    max_branch: int = 3
+    max_nodes: int = 64
+    threshold: float = 0.0
+    warmup_rounds: int = 2
+    probe_every: int = 16
+    prior_accept: float = 0.5
+    prior_weight: float = 2.0
+    decay: float = 0.9
+    adapt_costs: bool = True
+    allow_ar: bool = True
+    draft_bits: int | None = None  # 8 or 4: an int8/int4 weight copy of the draft, calibrated as its own model
+    name = "HardwareAware"
+    needs_draft = True
+
+    def __post_init__(self):
+        _check_draft_bits(self.draft_bits)
+        for name in ("max_depth", "max_branch", "max_nodes", "probe_every"):
+            _check_int(name, getattr(self, name), 1)
+        _check_int("warmup_rounds", self.warmup_rounds, 0)
+        _check_prob("threshold", self.threshold)
+        _check_prob("prior_accept", self.prior_accept)
+        for name, low_open in (("prior_weight", True), ("decay", True)):
+            value = getattr(self, name)
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+            if not ok or (name == "decay" and value > 1):
+                bound = "in (0, 1]" if name == "decay" else "> 0"
+                raise ValueError(f"{name} must be a number {bound}, got {value!r}")
+        for name in ("adapt_costs", "allow_ar"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
+
+    def label(self) -> str:
+        """The size limits, then every other setting that differs from its default (parses back with
+        bench.parse_method; methods.label appends draft_bits)."""
+        always = ("max_depth", "max_branch", "max_nodes")
+        args = [f"{f.name}={getattr(self, f.name)!r}" for f in fields(self)
+                if f.name in always or (f.name != "draft_bits" and getattr(self, f.name) != f.default)]
+        return f"HardwareAware({','.join(args)})"
+
+
+_CLIP = (0.2, 5.0)  # one round's measured/predicted cost ratio is clipped: a scheduler hiccup must not flip plans
+_COST_RATE = 0.1  # weight of the newest round in the running cost corrections
+
+
+class _Sizing:
+    """One generation's planner state: statistics, cost corrections, and the plan of the round in flight."""
+
+    def __init__(self, method: HardwareAware, costs: Costs):
+        m = self.method = method
+        self.planner = Planner(costs, m.max_depth, m.max_branch, m.max_nodes)
+        self.acceptance = Acceptance(m.max_depth, m.max_branch, m.prior_accept, m.prior_weight, m.decay)
+        self.draft_scale = self.verify_scale = 1.0
+        self.overhead_s = 0.0
+        self.rounds = self.ar_streak = self.ar_rounds = self.probe_rounds = 0
+        self.plan, self.reason, self.tree, self.run, self.catch_up = None, "", None, None, False
+        self.expanders = {}
+
+    def choose(self, max_depth: int) -> tuple[Plan, str]:
+        m = self.method
+        warmup = self.rounds < m.warmup_rounds
+        scales = dict(draft_scale=self.draft_scale, verify_scale=self.verify_scale, overhead_s=self.overhead_s)
+        r = self.acceptance.rank_accept()
+        plan = self.planner.best(r, max_depth=max_depth, allow_ar=m.allow_ar and not warmup, **scales)
+        reason = "warmup" if warmup else "plan"
+        if plan.depth == 0 and not math.isnan(plan.tree_tps):  # a plain step chosen over an allowed tree
+            if self.ar_streak >= m.probe_every:
+                plan, reason = self.planner.best(r, max_depth=max_depth, allow_ar=False, **scales), "probe"
+        self.ar_streak = self.ar_streak + 1 if plan.depth == 0 else 0
+        return plan, reason
+
+    def draft_round(self, run: Run, state: DraftState, max_depth: int):
+        self.run = run
+        self.plan, self.reason = self.choose(max_depth)
+        self.tree = None
+        if self.plan.depth == 0:
+            return None
+        self.catch_up = len(state.pending) > 2  # the draft reads a backlog first: this round's draft time is atypical
+        key = (self.plan.branch, self.plan.nodes)
+        if key not in self.expanders:
+            self.expanders[key] = fixed_expand(self.plan.branch, self.method.threshold, self.plan.nodes)
+        drafted = draft_tree(run.pair.draft, state, self.expanders[key], self.plan.branch, self.plan.depth)
+        self.tree = drafted.tree
+        return drafted
+
+    def on_round(self, record: dict) -> None:
+        plan, self.plan = self.plan, None
+        self.rounds += 1
+        if plan is None:  # speculate skipped drafting: one token was left
+            record.update(plan_depth=0, plan_branch=0, plan_nodes=0, plan_expected_tokens=1.0,
+                          plan_expected_tps=math.nan, plan_ar_tps=math.nan, plan_tree_tps=math.nan, plan_reason="last")
+            return
+        record.update(plan_depth=plan.depth, plan_branch=plan.branch, plan_nodes=plan.nodes,
+                      plan_expected_tokens=plan.expected_tokens, plan_expected_tps=plan.expected_tps,
+                      plan_ar_tps=plan.ar_tps, plan_tree_tps=plan.tree_tps, plan_reason=self.reason)
+        self.ar_rounds += plan.depth == 0
+        self.probe_rounds += self.reason == "probe"
+        if self.method.adapt_costs:
+            self._adapt(plan, record)
+        if self.tree is not None and not self.run.finished:  # a finished run's tail may be cut: nothing to learn
+            committed = self.run.tokens[len(self.run.tokens) - record["committed"]:]
+            self.acceptance.update(rank_observations(self.tree, committed[:-1]))
+
+    def _adapt(self, plan: Plan, record: dict) -> None:
+        def ema(old, measured, predicted):
+            ratio = min(max(measured / predicted, _CLIP[0]), _CLIP[1]) if predicted > 0 else old
+            return (1 - _COST_RATE) * old + _COST_RATE * ratio
+
+        self.verify_scale = ema(self.verify_scale, record["verify_s"], plan.verify_cost)
+        if plan.depth > 0 and not self.catch_up:
+            self.draft_scale = ema(self.draft_scale, record["draft_s"], plan.draft_cost)
+        self.overhead_s = (1 - _COST_RATE) * self.overhead_s + _COST_RATE * record["commit_s"]
+
+    def summary(self) -> dict:
+        return {"ar_rounds": self.ar_rounds, "probe_rounds": self.probe_rounds,
+                "draft_cost_scale": self.draft_scale, "verify_cost_scale": self.verify_scale}
+
+
+@decode.register
+def _(method: HardwareAware, run: Run) -> None:
+    started = time.perf_counter()
+    costs = load_or_measure_costs(run.pair, nodes=calibration_nodes(method.max_nodes))
+    run.extra["calibration_s"] = time.perf_counter() - started
+    run.start = run.clock()  # calibration is a one-off per process and pair, not decoding: keep it out of the timings
+    sizing = _Sizing(method, costs)
+    speculate(run, sizing.draft_round, sizing.on_round)
+    run.extra.update(sizing.summary())

