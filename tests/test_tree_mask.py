@@ -81,3 +81,18 @@ def test_from_parents_rejects_bad_trees():
         tree_mod.from_parents([1, 2], [-1, 1])
     with pytest.raises(ValueError, match="root"):
         tree_mod.from_parents([1, 2], [0, 0])
+
+
+def test_max_depth_without_bfs_order():
+    # parents before children, but not level by level: the last node (depth 1) is not among the deepest (depth 2)
+    tree = tree_mod.from_parents([1, 2, 3, 4], [-1, 0, 1, 0])
+    assert tree.depth.tolist() == [0, 1, 2, 1]
+    assert tree.max_depth == 2
+
+
+@given(random_trees())
+@settings(max_examples=100, deadline=None)
+def test_max_depth_is_the_deepest_node(case):
+    tokens, parents = case
+    tree = tree_mod.from_parents(tokens, parents)
+    assert tree.max_depth == max(brute_depth(parents, i) for i in range(len(parents)))

@@ -29,7 +29,7 @@ class Tree:
 
     @property
     def max_depth(self) -> int:
-        return int(self.depth[-1])  # BFS order: the last node is among the deepest
+        return int(self.depth.max())  # not depth[-1]: from_parents only puts parents before children, not BFS
 
     def path(self, node: int) -> list[int]:
         """Node indices from the root down to `node` (inclusive)."""
@@ -66,7 +66,8 @@ def add_level(tree: Tree, parents: torch.Tensor, tokens: torch.Tensor, logp: tor
 
 
 def from_parents(tokens, parents) -> Tree:
-    """Build a tree from plain lists (BFS order, parents[0] == -1); draft log-probs are zero. For tests and figures."""
+    """Build a tree from plain lists (parents[0] == -1, every parent before its children, not necessarily BFS order);
+    draft log-probs are zero. For tests and figures."""
     if len(tokens) != len(parents) or not tokens or parents[0] != -1:
         raise ValueError("need equally long tokens/parents lists with parents[0] == -1 (the root)")
     tree = root(tokens[0])
