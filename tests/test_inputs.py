@@ -68,3 +68,29 @@ def test_missing_draft():
 def test_unknown_method():
     with pytest.raises(TypeError, match="unknown decoding method"):
         generate(tiny_pair("llama", "perturbed"), [1, 2], object(), 4)
+
+
+def test_batched_tensor_prompt_refused():
+    pair = tiny_pair("llama", "perturbed")
+    with pytest.raises(ValueError, match="batch"):
+        generate(pair, torch.tensor([[1, 2, 3], [4, 5, 6]]), Linear(3), 4)
+    with pytest.raises(ValueError, match="batch"):
+        generate(pair, torch.ones(1, 1, 3, dtype=torch.long), Linear(3), 4)
+    # one prompt as (1, L) or (L,) stays fine, and means the same tokens
+    one = generate(pair, torch.tensor([[1, 2, 3]]), Linear(3), 4, stop_at_eos=False).token_ids
+    assert one == generate(pair, torch.tensor([1, 2, 3]), Linear(3), 4, stop_at_eos=False).token_ids
+    assert one == generate(pair, [1, 2, 3], Linear(3), 4, stop_at_eos=False).token_ids
+
+
+def test_draft_context_shorter_than_the_output_refused():
+    target = tiny_model("llama", 0)  # context 256
+    draft = tiny_model("llama", 2, layers=1)
+    draft.config.max_position_embeddings = 16
+    pair = ModelPair(target=target, draft=draft)
+    with pytest.raises(ValueError, match="draft's context of 16"):
+        generate(pair, [1] * 10, FixedTree(), 10)
+    with pytest.raises(ValueError, match="draft's context of 16"):
+        generate(pair, [1] * 10, Linear(3), 7)
+    # within the draft's context, or a method that does not use the draft: fine
+    assert len(generate(pair, [1] * 10, Linear(3), 6, stop_at_eos=False).token_ids) == 6
+    assert len(generate(pair, [1] * 10, Autoregressive(), 20, stop_at_eos=False).token_ids) == 20

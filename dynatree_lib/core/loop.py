@@ -115,6 +115,9 @@ def encode(pair: ModelPair, prompt) -> list[int]:
             raise ValueError("a text prompt needs a tokenizer: give ModelPair(tokenizer=...) or pass token ids")
         ids = pair.tokenizer(prompt)["input_ids"]
     elif isinstance(prompt, torch.Tensor):
+        if prompt.dim() > 2 or (prompt.dim() == 2 and prompt.shape[0] != 1):
+            raise ValueError(f"a tensor prompt must be one sequence, shape (L,) or (1, L), got {tuple(prompt.shape)}: "
+                             "batches are not supported, call generate once per prompt")
         ids = prompt.flatten().tolist()
     else:
         ids = [int(t) for t in prompt]
@@ -138,6 +141,14 @@ def check_inputs(pair: ModelPair, prompt_ids: list[int], method, max_new_tokens:
         )
     if needs_draft(method) and pair.draft is None:
         raise ValueError(f"{describe(method)} needs a draft model, but the pair has none")
+    # The draft reads the same positions as the target: drafting stops at max_new_tokens (speculate caps a round's
+    # depth at the tokens still wanted), so prompt + max_new_tokens is also the draft's furthest position.
+    draft_context = context_length(pair.draft) if needs_draft(method) else None
+    if draft_context is not None and len(prompt_ids) + max_new_tokens > draft_context:
+        raise ValueError(
+            f"prompt ({len(prompt_ids)} tokens) plus max_new_tokens ({max_new_tokens}) exceeds the draft's "
+            f"context of {draft_context} tokens ({describe(method)} runs the draft over the whole sequence)"
+        )
 
 
 def context_length(model) -> int | None:
