@@ -1,12 +1,15 @@
 """End-to-end checks of the book: strict build of a notebook subset in smoke mode, then a headless-Chromium look
-at built pages to prove that plotly figures and math render in the static HTML offline (plotly.js is embedded
-in the notebook outputs, MathJax is vendored under book/_static).
+at built pages to prove that plotly figures and math render in the static HTML offline (plotly.js is served once
+from _static/plotly.min.js, MathJax is vendored under book/_static), and checks of what a reader downloads:
+page and site sizes, self-contained links, code lines that fit the column, no setup log in any chapter.
 
-The subset is the first numbered notebook that uses plotly, or BOOK_TEST_NOTEBOOKS="01 02" to choose.
+The subset is the first two numbered notebooks that use plotly, or BOOK_TEST_NOTEBOOKS="01 02" to choose.
 """
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -14,6 +17,8 @@ import tempfile
 from pathlib import Path
 
 import pytest
+
+from nbchecks import long_code_lines, setup_log_hits
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -23,6 +28,9 @@ CHROMIUM_FLAGS = [
     # Virtual time lets the page's scripts (plotly) finish before the DOM is dumped or the screenshot taken.
     "--virtual-time-budget=10000",
 ]
+PAGE_LIMIT = 600_000  # bytes per page: a chapter must not cost a reader more than this to open
+SITE_LIMIT = 20_000_000  # bytes for the whole built site
+CODE_WIDTH = 100  # characters of a code line that the text column shows without cutting it off
 
 
 def _default_subset() -> str:
@@ -30,7 +38,20 @@ def _default_subset() -> str:
     if not numbered:
         pytest.fail("no notebooks/[0-9][0-9]_*.ipynb to build")
     with_plotly = [nb for nb in numbered if "plotly" in nb.read_text(encoding="utf-8")]
-    return (with_plotly or numbered)[0].stem
+    return " ".join(nb.stem for nb in (with_plotly or numbered)[:2])
+
+
+def _notebook_long_lines() -> list[str]:
+    """'notebook cell N: width' for every code line of the committed notebooks wider than CODE_WIDTH."""
+    found = []
+    for path in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+        for index, cell in enumerate(cells):
+            if cell["cell_type"] == "code":
+                source = "".join(cell["source"])
+                found += [f"{path.stem} cell {index}: {len(line)}" for line in source.splitlines()
+                          if len(line.rstrip()) > CODE_WIDTH]
+    return found
 
 
 @pytest.fixture(scope="module")
@@ -90,24 +111,25 @@ def _png_size(path: Path) -> tuple[int, int]:
 
 def test_plotly_figure_renders_in_chromium(built_book: Path, chromium: str):
     pages = sorted((built_book.parent / "notebooks").glob("*.html"))
-    page = next((p for p in pages if "plotly-graph-div" in p.read_text(encoding="utf-8")), None)
-    assert page is not None, f"no built notebook page holds a plotly figure: {[p.name for p in pages]}"
-
-    dom = _run_chromium(chromium, "--dump-dom", page.as_uri())
-    assert dom.returncode == 0, dom.stderr[-2000:]
-    # plotly.js draws into these only when it actually ran; the saved HTML has neither.
-    assert 'class="plot-container plotly"' in dom.stdout, f"plotly did not render in {page.name}"
-    assert 'class="main-svg"' in dom.stdout
+    with_figures = [p for p in pages if "plotly-graph-div" in p.read_text(encoding="utf-8")]
+    assert len(with_figures) >= 2, f"need plotly figures on two chapters, found {[p.name for p in with_figures]}"
 
     ARTIFACTS.mkdir(exist_ok=True)
-    shot = ARTIFACTS / "book_plotly.png"
-    shot.unlink(missing_ok=True)
-    proc = _run_chromium(chromium, f"--screenshot={shot}", "--window-size=1280,2000", "--hide-scrollbars",
-                         page.as_uri())
-    assert proc.returncode == 0 and shot.is_file(), proc.stderr[-2000:]
-    assert _png_size(shot) == (1280, 2000)
-    # A blank page compresses to a few KB; text plus a figure is far larger.
-    assert shot.stat().st_size > 30_000, f"screenshot is suspiciously small: {shot.stat().st_size} B"
+    for page in with_figures[:2]:
+        dom = _run_chromium(chromium, "--dump-dom", page.as_uri())
+        assert dom.returncode == 0, dom.stderr[-2000:]
+        # plotly.js draws into these only when it actually ran; the saved HTML has neither.
+        assert 'class="plot-container plotly"' in dom.stdout, f"plotly did not render in {page.name}"
+        assert 'class="main-svg"' in dom.stdout
+
+        shot = ARTIFACTS / f"book_plotly_{page.stem}.png"
+        shot.unlink(missing_ok=True)
+        proc = _run_chromium(chromium, f"--screenshot={shot}", "--window-size=1280,2000", "--hide-scrollbars",
+                             page.as_uri())
+        assert proc.returncode == 0 and shot.is_file(), proc.stderr[-2000:]
+        assert _png_size(shot) == (1280, 2000)
+        # A blank page compresses to a few KB; text plus a figure is far larger.
+        assert shot.stat().st_size > 30_000, f"screenshot of {page.name} is suspiciously small: {shot.stat().st_size} B"
 
 
 def test_math_renders_offline(built_book: Path, chromium: str):
@@ -115,3 +137,73 @@ def test_math_renders_offline(built_book: Path, chromium: str):
     dom = _run_chromium(chromium, "--dump-dom", (built_book.parent / "book" / "method.html").as_uri())
     assert dom.returncode == 0, dom.stderr[-2000:]
     assert "<mjx-container" in dom.stdout, "MathJax did not typeset book/method.html"
+
+
+def test_plotly_js_once_per_site(built_book: Path):
+    html = built_book.parent
+    copies = sorted(str(p.relative_to(html)) for p in html.rglob("plotly*.js"))
+    assert copies == ["_static/plotly.min.js"], copies
+    assert not (html / "_sources").exists(), "html_copy_source should keep copies of the outputs out of the site"
+    pages = sorted((html / "notebooks").glob("*.html"))
+    for page in pages:
+        text = page.read_text(encoding="utf-8")
+        assert not re.search(r"\*\s*plotly\.js v\d", text), f"{page.name} still inlines plotly.js"
+        if "plotly-graph-div" in text:
+            assert '<script src="../_static/plotly.min.js"></script>' in text, f"{page.name} never loads plotly.js"
+
+
+def test_pages_and_site_are_light(built_book: Path):
+    html = built_book.parent
+    sizes = {str(p.relative_to(html)): p.stat().st_size for p in html.rglob("*.html")}
+    heavy = {page: size for page, size in sizes.items() if size > PAGE_LIMIT}
+    assert not heavy, f"pages over {PAGE_LIMIT} bytes: {heavy}"
+    total = sum(p.stat().st_size for p in html.rglob("*") if p.is_file())
+    assert total <= SITE_LIMIT, f"the site is {total} bytes (limit {SITE_LIMIT})"
+
+
+_RESOURCE = re.compile(r"<(script|link|img|iframe|source)\b[^>]*?\b(src|href)=[\"']([^\"']+)[\"']", re.I)
+_LINK = re.compile(r"\b(?:href|src)=[\"']([^\"']+)[\"']", re.I)
+
+
+def test_site_is_self_contained(built_book: Path):
+    """A static host can serve the folder as is: relative links only, nothing loaded from another server."""
+    html = built_book.parent
+    problems = []
+    for page in html.rglob("*.html"):
+        text = page.read_text(encoding="utf-8")
+        name = page.relative_to(html)
+        for url in _LINK.findall(text):
+            if url.startswith(("file:", "/")) and not url.startswith("//"):
+                problems.append(f"{name}: absolute link {url}")
+        for tag, _, url in _RESOURCE.findall(text):
+            if re.match(r"(https?:)?//", url):
+                problems.append(f"{name}: <{tag}> from another server: {url}")
+    assert not problems, "\n".join(problems[:30])
+
+
+@pytest.mark.xfail(strict=False, reason="data notes print the absolute path of the results file they read "
+                                        "(dynatree_lib book notes: data_note's `source`)")
+def test_no_local_paths_in_pages(built_book: Path):
+    html = built_book.parent
+    local = [str(ROOT), str(Path.home()), str(built_book.parents[3])]
+    found = [f"{p.relative_to(html)}: {path}" for p in html.rglob("*.html")
+             for path in local if path in p.read_text(encoding="utf-8")]
+    assert not found, "\n".join(found[:30])
+
+
+@pytest.mark.xfail(bool(_notebook_long_lines()), strict=False,
+                   reason=f"the notebooks still have code lines over {CODE_WIDTH} characters: "
+                          f"{', '.join(_notebook_long_lines()[:8])}, ...")
+def test_code_lines_fit_the_column(built_book: Path):
+    found = []
+    for page in sorted((built_book.parent / "notebooks").glob("*.html")):
+        found += [f"{page.stem}: {len(line)}: {line[:80]}" for line in long_code_lines(page.read_text("utf-8"),
+                                                                                       CODE_WIDTH)]
+    assert not found, f"code lines over {CODE_WIDTH} characters:\n" + "\n".join(found[:40])
+
+
+def test_executed_notebooks_show_no_setup_log(built_book: Path):
+    executed = sorted((built_book.parents[3] / "executed").glob("*.ipynb"))
+    assert executed, "the fixture's executed notebooks are missing"
+    hits = {nb.name: setup_log_hits(nb) for nb in executed}
+    assert not any(hits.values()), {name: found[:5] for name, found in hits.items() if found}
