@@ -116,7 +116,8 @@ def test_forward_timer_agrees_with_the_library_count(pair):
 def test_memory_columns(pair, stored):
     df, _ = stored
     params = sum(p.numel() * p.element_size() for m in (pair.target, pair.draft) for p in m.parameters())
-    assert (df["param_bytes"] == params).all()
+    buffers = sum(b.numel() * b.element_size() for m in (pair.target, pair.draft) for b in m.buffers())
+    assert (df["param_bytes"] == params + buffers).all()  # buffers too: int8/int4 weights are buffers
     assert (df["peak_mem_bytes"] > params).all()  # process RSS holds at least the weights
     assert set(df["peak_mem_kind"]) <= {"rss_peak", "rss_after"}
     assert df["peak_mem_delta_bytes"].between(0, df["peak_mem_bytes"].min()).all()

@@ -188,13 +188,13 @@ def test_expensive_draft_and_low_acceptance_choose_plain_steps():
     plan = planner.plan_round(costs, planner.rank_accept_prior(0.1))
     assert (plan.depth, plan.nodes, plan.expected_tokens) == (0, 0, 1.0)
     assert plan.tree_tps < plan.ar_tps == plan.expected_tps == 1.0
-    assert isinstance(plan.fixed_tree(), Autoregressive)
+    assert isinstance(hardware.as_method(plan), Autoregressive)
 
 
 def test_cheap_draft_and_high_acceptance_choose_a_deep_tree():
     plan = planner.plan_round(calibrate.Costs(NODES, flat(1.0), flat(0.01)), planner.rank_accept_prior(0.9))
     assert plan.depth >= 6 and plan.expected_tps > 3 * plan.ar_tps
-    tree = plan.fixed_tree(threshold=0.0)
+    tree = hardware.as_method(plan, threshold=0.0)
     assert isinstance(tree, FixedTree) and (tree.depth, tree.branch, tree.max_nodes) == (
         plan.depth, plan.branch, plan.nodes)
 

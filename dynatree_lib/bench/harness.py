@@ -32,9 +32,10 @@ import time
 import pandas as pd
 import torch
 
+from ..core.forward import clock
 from ..core.loop import check_inputs, encode, generate
 from ..methods.base import Autoregressive, label
-from .provenance import pair_info, provenance, row_provenance, utc_now
+from ..models.provenance import pair_info, provenance, row_provenance, utc_now
 from .storage import _append, _keys, _write_meta, read_results, results_path, stored_keys
 
 def run_benchmark(
@@ -184,9 +185,7 @@ class ForwardTimer:
         self._start = {}
 
     def _clock(self):
-        if self.cuda:
-            torch.cuda.synchronize()
-        return time.perf_counter()
+        return clock("cuda" if self.cuda else None)
 
     def __enter__(self):
         for role, model in self.models.items():

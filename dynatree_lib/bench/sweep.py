@@ -15,7 +15,7 @@ from ..core.loop import encode, generate
 from ..methods.base import label
 from .plans import VARIANTS, MissingResults, Plan, _resolve, command, file_name, plan
 from .harness import run_benchmark, with_ar
-from .provenance import pair_info
+from ..models.provenance import pair_info
 from .storage import read_results, results_path, stored_keys
 
 def _show(markdown: str) -> None:

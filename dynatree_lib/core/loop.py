@@ -17,7 +17,7 @@ import torch
 from . import kvcache
 from ..models.pair import ModelPair, vocab_size
 from .draft import DraftState, commit_draft
-from .forward import forward
+from .forward import clock, forward
 from .sampling import Sampling, accept_sampling, make_sampling
 from .tree import root as tree_root
 from .verify import accept_greedy, commit_target, verify
@@ -60,9 +60,7 @@ class Run:
         return int(logits.argmax()) if self.sampling is None else self.sampling.sample(logits)
 
     def clock(self) -> float:
-        if self.pair.device.type == "cuda":
-            torch.cuda.synchronize()
-        return time.perf_counter()
+        return clock(self.pair.device)
 
     @property
     def remaining(self) -> int:

@@ -9,22 +9,9 @@ from dataclasses import dataclass
 from functools import singledispatch
 from typing import Callable
 
+from ..core.checks import _check_draft_bits, _check_int, _check_prob  # noqa: F401  (methods import them from here)
 from ..core.draft import DraftState, Expand, draft_tree
 from ..core.loop import Run, decode, speculate
-
-
-def _check_int(name: str, value, low: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-
-
-def _check_prob(name: str, value, *, allow_one: bool = False) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0 and (
-        value <= 1 if allow_one else value < 1
-    )
-    if not ok:
-        interval = "[0, 1]" if allow_one else "[0, 1)"
-        raise ValueError(f"{name} must be a probability in {interval}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -97,11 +84,6 @@ class FixedTree:
         _check_int("branch", self.branch, 1)
         _check_prob("threshold", self.threshold)
         _check_int("max_nodes", self.max_nodes, 1)
-
-
-def _check_draft_bits(value) -> None:
-    if value not in (None, 4, 8):
-        raise ValueError(f"draft_bits must be None, 8 or 4, got {value!r}")
 
 
 def label(method) -> str:

@@ -11,10 +11,17 @@ from ..core.draft import DraftState, draft_tree, fixed_expand
 from ..core.loop import Run, decode, speculate
 from ..planning.calibrate import Costs, calibration_nodes, load_or_measure_costs
 from ..planning.planner import Acceptance, Plan, Planner, rank_observations
-from .base import _check_draft_bits, _check_int, _check_prob
+from .base import Autoregressive, FixedTree, _check_draft_bits, _check_int, _check_prob
 
 # ---------------------------------------------------------------------------------------------------------------------
 # The method
+
+
+def as_method(plan: Plan, threshold: float = 0.0):
+    """A plan as a static method: FixedTree of its shape, or Autoregressive for depth 0 (a plain step)."""
+    if plan.depth == 0:
+        return Autoregressive()
+    return FixedTree(depth=plan.depth, branch=plan.branch, threshold=threshold, max_nodes=plan.nodes)
 
 
 @dataclass(frozen=True)

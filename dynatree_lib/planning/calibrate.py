@@ -17,9 +17,10 @@ from pathlib import Path
 import torch
 
 from ..core import kvcache
-from ..core.forward import forward
+from ..core.forward import clock as _clock, forward
 from ..core.mask import tree_attention_mask, tree_position_ids
-from ..methods.base import _check_int
+from ..core.tree import from_parents
+from ..core.checks import _check_int
 from ..models.embedded import cache_root
 
 DEFAULT_NODES = (1, 2, 4, 8, 16, 32, 64)
@@ -102,21 +103,11 @@ class Costs:
                    None if data.get("draft_s") is None else tuple(data["draft_s"]), data.get("info") or {})
 
 
-def _clock(device) -> float:
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter()
-
-
 def _heap_tree(n: int, device) -> tuple[torch.Tensor, torch.Tensor]:
     """Ancestors and depths of an n-node binary tree (parent of i is (i-1)//2). The mask is dense whatever the
     shape, so any shape of n nodes costs the same; a bushy one keeps positions within prefix + log2(n)."""
-    ancestors = torch.eye(n, dtype=torch.bool)
-    depth = torch.zeros(n, dtype=torch.long)
-    for i in range(1, n):
-        ancestors[i] |= ancestors[(i - 1) // 2]
-        depth[i] = depth[(i - 1) // 2] + 1
-    return ancestors.to(device), depth.to(device)
+    tree = from_parents([0] * n, [-1] + [(i - 1) // 2 for i in range(1, n)])
+    return tree.ancestors.to(device), tree.depth.to(device)
 
 
 @torch.inference_mode()
@@ -161,7 +152,7 @@ def measure_costs(pair, *, nodes=DEFAULT_NODES, prefix_len: int = 128, repeats: 
     machine (median of `repeats` after a warm-up pass; made non-decreasing in n by `monotone`, the raw medians are
     kept in info). Returns Costs with provenance (date, versions, CPU/GPU, threads, load average before and after:
     on a shared machine the numbers are only as good as the load allowed)."""
-    from ..bench.provenance import provenance
+    from ..models.provenance import provenance
 
     nodes = _check_nodes(nodes)
     _check_int("prefix_len", prefix_len, 1)
@@ -196,16 +187,20 @@ def model_identity(model) -> dict:
     the same config but other modules); weights do not matter, so a perturbed copy shares its calibration."""
     config = model.config
     modules = ",".join(sorted({type(m).__name__ for m in model.modules()}))
-    return {
+    identity = {
         "name_or_path": str(getattr(config, "name_or_path", "") or ""),
         "config_sha1": hashlib.sha1(config.to_json_string(use_diff=False).encode()).hexdigest()[:12],
         "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
         "modules_sha1": hashlib.sha1(modules.encode()).hexdigest()[:12],
     }
+    trimmed = getattr(model, "draft_vocab", None)  # an output layer of K rows (models/vocab.py) costs less
+    if trimmed is not None:
+        identity["draft_vocab"] = len(trimmed)
+    return identity
 
 
 def calibration_key(pair, nodes=DEFAULT_NODES, prefix_len: int = 128, repeats: int = 3) -> dict:
-    from ..bench.provenance import cpu_model
+    from ..models.provenance import cpu_model
 
     device = pair.device
     hardware = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model()

@@ -57,7 +57,7 @@ and max_nodes) and the plain step; the highest E[committed] / seconds wins, the 
 scales the calibrated costs by running averages of measured / predicted seconds, so the load of the moment and the
 per-round Python work count too. A plain step teaches nothing about the draft, so after `probe_every` of them in a
 row the best tree is drafted once anyway: at worst one round in probe_every + 1 is a losing tree. For a static
-method, `plan_round(costs, rank_accept_prior(p)).fixed_tree()` is the FixedTree this machine favours at acceptance
+method, `methods.hardware.as_method(plan_round(costs, rank_accept_prior(p)))` is the FixedTree this machine favours at acceptance
 p; FixedTree and DynaTree themselves do not consult the planner.
 """
 from __future__ import annotations
@@ -68,7 +68,6 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ..methods.base import Autoregressive, FixedTree
 from .calibrate import Costs
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -165,12 +164,6 @@ class Plan:
     draft_cost: float = 0.0
     verify_cost: float = 0.0
 
-    def fixed_tree(self, threshold: float = 0.0):
-        """This plan as a static method: FixedTree of this shape, or Autoregressive for depth 0."""
-        if self.depth == 0:
-            return Autoregressive()
-        return FixedTree(depth=self.depth, branch=self.branch, threshold=threshold, max_nodes=self.nodes)
-
 
 class Planner:
     """Scores every candidate shape under given costs; `best` picks the highest expected tokens per second.
@@ -213,7 +206,7 @@ class Planner:
 
 def plan_round(costs: Costs, rank_accept, *, max_depth: int = 8, max_branch: int = 3, max_nodes: int = 64,
                allow_ar: bool = True) -> Plan:
-    """One-off planning (builds a Planner): e.g. `plan_round(costs, rank_accept_prior(0.7)).fixed_tree()` sizes a
+    """One-off planning (builds a Planner): e.g. `as_method(plan_round(costs, rank_accept_prior(0.7)))` sizes a
     static FixedTree for this machine from an acceptance guess."""
     return Planner(costs, max_depth, max_branch, max_nodes).best(rank_accept, allow_ar=allow_ar)
 

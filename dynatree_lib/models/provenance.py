@@ -1,0 +1,112 @@
+"""Where a number came from: code version, software, hardware, settings and time, attached to every result row.
+
+Results are only comparable when their provenance matches, and a resumed sweep can mix processes (even commits),
+so each row carries its own copy rather than trusting one header for the whole file.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[2]
+# Results written by the benchmarks themselves must not make the tree look dirty.
+_NOT_SOURCE = (":(exclude)data/results",)
+
+
+def utc_now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _git(*args: str) -> str | None:
+    try:
+        out = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def git_state() -> dict:
+    """Commit hash, whether tracked or untracked source differs from it, and which files do."""
+    commit = _git("rev-parse", "HEAD")
+    if commit is None:
+        return {"git_commit": "unknown", "git_dirty": None, "git_changes": []}
+    status = _git("status", "--porcelain", "--", ".", *_NOT_SOURCE) or ""
+    changes = [line for line in status.splitlines() if line.strip()]
+    return {"git_commit": commit, "git_dirty": bool(changes), "git_changes": changes}
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _version(package: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
+
+
+def pair_info(pair) -> dict:
+    """Model names, dtype, device and parameter bytes of a ModelPair (the draft counted once if it is the target)."""
+    models = [pair.target] + ([pair.draft] if pair.draft is not None and pair.draft is not pair.target else [])
+    from .quant import model_memory_bytes  # parameters and buffers: int8/int4 weights are buffers
+
+    param_bytes = sum(model_memory_bytes(m) for m in models)
+    return {
+        "pair": pair.name or f"{_model_name(pair.target)}/{_model_name(pair.draft)}",
+        "target_model": _model_name(pair.target),
+        "draft_model": _model_name(pair.draft),
+        "dtype": str(pair.dtype).removeprefix("torch."),
+        "device": str(pair.device),
+        "param_bytes": param_bytes,
+    }
+
+
+def _model_name(model) -> str | None:
+    if model is None:
+        return None
+    config = model.config
+    return getattr(config, "name_or_path", None) or f"{config.model_type}-{config.num_hidden_layers}L"
+
+
+def provenance(pair=None, params: dict | None = None) -> dict:
+    """Everything needed to tell whether two results are comparable. JSON-serialisable."""
+    info = {
+        "date_utc": utc_now(),
+        **git_state(),
+        "python": platform.python_version(),
+        "torch_version": torch.__version__,
+        "transformers_version": _version("transformers"),
+        "platform": platform.platform(),
+        "cpu": cpu_model(),
+        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "torch_threads": torch.get_num_threads(),
+        "argv": " ".join(sys.argv),
+        "params": params or {},
+    }
+    if pair is not None:
+        info.update(pair_info(pair))
+    return info
+
+
+def row_provenance(info: dict) -> dict:
+    """The flat subset of `provenance()` that goes into every result row (the file list stays in the sidecar)."""
+    skip = {"git_changes", "argv", "params", "platform"}
+    row = {k: v for k, v in info.items() if k not in skip}
+    row["params"] = json.dumps(info.get("params") or {}, sort_keys=True, default=str)
+    return row
