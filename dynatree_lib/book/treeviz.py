@@ -55,7 +55,8 @@ def draft_one_tree(pair, prompt, method) -> TreeView:
     saw (kept or dropped, and why), and what the target accepted."""
     prompt_ids = encode(pair, prompt)
     check_inputs(pair, prompt_ids, method, 1)
-    pair = pair.with_draft_bits(getattr(method, "draft_bits", None))  # as generate: the draft the method drafts with
+    # as generate: the draft the method drafts with
+    pair = pair.with_draft(getattr(method, "draft_bits", None), getattr(method, "draft_vocab", None))
     try:
         p = policy(method)
     except TypeError:

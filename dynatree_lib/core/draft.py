@@ -13,6 +13,7 @@ from typing import Callable
 import torch
 
 from . import kvcache, tree as tree_mod
+from ..models.vocab import full_probs
 from .forward import forward
 from .mask import tree_attention_mask, tree_position_ids
 from .sampling import Proposals, Sampling, draw_without_replacement, sampled_candidates
@@ -41,9 +42,12 @@ class Drafted:
     samples: Proposals | None = None  # only when sampling: each expanded node's draws and q, for accept_sampling
 
 
-def _candidates(logits: torch.Tensor, width: int):
+def _candidates(logits: torch.Tensor, width: int, vocab: torch.Tensor | None = None):
+    """The top-`width` (log-prob, token id) per row. `vocab` maps the columns of a trimmed draft's logits (it scores
+    only those token ids: models/vocab.py) back to token ids; fewer columns than `width` give fewer candidates."""
     logp = torch.log_softmax(logits.float(), dim=-1)
-    return torch.topk(logp, width, dim=-1)
+    values, indices = torch.topk(logp, min(width, logp.shape[-1]), dim=-1)
+    return values, (indices if vocab is None else vocab[indices])
 
 
 @torch.no_grad()
@@ -65,12 +69,14 @@ def draft_tree(model, state: DraftState, expand: Expand, width: int, max_depth: 
     fed: list[int] = []
     forwards = 1
     sampling, drawn = state.sampling, []
+    vocab = getattr(model, "draft_vocab", None)  # a trimmed output layer's token ids (models/vocab.py), else None
     for level in range(1, max_depth + 1):
         if sampling is None:
-            cand_logp, cand_tokens = _candidates(logits, width)
+            cand_logp, cand_tokens = _candidates(logits, width, vocab)
             parents, tokens, logp = expand(tree, frontier, cand_logp, cand_tokens)
         else:
-            q = sampling.probs(logits).to(sampling.generator.device)
+            # q over every token id (a trimmed draft's q is zero outside its kept ids)
+            q = full_probs(model, sampling.probs(logits), getattr(state, "vocab", None)).to(sampling.generator.device)
             draws = draw_without_replacement(q, width, sampling.generator)
             drawn.append((frontier.to(q.device), draws, q))
             parents, tokens, logp = expand(tree, frontier, *sampled_candidates(q, draws))

@@ -91,7 +91,7 @@ def generate(pair: ModelPair, prompt, method, max_new_tokens: int, *, stop_at_eo
     sampling = make_sampling(temperature, top_k, top_p, seed, pair.device)
     prompt_ids = encode(pair, prompt)
     check_inputs(pair, prompt_ids, method, max_new_tokens)
-    pair = pair.with_draft_bits(getattr(method, "draft_bits", None))
+    pair = pair.with_draft(getattr(method, "draft_bits", None), getattr(method, "draft_vocab", None))
     if sampling is not None and not getattr(method, "supports_sampling", True):
         raise ValueError(f"{describe(method)} runs transformers' greedy generate; temperature > 0 is not supported")
     eos = _eos_ids(pair) if stop_at_eos else set()

@@ -29,7 +29,7 @@ from dataclasses import dataclass, fields
 import torch
 
 from ..core.draft import select_children
-from .base import TreePolicy, _check_draft_bits, _check_int, _check_prob, policy, speculative
+from .base import TreePolicy, _check_draft_bits, _check_draft_vocab, _check_int, _check_prob, policy, speculative
 
 _TRACE_KEYS = ("conf_high", "conf_mid", "conf_low", "stopped", "extended")
 
@@ -58,11 +58,13 @@ class DynaTree:
     pruning: bool = True
     node_budget: bool = True
     draft_bits: int | None = None  # 8 or 4: an int8/int4 weight copy of the draft
+    draft_vocab: int | None = None  # K: the draft scores only the K most frequent tokens (models/vocab.py)
     name = "DynaTree"
     needs_draft = True
 
     def __post_init__(self):
         _check_draft_bits(self.draft_bits)
+        _check_draft_vocab(self.draft_vocab)
         if self.phase not in (1, 2, 3) or isinstance(self.phase, bool):
             raise ValueError(f"phase must be 1, 2 or 3, got {self.phase!r}")
         for name in ("high_conf", "low_conf", "stop_threshold", "extend_threshold", "target_acceptance"):
@@ -91,7 +93,7 @@ class DynaTree:
         ablation = ("" if self.pruning else ",noprune") + ("" if self.node_budget else ",nobudget")
         # every other setting that differs from its default, so that two different methods never share a label
         shown = {"phase", "base_depth", "max_depth", "min_branch", "default_branch", "max_branch", "high_conf",
-                 "low_conf", "pruning", "node_budget", "draft_bits"}
+                 "low_conf", "pruning", "node_budget", "draft_bits", "draft_vocab"}
         rest = "".join(f",{f.name}={getattr(self, f.name)!r}" for f in fields(self)
                        if f.name not in shown and getattr(self, f.name) != f.default)
         return (f"DynaTree-P{self.phase}({depth},B={self.min_branch}/{self.default_branch}/{self.max_branch},"

@@ -51,6 +51,7 @@ class Linear:
 
     k: int = 5
     draft_bits: int | None = None
+    draft_vocab: int | None = None  # K: the draft scores only the K most frequent tokens (models/vocab.py)
     name = "Linear"
     needs_draft = True
 
@@ -59,6 +60,7 @@ class Linear:
 
     def __post_init__(self):
         _check_draft_bits(self.draft_bits)
+        _check_draft_vocab(self.draft_vocab)
         _check_int("k", self.k, 1)
 
 
@@ -72,6 +74,7 @@ class FixedTree:
     threshold: float = 0.03
     max_nodes: int = 128
     draft_bits: int | None = None
+    draft_vocab: int | None = None  # K: the draft scores only the K most frequent tokens (models/vocab.py)
     name = "FixedTree"
     needs_draft = True
 
@@ -80,21 +83,31 @@ class FixedTree:
 
     def __post_init__(self):
         _check_draft_bits(self.draft_bits)
+        _check_draft_vocab(self.draft_vocab)
         _check_int("depth", self.depth, 1)
         _check_int("branch", self.branch, 1)
         _check_prob("threshold", self.threshold)
         _check_int("max_nodes", self.max_nodes, 1)
 
 
+def _check_draft_vocab(value) -> None:
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 16):
+        raise ValueError(f"draft_vocab must be None (the full vocabulary) or an integer >= 16 (the number of "
+                         f"tokens the draft scores), got {value!r}")
+
+
 def label(method) -> str:
     """A short human-readable label, e.g. 'FixedTree(D=5,B=2,tau=0.03,N=128)', used in tables, figures and as the
-    key of stored results: the method's own `label()` plus its draft_bits. Parses back with `bench.parse_method`."""
+    key of stored results: the method's own `label()` plus its draft_bits and draft_vocab when set. Parses back with
+    `bench.parse_method`."""
     own = getattr(method, "label", None)
     base = own() if callable(own) else getattr(method, "name", type(method).__name__)
-    bits = getattr(method, "draft_bits", None)
-    if not bits or "draft_bits=" in base:  # a wrapper (HybridTree) shows its inner method's setting already
+    # a wrapper (HybridTree) shows its inner method's settings already
+    extra = ",".join(f"{name}={value}" for name in ("draft_bits", "draft_vocab")
+                     if (value := getattr(method, name, None)) and f"{name}=" not in base)
+    if not extra:
         return base
-    return base[:-1] + f",draft_bits={bits})" if base.endswith(")") else f"{base}(draft_bits={bits})"
+    return base[:-1] + f",{extra})" if base.endswith(")") else f"{base}({extra})"
 
 
 @dataclass(frozen=True)

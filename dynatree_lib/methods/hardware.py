@@ -12,6 +12,7 @@ from ..core.loop import Run, decode, speculate
 from ..planning.calibrate import Costs, calibration_nodes, load_or_measure_costs
 from ..planning.planner import Acceptance, Plan, Planner, rank_observations
 from .base import Autoregressive, FixedTree, _check_draft_bits, _check_int, _check_prob
+from .base import _check_draft_vocab
 
 # ---------------------------------------------------------------------------------------------------------------------
 # The method
@@ -54,11 +55,13 @@ class HardwareAware:
     adapt_costs: bool = True
     allow_ar: bool = True
     draft_bits: int | None = None  # 8 or 4: an int8/int4 weight copy of the draft, calibrated as its own model
+    draft_vocab: int | None = None  # K: the draft scores only the K most frequent tokens (calibrated as its own)
     name = "HardwareAware"
     needs_draft = True
 
     def __post_init__(self):
         _check_draft_bits(self.draft_bits)
+        _check_draft_vocab(self.draft_vocab)
         for name in ("max_depth", "max_branch", "max_nodes", "probe_every"):
             _check_int(name, getattr(self, name), 1)
         _check_int("warmup_rounds", self.warmup_rounds, 0)
@@ -79,7 +82,7 @@ class HardwareAware:
         bench.parse_method; methods.label appends draft_bits)."""
         always = ("max_depth", "max_branch", "max_nodes")
         args = [f"{f.name}={getattr(self, f.name)!r}" for f in fields(self)
-                if f.name in always or (f.name != "draft_bits" and getattr(self, f.name) != f.default)]
+                if f.name in always or (f.name not in ("draft_bits", "draft_vocab") and getattr(self, f.name) != f.default)]
         return f"HardwareAware({','.join(args)})"
 
 

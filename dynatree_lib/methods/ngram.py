@@ -78,6 +78,10 @@ class HybridTree:
     def draft_bits(self):
         return getattr(self.tree, "draft_bits", None)
 
+    @property
+    def draft_vocab(self):
+        return getattr(self.tree, "draft_vocab", None)
+
     def label(self) -> str:
         extra = f",b={self.branches}" if self.branches > 1 else ""
         return f"Hybrid({label(self.tree)}+PL(n={self.max_ngram},K={self.num_tokens}{extra}))"

@@ -12,7 +12,7 @@ import torch
 
 from ..core.draft import DraftState, draft_tree, reorder, select_children
 from ..core.loop import Run
-from .base import _check_draft_bits, _check_int, drafter, speculative
+from .base import _check_draft_bits, _check_draft_vocab, _check_int, drafter, speculative
 
 
 @speculative
@@ -35,11 +35,13 @@ class TopNTree:
     max_depth: int = 8
     topk: int = 8
     draft_bits: int | None = None  # 8 or 4: an int8/int4 weight copy of the draft
+    draft_vocab: int | None = None  # K: the draft scores only the K most frequent tokens (models/vocab.py)
     name = "TopNTree"
     needs_draft = True
 
     def __post_init__(self):
         _check_draft_bits(self.draft_bits)
+        _check_draft_vocab(self.draft_vocab)
         _check_int("nodes", self.nodes, 1)
         _check_int("max_depth", self.max_depth, 1)
         _check_int("topk", self.topk, 1)

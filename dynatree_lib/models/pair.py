@@ -25,6 +25,7 @@ class ModelPair:
     tokenizer: Any = None
     name: str = ""
     _drafts: dict = field(default_factory=dict, repr=False, compare=False)
+    vocab_ranking: Any = field(default=None, repr=False, compare=False)  # token ids, most frequent first (vocab.py)
 
     def __post_init__(self):
         if self.draft is not None:
@@ -43,17 +44,32 @@ class ModelPair:
         """The same pair with an int8/int4 weight copy of the draft (made once, then cached on this pair).
 
         The target is shared, so outputs are unchanged; only the draft's cost and its acceptance move."""
-        if bits is None:
+        return self.with_draft(bits)
+
+    def with_draft(self, bits: int | None = None, vocab: int | None = None) -> "ModelPair":
+        """The same pair with a cheaper copy of the draft (made once per setting, then cached on this pair): `bits`
+        8 or 4 quantizes its weights (models/quant.py); `vocab` = K lets it score only K tokens, the special ones
+        and the most frequent (models/vocab.py: FR-Spec), trimmed before quantizing. None: unchanged.
+
+        The target is shared and verifies over the full vocabulary, so outputs are unchanged; only the draft's
+        cost and its acceptance move."""
+        if bits is None and vocab is None:
             return self
         if self.draft is None:
-            raise ValueError("draft_bits needs a draft model, but the pair has none")
-        if bits not in self._drafts:
+            raise ValueError(f"{'draft_bits' if bits is not None else 'draft_vocab'} needs a draft model, "
+                             "but the pair has none")
+        key = bits if vocab is None else (bits, vocab)
+        if key not in self._drafts:
             import copy
 
             from .quant import quantize_draft
+            from .vocab import keep_ids, trim_draft_vocab
 
-            self._drafts[bits] = quantize_draft(copy.deepcopy(self.draft), bits=bits)
-        return ModelPair(self.target, self._drafts[bits], self.tokenizer, f"{self.name} (draft int{bits})")
+            draft = copy.deepcopy(self.draft) if vocab is None else trim_draft_vocab(self.draft, keep_ids(self, vocab))
+            self._drafts[key] = draft if bits is None else quantize_draft(draft, bits=bits)
+        suffix = ", ".join(([f"int{bits}"] if bits is not None else []) + ([f"{vocab} tokens"] if vocab else []))
+        return ModelPair(self.target, self._drafts[key], self.tokenizer, f"{self.name} (draft {suffix})",
+                         vocab_ranking=self.vocab_ranking)
 
     @property
     def dtype(self):
@@ -62,6 +78,9 @@ class ModelPair:
 
 def vocab_size(model) -> int:
     """Rows of the output layer (quantized layers included), which is what token ids index."""
+    full = getattr(model, "full_vocab_size", None)  # a draft with a trimmed output layer (vocab.py) reads them all
+    if full:
+        return full
     head = model.get_output_embeddings()
     return getattr(head, "out_features", None) or head.weight.shape[0]
 
