@@ -3,7 +3,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from dynatree_lib import Autoregressive, FixedTree, HFAssisted, Linear, generate, label
+from dynatree_lib import Autoregressive, FixedTree, HFAssisted, HFPromptLookup, Linear, generate, label
 from dynatree_lib.core.draft import draft_tree, DraftState, fixed_expand
 from dynatree_lib.core import kvcache
 from tiny import ARCHS, VOCAB, reference_greedy, tiny_pair
@@ -126,3 +126,42 @@ def test_quantized_draft_keeps_output(method_cls, bits):
 def test_bad_draft_bits():
     with pytest.raises(ValueError, match="draft_bits"):
         FixedTree(draft_bits=3)
+
+
+@pytest.mark.parametrize("method", [HFAssisted(), HFAssisted(num_assistant_tokens=3), HFPromptLookup()], ids=label)
+def test_hf_peers_decode_plain_greedy_whatever_the_generation_config(method):
+    """transformers' generate applies the model's generation_config (repetition penalty, n-gram blocking, minimum
+    length...): the peers must still run plain greedy decoding, the baseline every other method reproduces."""
+    from dynatree_lib import ModelPair
+    from tiny import perturbed, tiny_model
+
+    target = tiny_model("llama", seed=0)
+    pair = ModelPair(target=target, draft=perturbed(target, 0.5, seed=1))
+    for model in (pair.target, pair.draft):
+        model.generation_config.repetition_penalty = 1.5
+        model.generation_config.no_repeat_ngram_size = 2
+        model.generation_config.min_new_tokens = 30
+    prompt = [5, 6, 5, 6, 5, 6, 5, 6, 7]
+    ar = generate(pair, prompt, Autoregressive(), 30, stop_at_eos=False).token_ids
+    assert len(set(zip(ar, ar[1:]))) < len(ar) - 1  # a repeated bigram: no_repeat_ngram_size=2 would change it
+    assert generate(pair, prompt, method, 30, stop_at_eos=False).token_ids == ar
+    assert pair.target.generation_config.repetition_penalty == 1.5  # the model's own config is left as it was
+    assert pair.target.generation_config.no_repeat_ngram_size == 2
+
+
+def test_hf_assisted_draft_length_reaches_transformers():
+    """HFAssisted(num_assistant_tokens=K) drafts K tokens a round (transformers 5 reads them from the assistant's
+    generation_config, not from generate's arguments); the assistant's config is restored afterwards."""
+    import copy
+
+    from dynatree_lib import ModelPair
+    from tiny import tiny_model
+
+    target = tiny_model("llama", seed=0)
+    pair = ModelPair(target=target, draft=copy.deepcopy(target))  # the same weights: every draft token is accepted
+    pair.draft.generation_config.assistant_confidence_threshold = 0.0  # the assistant's own setting: never stop early
+    before = pair.draft.generation_config.to_dict()
+    rounds = {k: generate(pair, [1, 2, 3], HFAssisted(num_assistant_tokens=k), 41, stop_at_eos=False).stats["rounds"]
+              for k in (1, 4)}
+    assert rounds == {1: 21, 4: 9}  # k + 1 tokens a round (the first round reads the prompt too)
+    assert pair.draft.generation_config.to_dict() == before

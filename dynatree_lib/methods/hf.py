@@ -5,9 +5,11 @@ hook that counts target forwards (rounds) and a streamer that timestamps the fir
 """
 from __future__ import annotations
 
+import copy
 from contextlib import contextmanager
 
 import torch
+from transformers import GenerationConfig
 
 from ..core.loop import Run, decode
 from .base import HFAssisted, HFPromptLookup
@@ -29,24 +31,30 @@ class _FirstTokenClock:
 
 
 @contextmanager
-def _generation_eos(model, eos_ids):
-    # None in a passed GenerationConfig means "use the model's default", so EOS is switched off on the model itself.
-    saved = model.generation_config.eos_token_id
-    model.generation_config.eos_token_id = sorted(eos_ids) if eos_ids else None
+def _plain_greedy(model, eos_ids, **settings):
+    """The target's generation_config replaced, for one call, by a fresh one: plain greedy decoding with no logits
+    processor (the model's repetition_penalty, no_repeat_ngram_size, min_new_tokens, bad_words_ids... would change
+    the output), EOS as `eos_ids` (None switches it off). Swapped on the model rather than passed, because generate
+    fills every None in a passed GenerationConfig from the model's own. The assistant's config is left alone: its
+    draft-length settings are the baseline's, and what it proposes never changes the output (`settings`: extra
+    fields, for a target that is its own assistant)."""
+    saved = model.generation_config
+    model.generation_config = GenerationConfig(do_sample=False, num_beams=1,
+                                               eos_token_id=sorted(eos_ids) if eos_ids else None, **settings)
     try:
         yield
     finally:
-        model.generation_config.eos_token_id = saved
+        model.generation_config = saved
 
 
-def _hf_generate(run: Run, **kwargs) -> None:
+def _hf_generate(run: Run, settings: dict | None = None, **kwargs) -> None:
     target = run.pair.target
     forwards = []
     hook = target.register_forward_hook(lambda *_: forwards.append(1))
     ids = torch.tensor([run.prompt_ids], device=target.device)
     pad = run.pair.tokenizer.pad_token_id if run.pair.tokenizer is not None else None
     try:
-        with _generation_eos(target, run.eos_ids):
+        with _plain_greedy(target, run.eos_ids, **(settings or {})):
             out = target.generate(
                 ids,
                 attention_mask=torch.ones_like(ids),
@@ -69,10 +77,19 @@ def _hf_generate(run: Run, **kwargs) -> None:
 
 @decode.register
 def _(method: HFAssisted, run: Run) -> None:
-    kwargs = {"assistant_model": run.pair.draft}
-    if method.num_assistant_tokens is not None:
-        kwargs.update(num_assistant_tokens=method.num_assistant_tokens, num_assistant_tokens_schedule="constant")
-    _hf_generate(run, **kwargs)
+    # transformers 5 takes the draft length from the assistant's own generation_config (num_assistant_tokens passed
+    # to generate is ignored) and its "heuristic" schedule writes back into it: a copy per call, restored after.
+    draft = run.pair.draft
+    settings = {} if method.num_assistant_tokens is None else {
+        "num_assistant_tokens": method.num_assistant_tokens, "num_assistant_tokens_schedule": "constant"}
+    saved = draft.generation_config
+    draft.generation_config = copy.deepcopy(saved)
+    for key, value in settings.items():
+        setattr(draft.generation_config, key, value)
+    try:
+        _hf_generate(run, settings if draft is run.pair.target else None, assistant_model=draft)
+    finally:
+        draft.generation_config = saved
 
 
 @decode.register
