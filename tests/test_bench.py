@@ -334,3 +334,22 @@ def test_plots_return_figures_with_data(pair):
     assert len(set(colors.values())) == 4
     with pytest.raises(ValueError, match="lacks column"):
         plots.heatmap(df, "depth", "branch")
+
+
+def test_forward_timer_counts_the_quantized_draft_that_runs():
+    """draft_bits runs use an int8/int4 copy of the draft: the timer must hook that copy, whether it was made
+    before the benchmark (an earlier generate) or during it, and leave no hook behind on any copy."""
+    from dynatree_lib import ModelPair
+    from tiny import perturbed, tiny_model
+
+    target = tiny_model("llama", seed=0)
+    pair = ModelPair(target=target, draft=perturbed(target, 0.5, seed=1))
+    methods = [Linear(3, draft_bits=4), FixedTree(3, 2, draft_bits=8)]
+    for run in ("copies made during the benchmark", "copies made before"):
+        df = bench.run_benchmark(pair, methods, {"p0": PROMPTS["p0"]}, N, warmup=1, progress=False)
+        quantized = df[df["method"] != "AR"]
+        assert (quantized["draft_forwards"] > 0).all(), run
+        assert (quantized["draft_forward_s"] > 0).all(), run
+        assert (df.loc[df["method"] == "AR", "draft_forwards"] == 0).all()
+        for model in [pair.target, pair.draft, *pair._drafts.values()]:
+            assert not model._forward_hooks and not model._forward_pre_hooks, run

@@ -33,7 +33,7 @@ import pandas as pd
 import torch
 
 from ..core.forward import clock
-from ..core.loop import check_inputs, encode, generate
+from ..core.loop import check_inputs, encode, generate, running_pair
 from ..methods.base import Autoregressive, label
 from ..models.provenance import pair_info, provenance, row_provenance, utc_now
 from .storage import _append, _keys, _write_meta, read_results, results_path, stored_keys
@@ -88,24 +88,23 @@ def run_benchmark(
     bench = _Bench(pair, repeats, warmup)
     new_rows: list[dict] = []
     try:
-        with bench.timer:
-            for pid, ids in prompt_list:
-                for n in lengths:
-                    todo = [m for m in methods if key(m, pid, n) not in done]
-                    if not todo:
-                        continue
-                    bar.set_postfix_str(f"AR reference | {pid} | {n}", refresh=False)
-                    ar_runs = bench.measure(methods[0], ids, n)  # the reference, measured in this process
-                    for m in todo:
-                        bar.set_postfix_str(f"{label(m)} | {pid} | {n}", refresh=False)
-                        runs = ar_runs if m is methods[0] else bench.measure(m, ids, n)
-                        rows = [bench.row(m, pid, ids, n, r, run, ar_runs) for r, run in enumerate(runs)]
-                        rows = [{"experiment": experiment, **row, **ident, **row_provenance(session),
-                                 "date_utc": utc_now()} for row in rows]
-                        new_rows.extend(rows)
-                        if path is not None:
-                            table = _append(path, table, rows)
-                        bar.update(1)
+        for pid, ids in prompt_list:
+            for n in lengths:
+                todo = [m for m in methods if key(m, pid, n) not in done]
+                if not todo:
+                    continue
+                bar.set_postfix_str(f"AR reference | {pid} | {n}", refresh=False)
+                ar_runs = bench.measure(methods[0], ids, n)  # the reference, measured in this process
+                for m in todo:
+                    bar.set_postfix_str(f"{label(m)} | {pid} | {n}", refresh=False)
+                    runs = ar_runs if m is methods[0] else bench.measure(m, ids, n)
+                    rows = [bench.row(m, pid, ids, n, r, run, ar_runs) for r, run in enumerate(runs)]
+                    rows = [{"experiment": experiment, **row, **ident, **row_provenance(session),
+                             "date_utc": utc_now()} for row in rows]
+                    new_rows.extend(rows)
+                    if path is not None:
+                        table = _append(path, table, rows)
+                    bar.update(1)
     finally:
         bar.close()
     result = table if path is not None else pd.DataFrame(new_rows)
@@ -168,7 +167,8 @@ class ForwardTimer:
     """Seconds and calls spent inside the target's and the draft's forward, via module hooks.
 
     Everything else in a generation's wall time (tree building, masks, argmax, cache surgery, Python) is
-    bookkeeping. The hooks cost a few microseconds per forward, far below one forward of any real model.
+    bookkeeping. The hooks cost a few microseconds per forward, far below one forward of any real model. Give it
+    the pair that runs, `core.loop.running_pair(pair, method)`: a draft_bits method drafts with a copy of the draft.
     """
 
     def __init__(self, pair):
@@ -267,24 +267,27 @@ def _load_1m() -> float:
 class _Bench:
     def __init__(self, pair, repeats: int, warmup: int):
         self.pair, self.repeats, self.warmup = pair, repeats, warmup
-        self.timer = ForwardTimer(pair)
         self.memory = _PeakMemory(pair.device)
         self.warmed: set[str] = set()
         self._ppl: dict[tuple, float] = {}
 
     def measure(self, method, ids: list[int], n: int) -> list[dict]:
+        # The models that actually run: a draft_bits/draft_vocab method drafts with a copy of the draft. Made here,
+        # before any hook is attached (a copy made under the timer would inherit its hooks).
+        timer = ForwardTimer(running_pair(self.pair, method))
         if label(method) not in self.warmed:
             for _ in range(self.warmup):
                 # One-time costs (a quantized draft copy, calibration, allocator growth) show up in a short run.
                 generate(self.pair, ids, method, min(n, WARMUP_TOKENS), stop_at_eos=False)
             self.warmed.add(label(method))
         runs = []
-        for _ in range(self.repeats):
-            self.memory.reset()
-            self.timer.reset()
-            gen = generate(self.pair, ids, method, n, stop_at_eos=False)
-            runs.append({"gen": gen, "memory": self.memory.peak(), "load_1m": _load_1m(),
-                         "forward_s": dict(self.timer.seconds), "forward_calls": dict(self.timer.calls)})
+        with timer:
+            for _ in range(self.repeats):
+                self.memory.reset()
+                timer.reset()
+                gen = generate(self.pair, ids, method, n, stop_at_eos=False)
+                runs.append({"gen": gen, "memory": self.memory.peak(), "load_1m": _load_1m(),
+                             "forward_s": dict(timer.seconds), "forward_calls": dict(timer.calls)})
         return runs
 
     def perplexity(self, ids: list[int], new: list[int]) -> float:

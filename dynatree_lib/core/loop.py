@@ -91,7 +91,7 @@ def generate(pair: ModelPair, prompt, method, max_new_tokens: int, *, stop_at_eo
     sampling = make_sampling(temperature, top_k, top_p, seed, pair.device)
     prompt_ids = encode(pair, prompt)
     check_inputs(pair, prompt_ids, method, max_new_tokens)
-    pair = pair.with_draft(getattr(method, "draft_bits", None), getattr(method, "draft_vocab", None))
+    pair = running_pair(pair, method)
     if sampling is not None and not getattr(method, "supports_sampling", True):
         raise ValueError(f"{describe(method)} runs transformers' greedy generate; temperature > 0 is not supported")
     eos = _eos_ids(pair) if stop_at_eos else set()
@@ -103,6 +103,12 @@ def generate(pair: ModelPair, prompt, method, max_new_tokens: int, *, stop_at_eo
     tokens = run.tokens
     text = pair.tokenizer.decode(tokens, skip_special_tokens=False) if pair.tokenizer is not None else None
     return Generation(tokens, text, _stats(run, wall), run.trace, method, prompt_ids)
+
+
+def running_pair(pair: ModelPair, method) -> ModelPair:
+    """The pair `generate` runs `method` on: an int8/int4 and/or vocabulary-trimmed copy of the draft when the method
+    asks for one (made once, cached on `pair`). A forward timer must hook this pair's draft, not `pair.draft`."""
+    return pair.with_draft(getattr(method, "draft_bits", None), getattr(method, "draft_vocab", None))
 
 
 def encode(pair: ModelPair, prompt) -> list[int]:
