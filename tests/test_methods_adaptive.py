@@ -71,7 +71,7 @@ def dynatrees(draw):
     b = sorted(draw(st.lists(st.integers(1, 4), min_size=3, max_size=3)))
     base = draw(st.integers(1, 5))
     return DynaTree(
-        phase=draw(st.sampled_from([1, 2, 3])), high_conf=high, low_conf=low,
+        phase=draw(st.sampled_from([1, 2, 3, 4])), high_conf=high, low_conf=low,
         min_branch=b[0], default_branch=b[1], max_branch=b[2], base_depth=base, max_depth=draw(st.integers(base, 8)),
         stop_threshold=draw(st.sampled_from([0.0, 0.01, 0.1, 0.3])),
         extend_threshold=draw(st.sampled_from([0.0, 0.3, 0.95, 1.0])),
@@ -469,7 +469,7 @@ def test_reorder_drops_fed_nodes_to_minus_one():
 
 
 @pytest.mark.parametrize("make, name", [
-    (lambda: DynaTree(phase=4), "phase"),
+    (lambda: DynaTree(phase=5), "phase"),
     (lambda: DynaTree(phase=0), "phase"),
     (lambda: DynaTree(low_conf=0.95, high_conf=0.9), "low_conf"),
     (lambda: DynaTree(high_conf=1.5), "high_conf"),
@@ -477,7 +477,7 @@ def test_reorder_drops_fed_nodes_to_minus_one():
     (lambda: DynaTree(min_branch=3, max_branch=2, default_branch=2), "min_branch"),
     (lambda: DynaTree(default_branch=4), "default_branch"),
     (lambda: DynaTree(min_branch=0), "min_branch"),
-    (lambda: DynaTree(base_depth=9), "base_depth"),
+    (lambda: DynaTree(phase=3, base_depth=9), "base_depth"),
     (lambda: DynaTree(max_depth=0), "max_depth"),
     (lambda: DynaTree(stop_threshold=-0.1), "stop_threshold"),
     (lambda: DynaTree(extend_threshold=1.2), "extend_threshold"),
@@ -506,7 +506,9 @@ def test_bad_parameters(make, name):
 
 
 def test_labels_and_defaults():
-    m = DynaTree()
+    assert DynaTree().phase == 4 and DynaTree().max_depth == 32  # the confidence-shaped default (phase 4)
+    assert label(DynaTree()) == "DynaTree-P4(D<=32,B=1/2/3,conf=0.9/0.4)"
+    m = DynaTree(phase=3)  # the research's setting
     assert (m.phase, m.high_conf, m.low_conf, m.min_branch, m.default_branch, m.max_branch, m.base_depth,
             m.max_depth, m.stop_threshold, m.extend_threshold, m.learning_rate, m.target_acceptance, m.max_nodes,
             m.threshold, m.pruning, m.node_budget) == (3, 0.9, 0.4, 1, 2, 3, 5, 8, 0.1, 0.95, 0.01, 0.85, 128, 0.03,

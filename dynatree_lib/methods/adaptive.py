@@ -29,7 +29,8 @@ from dataclasses import dataclass, fields
 import torch
 
 from ..core.draft import select_children
-from .base import TreePolicy, _check_draft_bits, _check_draft_vocab, _check_int, _check_prob, policy, speculative
+from .confidence import Shaped
+from .base import TreePolicy, _check_draft_bits, _check_int, _check_prob, policy, speculative
 
 _TRACE_KEYS = ("conf_high", "conf_mid", "conf_low", "stopped", "extended")
 
@@ -37,17 +38,26 @@ _TRACE_KEYS = ("conf_high", "conf_mid", "conf_low", "stopped", "extended")
 @speculative
 @dataclass(frozen=True)
 class DynaTree:
-    """Confidence-aware adaptive tree (research defaults). `phase` 1, 2 or 3 switches the cumulative phases on;
-    `pruning` / `node_budget` are the ablation switches for the threshold pruning and the max_nodes cap."""
+    """Confidence-aware adaptive tree. `phase` 1, 2 or 3 switches the research's cumulative phases on (with the
+    research's defaults: `DynaTree(phase=3)` is the research's best setting); `pruning` / `node_budget` are the
+    ablation switches for the threshold pruning and the max_nodes cap.
 
-    phase: int = 3
+    The default, phase 4 (methods/confidence.py), keeps phase 1's branch rule (min_branch children where the
+    draft's top-1 probability is above high_conf, max_branch below low_conf) but lets confidence and cost set the
+    depth: a level is drafted while the tokens it is expected to add beat what its draft time would earn at the
+    current rate, a node is kept while its calibrated path probability beats its verify time; both learned per
+    generation. max_depth is then only a hard cap (default 32; 8 for phases 1-3, the research's), base_depth and the
+    phase 2/3 thresholds are unused. Defaults chosen by the goal benchmark (benchmarks/goal.py, data/results/goal.csv):
+    with an int4 draft (`draft_bits=4`) this is the library's fastest method there."""
+
+    phase: int = 4
     high_conf: float = 0.9
     low_conf: float = 0.4
     min_branch: int = 1
     default_branch: int = 2
     max_branch: int = 3
     base_depth: int = 5
-    max_depth: int = 8
+    max_depth: int | None = None  # None: 8 for phases 1-3 (the research's), 32 for phase 4
     stop_threshold: float = 0.1
     extend_threshold: float = 0.95
     learning_rate: float = 0.01
@@ -58,15 +68,15 @@ class DynaTree:
     pruning: bool = True
     node_budget: bool = True
     draft_bits: int | None = None  # 8 or 4: an int8/int4 weight copy of the draft
-    draft_vocab: int | None = None  # K: the draft scores only the K most frequent tokens (models/vocab.py)
     name = "DynaTree"
     needs_draft = True
 
     def __post_init__(self):
         _check_draft_bits(self.draft_bits)
-        _check_draft_vocab(self.draft_vocab)
-        if self.phase not in (1, 2, 3) or isinstance(self.phase, bool):
-            raise ValueError(f"phase must be 1, 2 or 3, got {self.phase!r}")
+        if self.phase not in (1, 2, 3, 4) or isinstance(self.phase, bool):
+            raise ValueError(f"phase must be 1, 2, 3 or 4, got {self.phase!r}")
+        if self.max_depth is None:
+            object.__setattr__(self, "max_depth", 32 if self.phase == 4 else 8)
         for name in ("high_conf", "low_conf", "stop_threshold", "extend_threshold", "target_acceptance"):
             _check_prob(name, getattr(self, name), allow_one=True)
         lr = self.learning_rate
@@ -81,7 +91,7 @@ class DynaTree:
                 f"need min_branch <= default_branch <= max_branch, got min_branch={self.min_branch}, "
                 f"default_branch={self.default_branch}, max_branch={self.max_branch}"
             )
-        if self.base_depth > self.max_depth:
+        if self.base_depth > self.max_depth and self.phase != 4:
             raise ValueError(f"base_depth ({self.base_depth}) must not exceed max_depth ({self.max_depth})")
         _check_prob("threshold", self.threshold)
         for name in ("pruning", "node_budget"):
@@ -89,11 +99,14 @@ class DynaTree:
                 raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
 
     def label(self) -> str:
-        depth = f"D={self.base_depth}" if self.phase == 1 else f"D={self.base_depth}..{self.max_depth}"
+        depth = {1: f"D={self.base_depth}", 4: f"D<={self.max_depth}"}.get(self.phase,
+                                                                         f"D={self.base_depth}..{self.max_depth}")
         ablation = ("" if self.pruning else ",noprune") + ("" if self.node_budget else ",nobudget")
         # every other setting that differs from its default, so that two different methods never share a label
         shown = {"phase", "base_depth", "max_depth", "min_branch", "default_branch", "max_branch", "high_conf",
-                 "low_conf", "pruning", "node_budget", "draft_bits", "draft_vocab"}
+                 "low_conf", "pruning", "node_budget", "draft_bits"}
+        if self.phase == 4:
+            shown.discard("base_depth")  # phase 4 does not show it in D<=..., so a non-default one goes here
         rest = "".join(f",{f.name}={getattr(self, f.name)!r}" for f in fields(self)
                        if f.name not in shown and getattr(self, f.name) != f.default)
         return (f"DynaTree-P{self.phase}({depth},B={self.min_branch}/{self.default_branch}/{self.max_branch},"
@@ -175,6 +188,10 @@ class _Adaptive:
 
 @policy.register
 def _(method: DynaTree) -> TreePolicy:
+    if method.phase == 4:
+        shaped = Shaped(method, lambda p: branches(p, method.high_conf, method))
+        return TreePolicy(shaped.expand, method.max_branch, method.max_depth, shaped.select_frontier, shaped.on_round,
+                          branches=shaped.branches)
     state = _Adaptive(method)
     return TreePolicy(state.expand, method.max_branch, method.base_depth if method.phase == 1 else method.max_depth,
                       state.select_frontier, state.on_round, branches=lambda p: branches(p, state.high_conf, method),
