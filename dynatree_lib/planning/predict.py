@@ -1,0 +1,231 @@
+"""Predicted speed: the wall time of a replayed run from cost curves, and how far such predictions are from timings.
+
+A run's rounds (from `bench.replay`, or any objects with the same fields) say exactly which forwards the run makes;
+a calibration says what each costs on some machine:
+
+    draft    = t_draft(root_tokens) + sum_{w in fed} t_draft(w)   per drafting round: the draft's first forward (the
+                                                                  pending tokens plus the root; the prompt in round
+                                                                  1), then one forward per level but the last
+    verify   = t_verify(1 + nodes)                                per round: one target forward over the tree
+    overhead = round_s + node_s * nodes                           per round: everything that is not a forward (tree
+                                                                  and mask building, argmax, cache surgery, Python)
+    tree run = t_verify(prompt) + sum over rounds of the three    (the target's prefill is the same in AR)
+    AR run   = t_verify(prompt) + (n - 1) (t_verify(1) + step_s)
+    speedup  = AR run / tree run
+
+This is planner.py's cost model, counted per round instead of expected. The per-round overheads are measured on
+the same machine as the curves (`measure_overheads`: wall time minus the time inside model forwards, fitted
+linearly in tree size over a few timed runs). Curves are measured on a cache of `prefix_len` tokens; a long run
+reads a longer cache, which the curves do not see (one reason a prediction can be off: see `validate`).
+
+A `Calibration` (costs + overheads + provenance) is JSON, so a calibration measured on another machine
+(scripts/calibrate_costs.py) predicts that machine's speedups from the acceptance replayed here: every such number
+is a prediction and is labelled "predicted" with the calibration's hardware.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .calibrate import Costs
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Calibration: cost curves plus per-round overheads, with provenance
+
+
+@dataclass(frozen=True)
+class Overheads:
+    """Seconds outside model forwards: per speculative round (`round_s` + `node_s` per draft node) and per AR step."""
+
+    round_s: float = 0.0
+    node_s: float = 0.0
+    step_s: float = 0.0
+    info: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def round(self, nodes: int) -> float:
+        return self.round_s + self.node_s * nodes
+
+    def to_dict(self) -> dict:
+        return {"round_s": self.round_s, "node_s": self.node_s, "step_s": self.step_s, "info": self.info}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Overheads":
+        return cls(float(d["round_s"]), float(d["node_s"]), float(d["step_s"]), d.get("info") or {})
+
+
+@dataclass(frozen=True)
+class Calibration:
+    costs: Costs
+    overheads: Overheads = Overheads()
+    info: dict = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def hardware(self) -> str:
+        info = {**self.costs.info, **self.info}
+        return str(info.get("hardware") or info.get("gpu_name") or info.get("cpu") or info.get("device_name") or "?")
+
+    def to_dict(self) -> dict:
+        return {"format": 1, "costs": self.costs.to_dict(), "overheads": self.overheads.to_dict(), "info": self.info}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Calibration":
+        return cls(Costs.from_dict(d["costs"]), Overheads.from_dict(d.get("overheads") or {"round_s": 0, "node_s": 0,
+                                                                                           "step_s": 0}),
+                   d.get("info") or {})
+
+    def save(self, path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=1, default=str) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load(cls, path) -> "Calibration":
+        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Prediction
+
+
+def round_seconds(r, costs: Costs, overheads: Overheads = Overheads()) -> dict:
+    """Predicted seconds of one round, by part. `r` has draft (bool), root_tokens, fed (widths) and nodes."""
+    draft = (costs.draft(r.root_tokens) + sum(costs.draft(w) for w in r.fed)) if r.draft else 0.0
+    return {"draft_s": draft, "verify_s": costs.verify(1 + r.nodes), "overhead_s": overheads.round(r.nodes)}
+
+
+def predict_ar(calibration: Calibration, prompt_tokens: int, n: int) -> float:
+    costs, over = calibration.costs, calibration.overheads
+    return costs.verify(prompt_tokens) + (n - 1) * (costs.verify(1) + over.step_s)
+
+
+def predict_run(rounds, calibration: Calibration, prompt_tokens: int, n: int) -> dict:
+    """Predicted wall seconds of a run (its rounds), of AR on the same prompt and length, and the speedup."""
+    parts = {"draft_s": 0.0, "verify_s": 0.0, "overhead_s": 0.0}
+    for r in rounds:
+        for k, v in round_seconds(r, calibration.costs, calibration.overheads).items():
+            parts[k] += v
+    prefill = calibration.costs.verify(prompt_tokens)
+    wall = prefill + sum(parts.values())
+    ar = predict_ar(calibration, prompt_tokens, n)
+    return {"predicted_wall_s": wall, "predicted_ar_wall_s": ar, "predicted_speedup": ar / wall if wall > 0 else
+            math.nan, "predicted_prefill_s": prefill, **{f"predicted_{k}": v for k, v in parts.items()}}
+
+
+def calibration_columns(calibration: Calibration) -> dict:
+    """Provenance columns for every predicted row: what the numbers are, and whose hardware they describe."""
+    info = {**calibration.costs.info, **calibration.info}
+    return {"measurement": "predicted", "calibration_hardware": calibration.hardware,
+            "calibration_date": info.get("date_utc") or info.get("date") or "",
+            "calibration_threads": info.get("torch_threads", ""), "calibration_dtype": info.get("dtype", "")}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Validation against timed runs
+
+
+def validate(predicted, measured):
+    """Predicted against directly timed runs: one row per (method, prompt_id, max_new_tokens) found in both.
+
+    `predicted`: rows with method, prompt_id, max_new_tokens, predicted_wall_s, predicted_ar_wall_s,
+    predicted_speedup; `measured`: rows from bench.run_benchmark (wall_s, ar_wall_s, speedup; repeats are
+    combined by median). Errors are relative: predicted / measured - 1. Returns a tidy pandas DataFrame."""
+    import pandas as pd
+
+    keys = ["method", "prompt_id", "max_new_tokens"]
+    m = measured[measured["method"] != "AR"] if "method" in measured else measured
+    m = (m.assign(prompt_id=m["prompt_id"].astype(str))
+         .groupby(keys, as_index=False)[["wall_s", "ar_wall_s", "speedup"]].median())
+    p = predicted.assign(prompt_id=predicted["prompt_id"].astype(str))
+    df = p.merge(m, on=keys, how="inner")
+    df["error_wall"] = df["predicted_wall_s"] / df["wall_s"] - 1
+    df["error_ar_wall"] = df["predicted_ar_wall_s"] / df["ar_wall_s"] - 1
+    df["error_speedup"] = df["predicted_speedup"] / df["speedup"] - 1
+    df["abs_error_speedup"] = df["error_speedup"].abs()
+    return df.reset_index(drop=True)
+
+
+def error_summary(validation) -> dict:
+    """The error distribution in a few numbers: pairs, median/p90/max |speedup error|, median signed errors."""
+    if len(validation) == 0:
+        return {"pairs": 0}
+    e = validation["abs_error_speedup"]
+    return {"pairs": int(len(validation)), "median_abs_error_speedup": float(e.median()),
+            "p90_abs_error_speedup": float(e.quantile(0.9)), "max_abs_error_speedup": float(e.max()),
+            "median_error_speedup": float(validation["error_speedup"].median()),
+            "median_error_wall": float(validation["error_wall"].median()),
+            "median_error_ar_wall": float(validation["error_ar_wall"].median())}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Measuring the overheads
+
+
+class _ForwardSeconds:
+    """Seconds spent inside the forwards of `models` (module hooks), to subtract from a run's wall time."""
+
+    def __init__(self, models):
+        from ..core.forward import clock
+
+        self.models, self.clock, self.seconds, self._t0, self.handles = list(models), clock, 0.0, {}, []
+
+    def __enter__(self):
+        for i, model in enumerate(self.models):
+            device = next(model.parameters()).device
+
+            def pre(module, args, i=i, device=device):
+                self._t0[i] = self.clock(device)
+
+            def post(module, args, out, i=i, device=device):
+                self.seconds += self.clock(device) - self._t0.pop(i)
+
+            self.handles += [model.register_forward_pre_hook(pre), model.register_forward_hook(post)]
+        return self
+
+    def __exit__(self, *exc):
+        for h in self.handles:
+            h.remove()
+
+
+def measure_overheads(pair, methods, prompt_ids, n: int = 64, repeats: int = 3) -> Overheads:
+    """Per-round and per-step seconds outside forwards on this machine: `methods` (tree methods of several sizes:
+    a least-squares line in nodes per round; AR is added for step_s) generate `n` tokens from `prompt_ids`,
+    `repeats` times after one warm-up, and the time outside model forwards is divided by the rounds (AR is
+    recognised by its name "AR": planning does not import the methods)."""
+    from ..core import loop
+
+    def outside(method):
+        running = getattr(loop, "running_pair", lambda p, m: p)(pair, method)
+        models = {id(m): m for m in (running.target, running.draft) if m is not None}.values()
+        loop.generate(pair, prompt_ids, method, min(n, 16), stop_at_eos=False)  # warm-up
+        samples = []
+        for _ in range(repeats):
+            with _ForwardSeconds(models) as fs:
+                out = loop.generate(pair, prompt_ids, method, n, stop_at_eos=False)
+            rounds = max(len(out.trace), 1)
+            samples.append(((out.stats["wall_s"] - fs.seconds) / rounds, out.stats["drafted_nodes"] / rounds))
+        return statistics.median(s[0] for s in samples), statistics.median(s[1] for s in samples)
+
+    ar = next((m for m in methods if getattr(m, "name", None) == "AR"), None)
+    trees = [m for m in methods if m is not ar]
+    step_s = outside(ar)[0] if ar is not None else 0.0
+    points = [outside(m) for m in trees]
+    if not points:
+        return Overheads(0.0, 0.0, step_s, {"n": n, "repeats": repeats})
+    xs, ys = [p[1] for p in points], [p[0] for p in points]
+    if len(points) > 1 and max(xs) > min(xs):
+        mx, my = statistics.fmean(xs), statistics.fmean(ys)
+        slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+        slope = max(slope, 0.0)
+        intercept = max(my - slope * mx, 0.0)
+    else:
+        slope, intercept = 0.0, max(statistics.fmean(ys), 0.0)
+    info = {"n": n, "repeats": repeats, "points": [{"nodes_per_round": x, "outside_s_per_round": y}
+                                                   for x, y in zip(xs, ys)]}
+    return Overheads(intercept, slope, max(step_s, 0.0), info)

@@ -1,0 +1,91 @@
+"""Predicted speed from cost curves: hand-computed answers on fake curves, a calibration's JSON round trip, the
+validation table, and the overhead measurement on a tiny pair."""
+import math
+
+import pandas as pd
+import pytest
+
+from dynatree_lib import Autoregressive, FixedTree, Linear, label
+from dynatree_lib.bench.replay import Round, live_replay
+from dynatree_lib.planning.calibrate import DEFAULT_NODES, Costs
+from dynatree_lib.planning.predict import (Calibration, Overheads, calibration_columns, error_summary,
+                                           measure_overheads, predict_ar, predict_run, round_seconds, validate)
+from tiny import tiny_pair
+
+
+def flat(seconds):
+    return tuple(seconds for _ in DEFAULT_NODES)
+
+
+FLAT = Calibration(Costs(DEFAULT_NODES, flat(0.010), flat(0.001), {"date_utc": "2025-01-01", "torch_threads": 2}),
+                   Overheads(round_s=0.0005, node_s=0.0001, step_s=0.0002), {"hardware": "Fake GPU"})
+ROUNDS = [Round(1, (2, 4), (2,), 5, 2), Round(4, (2,), (), 1, 0), Round(5, (), (), 0, 0, False)]
+
+
+def test_predicted_run_by_hand():
+    r = round_seconds(ROUNDS[0], FLAT.costs, FLAT.overheads)
+    assert r == pytest.approx({"draft_s": 0.002, "verify_s": 0.010, "overhead_s": 0.0011})
+    assert round_seconds(ROUNDS[2], FLAT.costs, FLAT.overheads)["draft_s"] == 0  # a plain target step
+    p = predict_run(ROUNDS, FLAT, prompt_tokens=4, n=6)
+    assert p["predicted_wall_s"] == pytest.approx(0.010 + 0.003 + 0.030 + 0.0023)
+    assert p["predicted_ar_wall_s"] == pytest.approx(0.010 + 5 * 0.0102) == predict_ar(FLAT, 4, 6)
+    assert p["predicted_speedup"] == pytest.approx(0.061 / 0.0453)
+    assert p["predicted_draft_s"] == pytest.approx(0.003)
+
+
+def test_costs_scale_with_tree_size():
+    linear = Calibration(Costs(DEFAULT_NODES, tuple(0.001 * n for n in DEFAULT_NODES),
+                               tuple(0.0001 * n for n in DEFAULT_NODES)))
+    r = round_seconds(ROUNDS[0], linear.costs)
+    assert r["verify_s"] == pytest.approx(0.007)  # 1 + 6 nodes
+    assert r["draft_s"] == pytest.approx(0.0005 + 0.0002)  # root forward over 5 tokens, level 1 over 2
+    assert r["overhead_s"] == 0
+
+
+def test_replayed_chain_with_free_drafts_speeds_up_by_tokens_per_round():
+    """Free drafts, flat verify, no overheads, no prompt cost: speedup = (n - 1) / rounds."""
+    calib = Calibration(Costs(DEFAULT_NODES, flat(0.01), flat(0.0)))
+    pair = tiny_pair("llama", "same")  # the draft is the target: every chain is accepted
+    rounds = live_replay(pair, [1, 2, 3], 25).rounds(Linear(4), 25)
+    p = predict_run(rounds, calib, prompt_tokens=3, n=25)
+    assert all(r.accepted == min(4, 25 - r.start - 1) for r in rounds if r.draft)
+    assert p["predicted_speedup"] == pytest.approx((1 + 24) / (1 + len(rounds)))
+
+
+def test_calibration_json_round_trip(tmp_path):
+    path = FLAT.save(tmp_path / "sub" / "calib.json")
+    again = Calibration.load(path)
+    assert again == FLAT and again.hardware == "Fake GPU" and again.overheads.node_s == 0.0001
+    cols = calibration_columns(again)
+    assert cols["measurement"] == "predicted" and cols["calibration_hardware"] == "Fake GPU"
+    assert cols["calibration_date"] == "2025-01-01"
+
+
+def test_validate_error_distribution():
+    predicted = pd.DataFrame({"method": ["A", "A", "B"], "prompt_id": ["0", "1", "0"], "max_new_tokens": [10] * 3,
+                              "predicted_wall_s": [1.0, 2.0, 1.0], "predicted_ar_wall_s": [2.0, 3.0, 2.0],
+                              "predicted_speedup": [2.0, 1.5, 2.0]})
+    measured = pd.DataFrame({"method": ["AR", "A", "A", "A", "B"], "prompt_id": [0, 0, 0, 1, 9],
+                             "max_new_tokens": [10] * 5, "wall_s": [2.0, 1.0, 1.5, 2.5, 1.0],
+                             "ar_wall_s": [2.0, 2.0, 2.0, 3.0, 2.0], "speedup": [1.0, 2.0, 1.0, 1.2, 2.0]})
+    v = validate(predicted, measured)
+    assert len(v) == 2  # B was timed on another prompt; AR rows are the reference, not a pair
+    row = v.set_index("prompt_id").loc["0"]
+    assert row["wall_s"] == 1.25 and row["speedup"] == 1.5  # repeats combined by median
+    assert row["error_speedup"] == pytest.approx(2.0 / 1.5 - 1)
+    assert v.set_index("prompt_id").loc["1", "error_wall"] == pytest.approx(2.0 / 2.5 - 1)
+    s = error_summary(v)
+    assert s["pairs"] == 2 and s["median_abs_error_speedup"] == pytest.approx(((2 / 1.5 - 1) + (1.5 / 1.2 - 1)) / 2)
+    assert error_summary(v.iloc[:0]) == {"pairs": 0}
+
+
+def test_measure_overheads_on_a_tiny_pair():
+    pair = tiny_pair("gpt_neox", "perturbed")
+    methods = [Autoregressive(), FixedTree(2, 2, 0.0, 3), FixedTree(4, 3, 0.0, 20)]
+    over = measure_overheads(pair, methods, [1, 2, 3, 4], n=24, repeats=1)
+    assert over.round_s >= 0 and over.node_s >= 0 and over.step_s > 0
+    small, big = (p["nodes_per_round"] for p in over.info["points"])
+    assert small <= 3 < big <= 20  # the last rounds are cut to the tokens still wanted
+    # tiny models: the bookkeeping of a round is a visible share of it, but well under a second
+    assert 0 < over.round(20) < 1 and math.isfinite(over.step_s)
+    assert label(methods[1]) != label(methods[2])
