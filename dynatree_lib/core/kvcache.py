@@ -2,6 +2,13 @@
 
 Verification appends the keys/values of every tree node; afterwards only the accepted path may stay. Rather than
 recomputing anything, the accepted slots are moved down to sit right after the prefix and the rest is cut off.
+
+Sliding-window layers (Mistral, Gemma 2/3: DynamicSlidingWindowLayer) keep their own length (`cumulative_length`,
+what get_seq_length reports) and drop keys that fall out of the window, counting rejected tree nodes too. Here they
+keep every key and report the full length, like full-attention layers, and their length follows every crop: what a
+query sees is left to the attention mask (the model's own, built from config.sliding_window, for the prefill and
+Autoregressive steps, which stay exact at any length). The tree mask knows no window, so tree methods are exact only
+while the whole sequence fits in it; `core.loop.check_inputs` refuses longer ones (see `sliding_window`).
 """
 from __future__ import annotations
 
@@ -10,7 +17,22 @@ from transformers import DynamicCache
 
 
 def new_cache(model) -> DynamicCache:
-    return DynamicCache(config=model.config)
+    cache = DynamicCache(config=model.config)
+    for layer in cache.layers:
+        if getattr(layer, "is_sliding", False):
+            layer.sliding_window = _KEEP_ALL  # keep every key, report full mask sizes (the mask applies the window)
+            layer._sliding_window_tensor = torch.tensor(_KEEP_ALL, dtype=torch.long)
+    return cache
+
+
+_KEEP_ALL = 2**40
+
+
+def sliding_window(model) -> int | None:
+    """The smallest sliding window among the model's cache layers; None when every layer attends to everything."""
+    windows = [layer.sliding_window for layer in DynamicCache(config=model.config).layers
+               if getattr(layer, "is_sliding", False)]
+    return min(windows) if windows else None
 
 
 def cache_len(cache: DynamicCache) -> int:
@@ -22,6 +44,8 @@ def crop(cache: DynamicCache, length: int) -> None:
         if layer.is_initialized:
             layer.keys = layer.keys[..., :length, :]
             layer.values = layer.values[..., :length, :]
+            if hasattr(layer, "cumulative_length"):  # a sliding-window layer's own length (its get_seq_length)
+                layer.cumulative_length = layer.keys.shape[-2]
 
 
 def keep(cache: DynamicCache, start: int, slots: list[int]) -> None:

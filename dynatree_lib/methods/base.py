@@ -20,6 +20,7 @@ class Autoregressive:
 
     name = "AR"
     needs_draft = False
+    rolls_back_cache = False  # exact on sliding-window models at any length (core.loop.check_inputs)
 
     def label(self) -> str:
         return self.name
@@ -35,6 +36,7 @@ class HFAssisted:
     name = "HFAssisted"
     needs_draft = True
     supports_sampling = False
+    rolls_back_cache = False  # transformers' own cache handling
 
     def label(self) -> str:
         return self.name if self.num_assistant_tokens is None else f"HFAssisted(K={self.num_assistant_tokens})"
@@ -120,6 +122,7 @@ class HFPromptLookup:
     name = "HFPromptLookup"
     needs_draft = False
     supports_sampling = False
+    rolls_back_cache = False
 
     def label(self) -> str:
         return f"HFPromptLookup(K={self.num_tokens},n={self.max_ngram})"
