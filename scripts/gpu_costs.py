@@ -221,6 +221,9 @@ def junit_rows(path: Path, dtype: str, info: dict) -> list[dict]:
     """One row per test case of a pytest --junitxml report: passed, failed, error or skipped, and why."""
     import xml.etree.ElementTree as ET
 
+    if not path.is_file():
+        return [{"test": "(all)", "outcome": "no report", "message": f"{path} missing: the run was killed",
+                 "dtype": dtype, **info}]
     rows = []
     for case in ET.parse(path).getroot().iter("testcase"):
         outcome, message = "passed", ""
