@@ -17,7 +17,8 @@ def _pair(args):
 def _add_model_args(p):
     p.add_argument("--target", default="embedded", help="'embedded' (Qwen2.5-Coder 1.5B/0.5B), 'pythia', or a name/path")
     p.add_argument("--draft", default=None, help="draft model name or path (when --target is a name/path)")
-    p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
+    p.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float16", "float32"],
+                   help="auto (default): bfloat16 on a CPU, bfloat16 or float16 on CUDA")
     p.add_argument("--device", default="cpu")
 
 

@@ -206,6 +206,32 @@ def test_model_pair_refuses_vocab_mismatch():
     assert ModelPair(_tiny_model(vocab=12), None).draft is None  # draft-free methods need no check
 
 
+def test_load_pair_dtype_defaults_to_auto(monkeypatch):
+    """load_pair's default dtype is "auto": bf16 on a CPU, bf16 or fp16 on CUDA; an explicit dtype is honoured."""
+    import inspect
+
+    assert inspect.signature(load_pair).parameters["dtype"].default == "auto"
+    resolve = pair_mod.resolve_dtype
+    assert resolve("auto", "cpu") == resolve("AUTO") == torch.bfloat16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert resolve("auto", "cuda") == resolve("auto", torch.device("cuda", 1)) == torch.bfloat16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert resolve("auto", "cuda:0") == torch.float16
+    for dtype, want in [("float32", torch.float32), (torch.float32, torch.float32), ("fp16", torch.float16),
+                        ("bfloat16", torch.bfloat16)]:
+        assert resolve(dtype, "cpu") == resolve(dtype, "cuda") == want
+    with pytest.raises(ValueError, match="dtype"):
+        resolve("int7", "cpu")
+
+
+def test_load_pair_loads_auto_dtype_by_default(tmp_path):
+    tok = _tokenizer()
+    t = _save_local(tmp_path / "t", _tiny_model(seed=1), tok)
+    d = _save_local(tmp_path / "d", _tiny_model(seed=2), tok)
+    pair = load_pair(target=t, draft=d)
+    assert pair.dtype == pair.draft.dtype == torch.bfloat16
+
+
 def test_load_pair_argument_errors(tmp_path):
     with pytest.raises(ValueError, match="not a named pair.*draft="):
         load_pair("no-such-pair")

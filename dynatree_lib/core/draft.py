@@ -31,6 +31,9 @@ class DraftState:
     cache: object
     pending: list[int] = field(default_factory=list)
     sampling: Sampling | None = None  # set when the run samples: draft_tree then draws candidates instead of top-k
+    # ModelPair.shared_vocab (None: no limit): token ids at or above it are padding rows of one of the two output
+    # layers; they are never proposed, and a target token there (no text maps to it) is read as id vocab - 1.
+    vocab: int | None = None
 
 
 @dataclass
@@ -60,6 +63,8 @@ def draft_tree(model, state: DraftState, expand: Expand, width: int, max_depth: 
     device = model.device
     start = kvcache.cache_len(state.cache)
     pending = torch.tensor([state.pending], dtype=torch.long, device=device)
+    if state.vocab is not None and max(state.pending) >= state.vocab:
+        pending = pending.clamp(max=state.vocab - 1)
     positions = torch.arange(start, start + pending.shape[1], device=device).unsqueeze(0)
     logits = forward(model, pending, state.cache, position_ids=positions, logits_to_keep=1)
     base = start + pending.shape[1]
@@ -71,6 +76,8 @@ def draft_tree(model, state: DraftState, expand: Expand, width: int, max_depth: 
     sampling, drawn = state.sampling, []
     vocab = getattr(model, "draft_vocab", None)  # a trimmed output layer's token ids (models/vocab.py), else None
     for level in range(1, max_depth + 1):
+        if state.vocab is not None and logits.shape[-1] > state.vocab:
+            logits = logits[..., :state.vocab]  # the draft's rows past the target's are padding: never proposed
         if sampling is None:
             cand_logp, cand_tokens = _candidates(logits, width, vocab)
             parents, tokens, logp = expand(tree, frontier, cand_logp, cand_tokens)

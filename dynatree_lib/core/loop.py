@@ -236,7 +236,7 @@ def speculate(run: Run, draft_round, on_round=None) -> None:
     done = run.emit([root])
     t0 = run.clock()
     draft = DraftState(kvcache.new_cache(pair.draft) if pair.draft is not None else None,
-                       pending=list(run.prompt_ids) + [root], sampling=run.sampling)
+                       pending=list(run.prompt_ids) + [root], sampling=run.sampling, vocab=pair.shared_vocab)
     run.extra["draft_forwards"] = 0
     while not done:
         # A round commits at most depth + 1 tokens: never draft past what is still wanted.

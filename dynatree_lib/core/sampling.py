@@ -172,6 +172,8 @@ def accept_sampling(tree: Tree, target_probs: torch.Tensor, draft_probs: Proposa
         q, drawn = None, []
         if node in rows:
             q = draft_probs.probs[rows[node]]
+            if q.shape[-1] < p.shape[-1]:  # a draft with fewer output rows than the target: q is 0 past them
+                q = torch.nn.functional.pad(q, (0, p.shape[-1] - q.shape[-1]))
             drawn = [x for x in draft_probs.tokens[rows[node]].tolist() if x >= 0]
         fixed = [tokens[c] for c in kids if tokens[c] not in drawn]
         accepted = None

