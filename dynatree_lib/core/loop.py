@@ -83,13 +83,19 @@ class Run:
 
 def generate(pair: ModelPair, prompt, method, max_new_tokens: int, *, stop_at_eos: bool = True,
              temperature: float = 0.0, top_k: int | None = None, top_p: float | None = None,
-             seed: int | None = None) -> Generation:
+             seed: int | None = None, chat: bool = False) -> Generation:
     """Generate with `method`. Greedy by default: the tokens equal target-only greedy decoding (up to float
     near-ties). With `temperature` > 0 every token is sampled from the target's distribution processed as in
     transformers (temperature, then `top_k`, then `top_p`), and the output is distributed exactly as target-only
-    sampling; `seed` makes a run reproducible (None: fresh randomness)."""
+    sampling; `seed` makes a run reproducible (None: fresh randomness).
+
+    `prompt`: text, token ids (a list or a 1-D tensor), or a conversation: a list of messages such as
+    [{"role": "system", "content": ...}, {"role": "user", "content": ...}]. A conversation always goes through the
+    tokenizer's chat template (with the assistant turn opened: add_generation_prompt=True); `chat=True` does the
+    same for a text prompt, as one user message (what an instruct model expects). A tokenizer without a chat
+    template is refused."""
     sampling = make_sampling(temperature, top_k, top_p, seed, pair.device)
-    prompt_ids = encode(pair, prompt)
+    prompt_ids = encode(pair, prompt, chat=chat)
     check_inputs(pair, prompt_ids, method, max_new_tokens)
     pair = running_pair(pair, method)
     if sampling is not None and not getattr(method, "supports_sampling", True):
@@ -111,7 +117,9 @@ def running_pair(pair: ModelPair, method) -> ModelPair:
     return pair.with_draft(getattr(method, "draft_bits", None), getattr(method, "draft_vocab", None))
 
 
-def encode(pair: ModelPair, prompt) -> list[int]:
+def encode(pair: ModelPair, prompt, chat: bool = False) -> list[int]:
+    if chat or is_conversation(prompt):
+        return chat_ids(pair, prompt)
     if isinstance(prompt, str):
         if not prompt:
             raise ValueError("prompt is empty")
@@ -128,6 +136,36 @@ def encode(pair: ModelPair, prompt) -> list[int]:
     if not ids:
         raise ValueError("prompt is empty (no tokens)")
     return ids
+
+
+def is_conversation(prompt) -> bool:
+    """True for a chat prompt: a list (or tuple) of message dicts."""
+    return isinstance(prompt, (list, tuple)) and any(isinstance(m, dict) for m in prompt)
+
+
+def chat_ids(pair: ModelPair, prompt) -> list[int]:
+    """Token ids of a conversation (or of a text prompt as one user message) through the tokenizer's chat template,
+    with the assistant turn opened (add_generation_prompt=True)."""
+    if isinstance(prompt, str):
+        if not prompt:
+            raise ValueError("prompt is empty")
+        messages = [{"role": "user", "content": prompt}]
+    elif is_conversation(prompt):
+        messages = list(prompt)
+        if not all(isinstance(m, dict) and "role" in m and "content" in m for m in messages):
+            raise ValueError('a conversation is a list of messages, each a dict with "role" and "content"')
+    else:
+        raise ValueError("chat=True needs a text prompt or a list of messages, not token ids "
+                         f"({type(prompt).__name__}); token ids are used as given, without chat=True")
+    tokenizer = pair.tokenizer
+    if tokenizer is None:
+        raise ValueError("a chat prompt needs a tokenizer with a chat template: give ModelPair(tokenizer=...)")
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError(f"the tokenizer of {pair.name or 'this pair'} has no chat template, so chat=True or a list "
+                         "of messages cannot be applied: pass plain text, or set tokenizer.chat_template")
+    # The template writes every special token itself (BOS, role markers): render text, then tokenize it as is.
+    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
 def check_inputs(pair: ModelPair, prompt_ids: list[int], method, max_new_tokens: int) -> None:
