@@ -366,6 +366,7 @@ def test_calibration_is_cached_on_disk_and_in_process(tmp_path, monkeypatch):
         return real(pair, **settings)
 
     monkeypatch.setattr(calibrate, "measure_costs", counting)
+    monkeypatch.setattr(calibrate.os, "getloadavg", lambda: (0.0, 0.0, 0.0))  # a quiet machine: stored ones are kept
     settings = dict(nodes=(1, 4, 16), prefix_len=8, repeats=1, cache_dir=tmp_path)
     first = calibrate.load_or_measure_costs(pair, **settings)
     assert len(calls) == 1
@@ -388,6 +389,39 @@ def test_calibration_is_cached_on_disk_and_in_process(tmp_path, monkeypatch):
     path.write_text("{not json")
     calibrate.load_or_measure_costs(pair, **settings)  # unreadable: measured again
     assert len(calls) == 4 and json.loads(path.read_text())["key"] == saved["key"]
+    calibrate._CALIBRATIONS.clear()
+
+
+def test_stale_or_loaded_calibrations_are_measured_again(tmp_path, monkeypatch):
+    pair = tiny_pair("llama", "unrelated")
+    settings = dict(nodes=(1, 4), prefix_len=8, repeats=1, cache_dir=tmp_path)
+    monkeypatch.setattr(calibrate.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    fresh = calibrate.load_or_measure_costs(pair, **settings)
+    assert calibrate.stale_reason(fresh) is None
+    path = calibrate.calibration_path(calibrate.calibration_key(pair, (1, 4), 8, 1), tmp_path)
+
+    def rewrite(**info):
+        data = json.loads(path.read_text())
+        data["costs"]["info"].update(info)
+        path.write_text(json.dumps(data))
+        calibrate._CALIBRATIONS.clear()
+
+    calls = []
+    real = calibrate.measure_costs
+    monkeypatch.setattr(calibrate, "measure_costs", lambda p, **k: calls.append(k) or real(p, **k))
+    rewrite(date_utc="2020-01-01T00:00:00+00:00")
+    assert "days old" in calibrate.stale_reason(calibrate.Costs.from_dict(json.loads(path.read_text())["costs"]))
+    calibrate.load_or_measure_costs(pair, **settings)
+    assert len(calls) == 1  # too old: measured again
+    rewrite(loadavg_before=[9.0, 9.0, 9.0])
+    calibrate.load_or_measure_costs(pair, **settings)
+    assert len(calls) == 2  # taken under load: measured again
+    calibrate.load_or_measure_costs(pair, **settings)
+    assert len(calls) == 2  # the new one is quiet and in memory
+    calibrate._CALIBRATIONS.clear()
+    calibrate.load_or_measure_costs(pair, **settings)
+    assert len(calls) == 2  # and on disk
+    assert calibrate.stale_reason(calibrate.Costs((1,), (1.0,))) == "no date or load recorded"
     calibrate._CALIBRATIONS.clear()
 
 

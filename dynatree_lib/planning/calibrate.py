@@ -5,6 +5,7 @@ See planner.py for how the curves are used."""
 from __future__ import annotations
 
 import bisect
+import datetime as dt
 import hashlib
 import json
 import math
@@ -24,6 +25,7 @@ from ..core.checks import _check_int
 from ..models.embedded import cache_root
 
 DEFAULT_NODES = (1, 2, 4, 8, 16, 32, 64)
+MAX_AGE_DAYS = 30.0  # a machine's software and firmware change: re-measure a calibration older than this
 CALIBRATION_FORMAT = 1  # bump when what is measured changes, so old calibrations are not reused
 
 
@@ -225,10 +227,31 @@ def calibration_path(key: dict, cache_dir=None) -> Path:
 _CALIBRATIONS: dict[str, Costs] = {}  # in-process: a process pays for a calibration at most once
 
 
+def stale_reason(costs: Costs, max_age_days: float = MAX_AGE_DAYS) -> str | None:
+    """Why a stored calibration should not be trusted any more, or None: older than `max_age_days`, or measured
+    while the machine was busy (1-minute load average above the calibration's own threads + 1: another process
+    shared the cores, so every time in it is too long). A calibration without a date or a load counts as stale."""
+    info = costs.info or {}
+    try:
+        measured = dt.datetime.fromisoformat(info["date_utc"])
+        load = float(info["loadavg_before"][0])
+        threads = int(info.get("torch_threads") or 1)
+    except (KeyError, TypeError, ValueError, IndexError):
+        return "no date or load recorded"
+    age_days = (dt.datetime.now(dt.timezone.utc) - measured).total_seconds() / 86400
+    if age_days > max_age_days:
+        return f"{age_days:.1f} days old (limit {max_age_days:g})"
+    if load > threads + 1:
+        return f"measured under load (1-minute load average {load:.1f} with {threads} threads)"
+    return None
+
+
 def load_or_measure_costs(pair, *, nodes=DEFAULT_NODES, prefix_len: int = 128, repeats: int = 3, cache_dir=None,
-                          refresh: bool = False) -> Costs:
+                          refresh: bool = False, max_age_days: float = MAX_AGE_DAYS) -> Costs:
     """The pair's Costs on this machine: from this process's memory, else from the JSON cache
-    (`calibration_path`, under $DYNATREE_CACHE), else measured (`measure_costs`) and saved. `refresh` re-measures."""
+    (`calibration_path`, under $DYNATREE_CACHE) unless `stale_reason` finds it too old or taken under load, else
+    measured (`measure_costs`) and saved. `refresh` re-measures. A re-measurement that is itself taken under load
+    is used (it is the best there is) but stays stale, so the next process measures again."""
     nodes = _check_nodes(nodes)
     key = calibration_key(pair, nodes, prefix_len, repeats)
     path = calibration_path(key, cache_dir)
@@ -238,8 +261,10 @@ def load_or_measure_costs(pair, *, nodes=DEFAULT_NODES, prefix_len: int = 128, r
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
             if data["key"] == key:
-                costs = _CALIBRATIONS[str(path)] = Costs.from_dict(data["costs"])
-                return costs
+                costs = Costs.from_dict(data["costs"])
+                if stale_reason(costs, max_age_days) is None:
+                    _CALIBRATIONS[str(path)] = costs
+                    return costs
         except (OSError, ValueError, KeyError, TypeError):
             pass  # missing or unreadable: measure again
     costs = measure_costs(pair, nodes=nodes, prefix_len=prefix_len, repeats=repeats)
