@@ -142,7 +142,8 @@ def validate(predicted, measured):
     m = measured[measured["method"] != "AR"] if "method" in measured else measured
     m = (m.assign(prompt_id=m["prompt_id"].astype(str))
          .groupby(keys, as_index=False)[["wall_s", "ar_wall_s", "speedup"]].median())
-    p = predicted.assign(prompt_id=predicted["prompt_id"].astype(str))
+    cols = keys + ["predicted_wall_s", "predicted_ar_wall_s", "predicted_speedup"]
+    p = predicted[cols].assign(prompt_id=predicted["prompt_id"].astype(str))
     df = p.merge(m, on=keys, how="inner")
     df["error_wall"] = df["predicted_wall_s"] / df["wall_s"] - 1
     df["error_ar_wall"] = df["predicted_ar_wall_s"] / df["ar_wall_s"] - 1

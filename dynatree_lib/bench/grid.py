@@ -1,0 +1,234 @@
+"""The research's whole parameter grid, exactly and cheaply: replay units computed in parallel on Ray, then arithmetic.
+
+Expensive work comes in units, each stored atomically the moment it finishes, so a sweep can be interrupted and
+resumed (finished keys are skipped) and a failing unit is recorded (errors/<key>.json) without stopping the rest:
+
+    target unit (pair, prompt, n)          the target's greedy continuation of n tokens      <root>/target/<key>.pt
+    replay unit (pair, draft, prompt, n)   the draft's superset trees at every start that any  <root>/units/<key>.pt
+                                           grid policy reaches at any grid length <= n
+    timed unit  (pair, draft, prompt, method, n)   run_benchmark rows (AR + method)            <root>/timed/<key>.csv
+
+`evaluate` then replays all 90 FixedTree configurations (D 3..8 x B 2..4 x tau {0.01, 0.02, 0.03, 0.05, 0.1},
+N = 128) and the Linear baselines at every length from the stored units (no model), with predicted wall times
+from a per-draft Calibration (planning.predict), into one tidy table marked "predicted".
+
+Ray: `ray.init()` local by default with one worker per core (`workers`), or `address=` to join a cluster. Acceptance
+units run in parallel; timed units need the custom resource "timing_slot" (each node is started with one:
+`ray start ... --resources '{"timing_slot": 1}'`; a local cluster gets one) and run in a phase of their own, after
+the acceptance work, so a timed run never shares a machine's cores with other work.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..core.loop import encode
+from ..methods.base import FixedTree, Linear, label
+from ..models.provenance import git_state, utc_now
+from .replay import Replay, Superset, SupersetDrafter, SupersetSpec, greedy_continuation, replay_grid
+
+DEPTHS, BRANCHES, THRESHOLDS = range(3, 9), (2, 3, 4), (0.01, 0.02, 0.03, 0.05, 0.1)
+LENGTHS = (100, 200, 300, 500, 1000)
+DRAFT_BITS = {"base": None, "int8": 8, "int4": 4}  # base: the pair's own draft in the pair's dtype (bf16 here)
+FORMAT = 1
+
+
+def grid_methods(max_nodes: int = 128, linear=(5, 6, 7, 8)) -> list:
+    """The research's 90 fixed trees, plus Linear(K) baselines."""
+    trees = [FixedTree(d, b, t, max_nodes) for d in DEPTHS for b in BRANCHES for t in THRESHOLDS]
+    return trees + [Linear(k) for k in linear]
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.=-]+", "-", str(text)).strip("-") or "x"
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One piece of work. kind: "target", "replay" or "timed"; `prompt` (text or ids) is not part of the key."""
+
+    kind: str  # target, replay, timed or calibration
+    pair: str
+    prompt_id: str
+    max_new_tokens: int
+    draft: str = "base"
+    method: str = ""
+    prompt: object = dataclasses.field(default=None, compare=False, hash=False, repr=False)
+
+    @property
+    def key(self) -> str:
+        parts = [self.pair] + ([self.draft] if self.kind != "target" else []) + [self.prompt_id,
+                                                                                 str(self.max_new_tokens)]
+        return "__".join(_slug(p) for p in parts + ([self.method] if self.method else []))
+
+    def path(self, root) -> Path:
+        folder = {"target": "target", "replay": "units", "timed": "timed", "calibration": "calibration"}[self.kind]
+        return Path(root) / folder / f"{self.key}.{ {'timed': 'csv', 'calibration': 'json'}.get(self.kind, 'pt')}"
+
+    def error_path(self, root) -> Path:
+        return Path(root) / "errors" / f"{self.kind}__{self.key}.json"
+
+    def target_unit(self) -> "Unit":
+        return Unit("target", self.pair, self.prompt_id, self.max_new_tokens, prompt=self.prompt)
+
+
+def _save_atomic(obj, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        if isinstance(obj, str):
+            tmp.write_text(obj, encoding="utf-8")
+        else:
+            torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Work (runs in Ray workers, or inline)
+
+_PAIRS: dict = {}  # per worker process: loaded pairs, reused by every unit the worker runs
+
+
+def load_named_pair(name: str, dtype: str = "bfloat16"):
+    from ..models.pair import load_pair
+
+    return load_pair(name, dtype=dtype)
+
+
+def _pair(loader, name: str, draft: str):
+    if (name, None) not in _PAIRS:
+        _PAIRS[(name, None)] = loader(name)
+    pair = _PAIRS[(name, None)]
+    bits = DRAFT_BITS[draft]
+    if bits is None:
+        return pair
+    from ..core import loop
+
+    running = getattr(loop, "running_pair", None)
+    return running(pair, FixedTree(draft_bits=bits)) if running else pair.with_draft_bits(bits)
+
+
+def run_target(unit: Unit, root, loader) -> dict:
+    path = unit.path(root)
+    if path.exists():
+        return torch.load(path)
+    pair = _pair(loader, unit.pair, "base")
+    ids = encode(pair, unit.prompt)
+    t0 = time.perf_counter()
+    tokens = greedy_continuation(pair, ids, unit.max_new_tokens)
+    data = {"format": FORMAT, "unit": _unit_dict(unit), "prompt_ids": torch.tensor(ids, dtype=torch.int32),
+            "target": torch.tensor(tokens, dtype=torch.int32), "seconds": time.perf_counter() - t0,
+            "date_utc": utc_now(), "git_commit": git_state()["git_commit"], "dtype": str(pair.dtype)}
+    _save_atomic(data, path)
+    return data
+
+
+def run_replay(unit: Unit, root, loader, target: dict, spec: SupersetSpec, methods, lengths) -> dict:
+    pair = _pair(loader, unit.pair, unit.draft)
+    ids, tokens = target["prompt_ids"].tolist(), target["target"].tolist()
+    t0 = time.perf_counter()
+    drafter = SupersetDrafter(pair.draft, ids, tokens, spec, getattr(pair, "shared_vocab", None))
+    replay = Replay(ids, tokens, drafter=drafter, spec=spec)
+    replay_grid(replay, methods, [n for n in lengths if n <= unit.max_new_tokens])
+    starts = sorted(replay.supersets)
+    packed = [replay.supersets[s].pack() for s in starts]
+    sizes = torch.tensor([len(p["tokens"]) for p in packed], dtype=torch.int32)
+    cat = lambda k: torch.cat([p[k] for p in packed]) if packed else torch.zeros(0)  # noqa: E731
+    data = {"format": FORMAT, "unit": _unit_dict(unit), "spec": spec.to_dict(), "prompt_ids": target["prompt_ids"],
+            "target": target["target"], "starts": torch.tensor(starts, dtype=torch.int32), "sizes": sizes,
+            "tokens": cat("tokens"), "parents": cat("parents").to(torch.int32), "rank": cat("rank"),
+            "logp": cat("logp"), "seconds": time.perf_counter() - t0, "draft_forwards": drafter.forwards,
+            "date_utc": utc_now(), "git_commit": git_state()["git_commit"], "dtype": str(pair.draft.dtype
+                                                                                        if hasattr(pair.draft, "dtype")
+                                                                                        else pair.dtype),
+            "target_seconds": target.get("seconds"), "threads": torch.get_num_threads()}
+    _save_atomic(data, unit.path(root))
+    return {"positions": len(starts), "nodes": int(sizes.sum()), "seconds": data["seconds"]}
+
+
+def load_replay(path) -> Replay:
+    """A stored replay unit as a Replay (no model needed)."""
+    d = torch.load(path)
+    supersets, offset = {}, 0
+    for start, size in zip(d["starts"].tolist(), d["sizes"].tolist()):
+        sl = slice(offset, offset + size)
+        supersets[start] = Superset.unpack({k: d[k][sl] for k in ("tokens", "parents", "rank", "logp")})
+        offset += size
+    replay = Replay(d["prompt_ids"].tolist(), d["target"].tolist(), supersets, spec=SupersetSpec.from_dict(d["spec"]))
+    replay.meta = {k: d[k] for k in ("unit", "seconds", "date_utc", "git_commit", "dtype") if k in d}
+    return replay
+
+
+def run_timed(unit: Unit, root, loader, repeats: int = 1) -> dict:
+    from .harness import run_benchmark
+    from .specs import parse_method
+
+    pair = _pair(loader, unit.pair, "base")
+    method = parse_method(unit.method)
+    torch.set_num_threads(os.cpu_count() or 1)  # a timed unit has the machine to itself (timing_slot)
+    df = run_benchmark(pair, [method], {unit.prompt_id: unit.prompt}, unit.max_new_tokens, repeats=repeats,
+                       progress=False)
+    df["draft"] = unit.draft
+    _save_atomic(df.to_csv(index=False), unit.path(root))
+    return {"rows": len(df)}
+
+
+def _unit_dict(unit: Unit) -> dict:
+    d = dataclasses.asdict(unit)
+    d["prompt"] = None if isinstance(d["prompt"], str) and len(d["prompt"]) > 10000 else d["prompt"]
+    return d
+
+
+def guarded(fn, unit: Unit, root, *args, threads: int | None = 1, **kwargs) -> dict:
+    """Run one unit: skip it when stored, record an error file when it fails (never raise), clear that on success."""
+    if unit.path(root).exists():
+        return {"key": unit.key, "kind": unit.kind, "status": "skipped"}
+    if threads:
+        torch.set_num_threads(threads)
+    t0 = time.perf_counter()
+    try:
+        info = fn(unit, root, *args, **kwargs)
+        if not isinstance(info, dict) or "format" in info:
+            info = {}
+    except Exception as e:  # noqa: BLE001 - a failing unit must not kill the sweep
+        record = {"unit": _unit_dict(unit), "error": repr(e), "traceback": traceback.format_exc(),
+                  "date_utc": utc_now()}
+        _save_atomic(json.dumps(record, indent=1, default=str) + "\n", unit.error_path(root))
+        return {"key": unit.key, "kind": unit.kind, "status": "error", "error": repr(e)}
+    unit.error_path(root).unlink(missing_ok=True)
+    return {"key": unit.key, "kind": unit.kind, "status": "done", "wall_s": time.perf_counter() - t0, **info}
+
+
+def _target_then_replay(unit: Unit, root, loader, spec, methods, lengths) -> dict:
+    target = run_target(unit.target_unit(), root, loader)
+    return run_replay(unit, root, loader, target, spec, methods, lengths)
+
+
+def _calibrate(unit: Unit, root, loader, prompt_ids) -> dict:
+    """Cost curves and overheads of (pair, draft) on this machine, saved as a Calibration (a timed unit)."""
+    from ..methods.base import Autoregressive
+    from ..planning.calibrate import calibration_nodes, load_or_measure_costs
+    from ..planning.predict import Calibration, measure_overheads
+
+    pair = _pair(loader, unit.pair, unit.draft)
+    torch.set_num_threads(os.cpu_count() or 1)
+    costs = load_or_measure_costs(pair, nodes=calibration_nodes(128))
+    bits = DRAFT_BITS[unit.draft]
+    methods = [Autoregressive(), FixedTree(3, 2, 0.0, 6, draft_bits=bits), FixedTree(6, 3, 0.0, 64, draft_bits=bits)]
+    over = measure_overheads(_pair(loader, unit.pair, "base"), methods, prompt_ids, n=unit.max_new_tokens)
+    calib = Calibration(costs, over, {"pair": unit.pair, "draft": unit.draft, "date_utc": utc_now(),
+                                      "threads": torch.get_num_threads()})
+    unit.path(root).parent.mkdir(parents=True, exist_ok=True)
+    calib.save(unit.path(root))
+    return {}

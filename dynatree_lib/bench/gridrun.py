@@ -1,0 +1,241 @@
+"""Running the grid (bench.grid) on Ray, and turning stored units into the tidy table.
+
+    sweep(...)      the whole pipeline, as benchmarks/grid.py runs it:
+                    1. target units, then replay units, in parallel (one Ray worker per core, 1 torch thread each)
+                    2. timed work, one unit at a time per node ("timing_slot"): the calibration of each draft (unless
+                       one is given, e.g. from another machine), then the timed validation runs
+                    3. evaluate: every grid policy x length replayed from the stored units, with predicted speed
+    execute(...)    run units as Ray tasks: skip stored keys, record failures, tqdm progress
+    evaluate(...)   stored units -> DataFrame (cheap arithmetic; no model)
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import random
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from ..methods.base import FixedTree, Linear, label
+from ..models.provenance import provenance, row_provenance, utc_now
+from .grid import (DRAFT_BITS, LENGTHS, Unit, _calibrate, _target_then_replay, grid_methods, guarded, load_replay,
+                   run_target, run_timed)
+from .replay import SupersetSpec, replay_grid
+from .storage import _write_atomic
+
+
+def init_ray(address: str | None = None, workers: int | None = None, pythonpath=None) -> bool:
+    """Start (or join, with `address`) a Ray cluster; True when this call started it. A local cluster gets one
+    CPU per worker and one "timing_slot"; its workers see this process's import path."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    if address:
+        ray.init(address=address, log_to_driver=False)
+        return True
+    paths = pythonpath or [p for p in sys.path if p and os.path.isdir(p)]
+    ray.init(num_cpus=workers or os.cpu_count() or 1, resources={"timing_slot": 1}, include_dashboard=False,
+             log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(paths)}})
+    return True
+
+
+def execute(jobs, root, *, timing: bool = False, progress: bool = True, desc: str = "units",
+            stop_after: int | None = None) -> list[dict]:
+    """Run `jobs` [(fn, unit, args, kwargs)] as Ray tasks (guarded: stored keys skipped, failures recorded in
+    <root>/errors/ and returned with status "error"). `timing`: each task needs the node's timing_slot.
+    `stop_after` k: behave as if interrupted (Ctrl-C) after k finished tasks (for tests): the rest is cancelled."""
+    import ray
+    from tqdm.auto import tqdm
+
+    results = [{"key": u.key, "kind": u.kind, "status": "skipped"} for _, u, _, _ in jobs if u.path(root).exists()]
+    todo = [j for j in jobs if not j[1].path(root).exists()]
+    options = {"num_cpus": 1, "max_retries": 0}
+    if timing:
+        options["resources"] = {"timing_slot": 1}
+    task = ray.remote(guarded).options(**options)
+    refs = {task.remote(fn, unit, str(root), *args, **kwargs): unit for fn, unit, args, kwargs in todo}
+    bar = tqdm(total=len(jobs), initial=len(results), desc=desc, unit="unit", disable=not progress)
+    finished = 0
+    try:
+        while refs:
+            ready, _ = ray.wait(list(refs), num_returns=1)
+            unit = refs.pop(ready[0])
+            try:
+                result = ray.get(ready[0])
+            except Exception as e:  # noqa: BLE001 - a worker that died (memory, signal): record it, go on
+                record = {"unit": dataclasses.asdict(unit) | {"prompt": None}, "error": repr(e), "date_utc": utc_now()}
+                unit.error_path(root).parent.mkdir(parents=True, exist_ok=True)
+                _write_atomic(unit.error_path(root), json.dumps(record, indent=1, default=str) + "\n")
+                result = {"key": unit.key, "kind": unit.kind, "status": "error", "error": repr(e)}
+            results.append(result)
+            bar.update(1)
+            bar.set_postfix_str(f"{sum(r['status'] == 'error' for r in results)} errors", refresh=False)
+            finished += 1
+            if stop_after is not None and finished >= stop_after and refs:
+                raise KeyboardInterrupt(f"stopped after {finished} units")
+    except KeyboardInterrupt:
+        for ref in refs:
+            ray.cancel(ref, force=True)
+        raise
+    finally:
+        bar.close()
+    return results
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Evaluation: stored units -> one tidy table
+
+
+def _with_bits(method, draft: str):
+    bits = DRAFT_BITS[draft]
+    return dataclasses.replace(method, draft_bits=bits) if bits else method
+
+
+def _shape(method) -> dict:
+    if isinstance(method, Linear):
+        return {"depth": method.k, "branch": 1, "threshold": 0.0, "max_nodes": method.k}
+    return {"depth": method.depth, "branch": method.branch, "threshold": method.threshold,
+            "max_nodes": method.max_nodes}
+
+
+def evaluate_unit(path, methods, lengths, calibrations: dict | None = None) -> list[dict]:
+    """Rows for every method and length (<= the unit's) of one stored replay unit."""
+    from ..planning.predict import calibration_columns, predict_run
+
+    replay = load_replay(path)
+    unit = replay.meta["unit"]
+    lengths = [n for n in lengths if n <= unit["max_new_tokens"]]
+    runs = replay_grid(replay, methods, lengths)
+    calib = (calibrations or {}).get(unit["draft"])
+    rows = []
+    for m in methods:
+        for n in lengths:
+            rounds = runs[(label(m), n)]
+            deep = [r.accepted / r.depth for r in rounds if r.depth > 0]
+            drafted, accepted = sum(r.nodes for r in rounds), sum(r.accepted for r in rounds)
+            row = {"experiment": "grid", "pair": unit["pair"], "draft": unit["draft"], "prompt_id": unit["prompt_id"],
+                   "prompt_tokens": len(replay.prompt_ids), "method": label(_with_bits(m, unit["draft"])),
+                   "method_type": type(m).__name__, **_shape(m), "max_new_tokens": n, "rounds": len(rounds),
+                   "tokens_per_round": sum(r.committed for r in rounds) / len(rounds) if rounds else float("nan"),
+                   "acceptance_depth": sum(deep) / len(deep) if deep else float("nan"),
+                   "acceptance_nodes": accepted / drafted if drafted else float("nan"),
+                   "drafted_nodes": drafted, "accepted_nodes": accepted, "measurement": "replayed",
+                   "unit_date_utc": replay.meta.get("date_utc"), "unit_git_commit": replay.meta.get("git_commit"),
+                   "dtype": replay.meta.get("dtype")}
+            if calib is not None:
+                row.update(predict_run(rounds, calib, len(replay.prompt_ids), n))
+                row.update(calibration_columns(calib))
+                row["speedup"] = row["predicted_speedup"]
+            rows.append(row)
+    return rows
+
+
+def evaluate(root, methods=None, lengths=LENGTHS, calibrations: dict | None = None, parallel: bool = False):
+    """All stored replay units under `root` -> one tidy DataFrame (a row per unit x method x length)."""
+    methods = methods or grid_methods()
+    paths = sorted((Path(root) / "units").glob("*.pt"))
+    if parallel and paths:
+        import ray
+
+        task = ray.remote(evaluate_unit).options(num_cpus=1)
+        parts = ray.get([task.remote(str(p), methods, list(lengths), calibrations) for p in paths])
+    else:
+        parts = [evaluate_unit(p, methods, lengths, calibrations) for p in paths]
+    return pd.DataFrame([row for part in parts for row in part])
+
+
+def write_table(df: pd.DataFrame, path, params: dict | None = None) -> Path:
+    """A results CSV with provenance columns on every row and a .meta.json sidecar (atomic writes)."""
+    path = Path(path)
+    session = provenance(None, params or {})
+    df = df.assign(**{k: v for k, v in row_provenance(session).items() if k not in df.columns})
+    _write_atomic(path, df.to_csv(index=False))
+    _write_atomic(path.with_suffix(".meta.json"), json.dumps(session, indent=2, default=str) + "\n")
+    return path
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The pipeline
+
+
+def plan_units(pair: str, prompts, drafts, max_new_tokens: int):
+    targets = [Unit("target", pair, pid, max_new_tokens, prompt=p) for pid, p in prompts]
+    replays = [Unit("replay", pair, pid, max_new_tokens, draft=d, prompt=p) for d in drafts for pid, p in prompts]
+    return targets, replays
+
+
+def validation_units(pair: str, prompts, drafts, methods, k: int, length: int, seed: int = 0) -> list[Unit]:
+    """k (policy, prompt) pairs to time, spread over drafts and prompts (seeded)."""
+    rng = random.Random(seed)
+    trees = [m for m in methods if isinstance(m, FixedTree)] or list(methods)
+    units = []
+    for i in range(k):
+        pid, prompt = prompts[i % len(prompts)]
+        draft = drafts[(i // len(prompts)) % len(drafts)]
+        m = _with_bits(rng.choice(trees), draft)
+        units.append(Unit("timed", pair, pid, length, draft=draft, method=label(m), prompt=prompt))
+    return units
+
+
+def sweep(pair: str, prompts, *, root, loader, drafts=("base", "int4"), lengths=LENGTHS, methods=None,
+          spec: SupersetSpec | None = None, address=None, workers=None, validate: int = 0, validate_length: int = 200,
+          calibrations: dict | None = None, calibrate: bool = True, repeats: int = 1, out=None, progress=True,
+          stop_after=None) -> dict:
+    """The whole grid for one pair: replay units (parallel), calibration and timed validation (one per node),
+    then the table (`out`, default <root>/grid.csv) and, with `validate`, <root>/grid_validation.csv.
+    `stop_after` (tests): interrupt the replay phase after that many units."""
+    from ..planning.predict import Calibration, error_summary, validate as validate_fn
+
+    methods, spec, root = methods or grid_methods(), spec or SupersetSpec(), Path(root)
+    prompts = [(str(pid), p) for pid, p in prompts]
+    started = init_ray(address, workers)
+    try:
+        targets, replays = plan_units(pair, prompts, drafts, max(lengths))
+        report = {"target": execute([(run_target, u, (loader,), {}) for u in targets], root, progress=progress,
+                                    desc="target")}
+        report["replay"] = execute([(_target_then_replay, u, (loader, spec, methods, list(lengths)), {})
+                                    for u in replays], root, progress=progress, desc="replay", stop_after=stop_after)
+        calibrations = dict(calibrations or {})
+        if calibrate:
+            todo = [d for d in drafts if d not in calibrations]
+            cal_units = [Unit("calibration", pair, "calibration", 64, draft=d) for d in todo]
+            ids = run_target_ids(prompts[0][1], root, loader, pair)
+            report["calibration"] = execute([(_calibrate, u, (loader, ids), {"threads": None}) for u in cal_units],
+                                            root, timing=True, progress=progress, desc="calibration")
+            for u in cal_units:
+                if u.path(root).exists():
+                    calibrations[u.draft] = Calibration.load(u.path(root))
+        timed = validation_units(pair, prompts, list(drafts), methods, validate, validate_length) if validate else []
+        if timed:
+            report["timed"] = execute([(run_timed, u, (loader,), {"repeats": repeats, "threads": None})
+                                       for u in timed], root, timing=True, progress=progress, desc="timed")
+        df = evaluate(root, methods, lengths, calibrations, parallel=True)
+        params = {"pair": pair, "drafts": list(drafts), "lengths": list(lengths), "spec": spec.to_dict(),
+                  "prompts": [pid for pid, _ in prompts]}
+        report["table"] = str(write_table(df, out or root / "grid.csv", params)) if len(df) else None
+        if timed and calibrations and len(df):
+            measured = pd.concat([pd.read_csv(u.path(root), dtype={"prompt_id": str}) for u in timed
+                                  if u.path(root).exists()], ignore_index=True)
+            v = validate_fn(df, measured)
+            report["validation_table"] = str(write_table(v, root / "grid_validation.csv", params))
+            report["validation"] = error_summary(v)
+        return report
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()
+
+
+def run_target_ids(prompt, root, loader, pair: str) -> list[int]:
+    """Token ids of a prompt (for calibrations), without loading models in the driver when ids are given."""
+    if isinstance(prompt, (list, tuple)):
+        return [int(t) for t in prompt]
+    from .grid import _pair
+    from ..core.loop import encode
+
+    return encode(_pair(loader, pair, "base"), prompt)

@@ -1,0 +1,94 @@
+"""The grid on Ray (2 local workers, tiny models): replay units stored atomically, every policy x length from
+storage equal to generate, predicted speed with a calibration, timed validation, a failing unit recorded without
+stopping the sweep, and an interrupted sweep resumed with nothing lost or repeated."""
+import functools
+import os
+
+import pandas as pd
+import pytest
+
+from dynatree_lib import FixedTree, Linear, generate, label
+from dynatree_lib.bench import grid, gridrun
+from tiny import tiny_pair
+
+ray = pytest.importorskip("ray")
+METHODS = [FixedTree(3, 2, 0.01), FixedTree(5, 3, 0.05), FixedTree(8, 4, 0.1, 16), Linear(4)]
+LENGTHS = (12, 30)
+BAD = [10**6]  # a token id outside the vocabulary: that prompt's units fail
+
+
+def tiny_loader(name):
+    _, arch, kind = name.split("-")
+    return tiny_pair(arch, kind)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    started = gridrun.init_ray(workers=2)
+    yield
+    if started:
+        ray.shutdown()
+
+
+def mtimes(root):
+    return {p.name: p.stat().st_mtime_ns for p in (root / "units").glob("*.pt")}
+
+
+def test_sweep_resume_and_failures(cluster, tmp_path):
+    prompts = [("a", [1, 2, 3]), ("b", [40, 41]), ("c", BAD), ("d", [7, 7, 7, 7])]
+    kw = dict(root=tmp_path, loader=tiny_loader, drafts=("base",), lengths=LENGTHS, methods=METHODS, progress=False,
+              calibrate=False)
+    # 1. interrupted (as by Ctrl-C) after 2 finished replay units: what finished is stored, nothing half-written
+    with pytest.raises(KeyboardInterrupt):
+        gridrun.sweep("tiny-llama-perturbed", prompts, stop_after=2, **kw)
+    first = mtimes(tmp_path)
+    assert 1 <= len(first) <= 3 and not list(tmp_path.rglob("*.tmp"))
+    # 2. resumed: finished units are skipped (not recomputed), the bad prompt's units fail and are recorded
+    report = gridrun.sweep("tiny-llama-perturbed", prompts, **kw)
+    status = {r["key"]: r["status"] for r in report["replay"]}
+    assert sorted(status.values()).count("error") == 1 and sorted(status.values()).count("skipped") >= 1
+    assert all(mtimes(tmp_path)[k] == v for k, v in first.items())
+    errors = list((tmp_path / "errors").glob("*.json"))
+    assert {e.name.split("__")[0] for e in errors} == {"target", "replay"}
+    # 3. fixed and rerun: only the failed unit runs, its error records go
+    prompts[2] = ("c", [5, 6])
+    report = gridrun.sweep("tiny-llama-perturbed", prompts, **kw)
+    assert [r["status"] for r in report["replay"]].count("done") == 1
+    assert not list((tmp_path / "errors").glob("*.json")) and len(mtimes(tmp_path)) == 4
+    # 4. the table: every method x length x prompt, equal to generate
+    df = pd.read_csv(tmp_path / "grid.csv", dtype={"prompt_id": str})
+    assert len(df) == 4 * len(METHODS) * len(LENGTHS) and set(df["measurement"]) == {"replayed"}
+    assert df["git_commit"].notna().all()
+    pair = tiny_loader("tiny-llama-perturbed")
+    for pid, prompt in prompts[:2]:
+        for m in METHODS:
+            out = generate(pair, prompt, m, 30, stop_at_eos=False)
+            row = df[(df.prompt_id == pid) & (df.method == label(m)) & (df.max_new_tokens == 30)].iloc[0]
+            assert row["rounds"] == out.stats["rounds"] and row["drafted_nodes"] == out.stats["drafted_nodes"]
+            assert row["tokens_per_round"] == pytest.approx(out.stats["tokens_per_round"])
+
+
+def test_calibrated_sweep_with_timed_validation(cluster, tmp_path):
+    prompts = [("p0", [3, 1, 4, 1, 5]), ("p1", [2, 7, 1, 8])]
+    report = gridrun.sweep("tiny-qwen2-unrelated", prompts, root=tmp_path, loader=tiny_loader, drafts=("base",),
+                           lengths=LENGTHS, methods=METHODS, validate=3, validate_length=30, progress=False)
+    assert report["calibration"][0]["status"] == "done"
+    df = pd.read_csv(tmp_path / "grid.csv", dtype={"prompt_id": str})
+    assert set(df["measurement"]) == {"predicted"} and (df["predicted_speedup"] > 0).all()
+    assert (df["speedup"] == df["predicted_speedup"]).all() and df["calibration_hardware"].notna().all()
+    v = pd.read_csv(tmp_path / "grid_validation.csv")
+    assert len(v) >= 2 and report["validation"]["pairs"] == len(v)
+    assert v["abs_error_speedup"].notna().all()
+    # stored calibration is reused: a second sweep measures nothing new
+    again = gridrun.sweep("tiny-qwen2-unrelated", prompts, root=tmp_path, loader=tiny_loader, drafts=("base",),
+                          lengths=LENGTHS, methods=METHODS, progress=False)
+    assert {r["status"] for r in again["replay"] + again["calibration"]} == {"skipped"}
+
+
+def test_units_and_methods():
+    assert len([m for m in grid.grid_methods() if isinstance(m, FixedTree)]) == 90
+    u = grid.Unit("replay", "qwen2.5-coder-1.5b/0.5b", "HumanEval/0", 1000, draft="int4", prompt="def f():")
+    assert "/" not in u.key and u.key.startswith("qwen2.5-coder-1.5b-0.5b__int4__HumanEval-0__1000")
+    assert u.target_unit().key == "qwen2.5-coder-1.5b-0.5b__HumanEval-0__1000"
+    timed = gridrun.validation_units("p", [("a", "x"), ("b", "y")], ["base", "int4"], grid.grid_methods(), 4, 200)
+    assert [t.draft for t in timed] == ["base", "base", "int4", "int4"] and "draft_bits=4" in timed[2].method
