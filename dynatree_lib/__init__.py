@@ -9,8 +9,8 @@ Layers, each importing only those above it in this list:
     book/      the book's tables, figures, tree views, the research's reference numbers, data notes
 """
 from .core.loop import Generation, decode, generate
-from .methods import (Autoregressive, DynaTree, FixedTree, HardwareAware, HFAssisted, HFPromptLookup, HybridTree,
-                      Linear, PromptLookup, Streaming, TopNTree, label)
+from .methods import (Autoregressive, DynaTree, FixedTree, HardwareAware, HFAssisted, HFGenerate, HFPromptLookup,
+                      HybridTree, Linear, PromptLookup, Streaming, TopNTree, label)
 from .models.pair import ModelPair, load_pair
 from .models.embedded import fetch_embedded
 from .models.quant import model_memory_bytes, quantize_draft, quantize_int8
@@ -22,6 +22,7 @@ __all__ = [
     "FixedTree",
     "Generation",
     "HFAssisted",
+    "HFGenerate",
     "HFPromptLookup",
     "HardwareAware",
     "HybridTree",

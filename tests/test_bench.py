@@ -67,6 +67,21 @@ def test_speedup_is_against_median_ar_wall_of_the_same_call(stored):
     assert df["tokens_per_s"].to_numpy() == pytest.approx((N / df["wall_s"]).to_numpy())
 
 
+def test_speedup_divides_the_faster_of_ar_and_transformers_generate(pair):
+    from dynatree_lib import HFGenerate
+
+    df = bench.run_benchmark(pair, [HFGenerate(), Linear(3)], PROMPTS, N, repeats=2, warmup=0, progress=False)
+    assert set(df["method"]) == {"AR", "HFGenerate", "Linear(K=3)"}
+    assert df["match_ar"].all()  # transformers' greedy generate writes the same tokens
+    for _, group in df.groupby("prompt_id"):
+        ar = group.loc[group["method"] == "AR", "wall_s"].median()
+        hf = group.loc[group["method"] == "HFGenerate", "wall_s"].median()
+        assert (group["ar_wall_s"] == ar).all() and (group["hf_generate_wall_s"] == hf).all()
+        assert (group["baseline"] == ("HFGenerate" if hf < ar else "AR")).all()
+        assert group["speedup"].to_numpy() == pytest.approx(min(ar, hf) / group["wall_s"].to_numpy())
+        assert group["speedup_vs_ar"].to_numpy() == pytest.approx(ar / group["wall_s"].to_numpy())
+
+
 def test_match_ar_and_first_divergence(stored):
     df, _ = stored
     exact = df[df["method"] != "Corrupted"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 from transformers import GenerationConfig
@@ -95,3 +96,21 @@ def _(method: HFAssisted, run: Run) -> None:
 @decode.register
 def _(method: HFPromptLookup, run: Run) -> None:
     _hf_generate(run, prompt_lookup_num_tokens=method.num_tokens, max_matching_ngram_size=method.max_ngram)
+
+
+@dataclass(frozen=True)
+class HFGenerate:
+    """transformers' own greedy `generate` on the target alone: the plain-decoding baseline a transformers user
+    knows. Benchmarks that run it divide by the faster of it and Autoregressive (bench.harness)."""
+
+    name = "HFGenerate"
+    needs_draft = False
+    supports_sampling = False
+
+    def label(self) -> str:
+        return self.name
+
+
+@decode.register
+def _(method: HFGenerate, run: Run) -> None:
+    _hf_generate(run)
