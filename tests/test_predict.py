@@ -89,3 +89,23 @@ def test_measure_overheads_on_a_tiny_pair():
     # tiny models: the bookkeeping of a round is a visible share of it, but well under a second
     assert 0 < over.round(20) < 1 and math.isfinite(over.step_s)
     assert label(methods[1]) != label(methods[2])
+
+
+def test_calibrate_costs_script_rehearsal(tmp_path):
+    """scripts/calibrate_costs.py --shrink: random-weight models of the research's families at toy size, a
+    Calibration JSON another machine can predict with (labelled predicted, with this machine's hardware)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "calibrate_costs.py"
+    spec = importlib.util.spec_from_file_location("calibrate_costs", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert script.main(["--shrink", "--pairs", "pythia-2.8b-70m", "--dtype", "float32", "--repeats", "1", "--n", "8",
+                        "--nodes", "1,2,4", "--prefix-len", "8", "--out", str(tmp_path)]) == 0
+    calib = Calibration.load(tmp_path / "calibration_pythia-2.8b-70m_float32_base.json")
+    assert calib.costs.nodes == (1, 2, 4) and calib.info["random_weights"] and calib.info["shrunk"]
+    assert calibration_columns(calib)["calibration_hardware"] not in ("", "?")
+    p = predict_run(ROUNDS, calib, prompt_tokens=4, n=6)
+    assert p["predicted_wall_s"] > 0 and p["predicted_speedup"] > 0
+    assert (tmp_path / "calibration_pythia-2.8b-70m_float32_base.csv").exists()
