@@ -494,11 +494,11 @@ def test_reorder_drops_fed_nodes_to_minus_one():
     (lambda: TopNTree(topk=0), "topk"),
     (lambda: TopNTree(nodes=2.5), "nodes"),
     (lambda: PromptLookup(max_ngram=0), "max_ngram"),
-    (lambda: PromptLookup(num_tokens=0), "num_tokens"),
+    (lambda: PromptLookup(k=0), "k must"),
     (lambda: PromptLookup(branches=0), "branches"),
     (lambda: HybridTree(tree=PromptLookup()), "tree"),
     (lambda: HybridTree(tree="FixedTree"), "tree"),
-    (lambda: HybridTree(num_tokens=-1), "num_tokens"),
+    (lambda: HybridTree(k=-1), "k must"),
 ])
 def test_bad_parameters(make, name):
     with pytest.raises(ValueError, match=name):

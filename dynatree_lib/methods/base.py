@@ -5,6 +5,8 @@ Validation happens at construction so that a bad parameter fails where it was wr
 """
 from __future__ import annotations
 
+import functools
+import warnings
 from dataclasses import dataclass
 from functools import singledispatch
 from typing import Callable
@@ -12,6 +14,41 @@ from typing import Callable
 from ..core.checks import _check_draft_bits, _check_int, _check_prob  # noqa: F401  (methods import them from here)
 from ..core.draft import DraftState, Expand, draft_tree
 from ..core.loop import Run, decode, speculate
+
+
+def renamed(**old_to_new):
+    """Class decorator for a method dataclass whose parameters were renamed: `Cls(old=v)` still works, as
+    `Cls(new=v)`, with a DeprecationWarning; so does reading `method.old`. The vocabulary: `max_nodes` for node
+    budgets, `max_depth` for depth caps, `k` for the length of a proposed chain (Linear's draft, the n-gram
+    continuations of PromptLookup, HybridTree and HFPromptLookup)."""
+
+    def wrap(cls):
+        init = cls.__init__
+
+        @functools.wraps(init)
+        def __init__(self, *args, **kwargs):
+            for old, new in old_to_new.items():
+                if old in kwargs:
+                    if new in kwargs:
+                        raise TypeError(f"{cls.__name__}: give {new}= only ({old}= is its deprecated name)")
+                    warnings.warn(f"{cls.__name__}({old}=...) is deprecated, use {new}=", DeprecationWarning,
+                                  stacklevel=2)
+                    kwargs[new] = kwargs.pop(old)
+            init(self, *args, **kwargs)
+
+        def alias(old, new):
+            def get(self):
+                warnings.warn(f"{cls.__name__}.{old} is deprecated, use .{new}", DeprecationWarning, stacklevel=2)
+                return getattr(self, new)
+            return property(get)
+
+        cls.__init__ = __init__
+        for old, new in old_to_new.items():
+            setattr(cls, old, alias(old, new))
+        cls.renamed_parameters = dict(old_to_new)
+        return cls
+
+    return wrap
 
 
 @dataclass(frozen=True)
@@ -112,12 +149,14 @@ def label(method) -> str:
     return base[:-1] + f",{extra})" if base.endswith(")") else f"{base}({extra})"
 
 
+@renamed(num_tokens="k")
 @dataclass(frozen=True)
 class HFPromptLookup:
     """transformers' own prompt-lookup decoding (`generate(..., prompt_lookup_num_tokens=...)`): drafts are copied
-    from n-gram matches in the context, no draft model."""
+    from n-gram matches in the context, no draft model. `k`: tokens proposed per round (transformers'
+    prompt_lookup_num_tokens; was `num_tokens`)."""
 
-    num_tokens: int = 10
+    k: int = 10
     max_ngram: int = 2
     name = "HFPromptLookup"
     needs_draft = False
@@ -125,10 +164,10 @@ class HFPromptLookup:
     rolls_back_cache = False
 
     def label(self) -> str:
-        return f"HFPromptLookup(K={self.num_tokens},n={self.max_ngram})"
+        return f"HFPromptLookup(K={self.k},n={self.max_ngram})"
 
     def __post_init__(self):
-        _check_int("num_tokens", self.num_tokens, 1)
+        _check_int("k", self.k, 1)
         _check_int("max_ngram", self.max_ngram, 1)
 
 

@@ -95,7 +95,7 @@ def _(method: HFAssisted, run: Run) -> None:
 
 @decode.register
 def _(method: HFPromptLookup, run: Run) -> None:
-    _hf_generate(run, prompt_lookup_num_tokens=method.num_tokens, max_matching_ngram_size=method.max_ngram)
+    _hf_generate(run, prompt_lookup_num_tokens=method.k, max_matching_ngram_size=method.max_ngram)
 
 
 @dataclass(frozen=True)

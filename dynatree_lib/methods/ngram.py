@@ -15,29 +15,31 @@ from ..core.draft import DraftState, Drafted, reorder
 from ..core.loop import Run
 from ..core.tree import Tree, add_level, root
 from .adaptive import DynaTree
-from .base import FixedTree, Linear, _check_int, drafter, label, speculative
+from .base import FixedTree, Linear, _check_int, drafter, label, renamed, speculative
 from .topn import TopNTree
 
 
 def _check_lookup(method) -> None:
     _check_int("max_ngram", method.max_ngram, 1)
-    _check_int("num_tokens", method.num_tokens, 1)
+    _check_int("k", method.k, 1)
     _check_int("branches", method.branches, 1)
 
 
 @speculative
+@renamed(num_tokens="k")
 @dataclass(frozen=True)
 class PromptLookup:
     """Drafts copied from n-gram matches in the context (prompt + generated so far), no draft model.
 
     For n from `max_ngram` down to 1, the most recent earlier occurrences of the context's last n tokens propose the
-    `num_tokens` tokens that followed them (see `lookup`); the first `branches` distinct proposals form the tree
-    (1: a chain, more: extra branches that share common prefixes). No match: the round is a plain target step.
+    `k` tokens that followed them (see `lookup`; `k` was `num_tokens`); the first `branches` distinct proposals form
+    the tree (1: a chain, more: extra branches that share common prefixes). No match: the round is a plain target
+    step.
     Each round's trace adds `ngram` (length of the matched n-gram, 0: none) and `ngram_nodes` (tree nodes).
     """
 
     max_ngram: int = 3
-    num_tokens: int = 8
+    k: int = 8
     branches: int = 1
     name = "PromptLookup"
     needs_draft = False
@@ -47,23 +49,25 @@ class PromptLookup:
 
     def label(self) -> str:
         extra = f",b={self.branches}" if self.branches > 1 else ""
-        return f"PromptLookup(n={self.max_ngram},K={self.num_tokens}{extra})"
+        return f"PromptLookup(n={self.max_ngram},K={self.k}{extra})"
 
 
 _TREE_METHODS = (Linear, FixedTree, DynaTree, TopNTree)
 
 
 @speculative
+@renamed(num_tokens="k")
 @dataclass(frozen=True)
 class HybridTree:
     """The draft model's tree (`tree`: Linear, FixedTree, DynaTree or TopNTree) plus prompt-lookup chains as extra
     branches from the root. A chain that starts like an existing path follows it and only adds the nodes that
-    differ; n-gram nodes come on top of the tree's node budget (at most branches * num_tokens), with draft log-prob 0.
+    differ; n-gram nodes come on top of the tree's node budget (at most branches * k; `k` was `num_tokens`), with
+    draft log-prob 0.
     Each round's trace adds `ngram` (length of the matched n-gram, 0: none) and `ngram_nodes` (nodes it added)."""
 
     tree: object = field(default_factory=FixedTree)
     max_ngram: int = 3
-    num_tokens: int = 8
+    k: int = 8
     branches: int = 1
     name = "HybridTree"
     needs_draft = True
@@ -84,7 +88,7 @@ class HybridTree:
 
     def label(self) -> str:
         extra = f",b={self.branches}" if self.branches > 1 else ""
-        return f"Hybrid({label(self.tree)}+PL(n={self.max_ngram},K={self.num_tokens}{extra}))"
+        return f"Hybrid({label(self.tree)}+PL(n={self.max_ngram},K={self.k}{extra}))"
 
 
 def lookup(context: list[int], max_ngram: int, num_tokens: int, branches: int = 1) -> tuple[list[list[int]], int]:
@@ -158,7 +162,7 @@ class _Lookup:
     def draft_round(self, run: Run, state: DraftState, max_depth: int):
         m = self.method
         drafted = self.model_round(run, state, max_depth) if self.model_round is not None else None
-        chains, self.found = lookup(_context(run), m.max_ngram, min(m.num_tokens, max_depth), m.branches)
+        chains, self.found = lookup(_context(run), m.max_ngram, min(m.k, max_depth), m.branches)
         if drafted is None:
             if not chains:
                 return None

@@ -12,26 +12,27 @@ import torch
 
 from ..core.draft import DraftState, draft_tree, reorder, select_children
 from ..core.loop import Run
-from .base import _check_draft_bits, _check_draft_vocab, _check_int, drafter, speculative
+from .base import _check_draft_bits, _check_draft_vocab, _check_int, drafter, renamed, speculative
 
 
 @speculative
+@renamed(nodes="max_nodes")
 @dataclass(frozen=True)
 class TopNTree:
-    """Best-first tree of at most `nodes` draft nodes, `max_depth` levels, `topk` children per expanded node.
+    """Best-first tree of at most `max_nodes` draft nodes, `max_depth` levels, `topk` children per expanded node.
 
     The exact rule, one draft forward per level:
     1. Candidates: the draft's top-`topk` continuations of the root; then, each level, the top-`topk` continuations
        of every frontier node.
     2. Frontier (the nodes fed to the draft, whose children become the next level's candidates): among the newest
-       level's candidates, those still inside the global top-`nodes` of all candidates so far by cumulative draft
-       log-probability, and of these the `topk` best. A candidate outside the global top-`nodes` can never enter the
+       level's candidates, those still inside the global top-`max_nodes` of all candidates so far by cumulative draft
+       log-probability, and of these the `topk` best. A candidate outside the global top-`max_nodes` can never enter the
        final tree, nor can any descendant (a child's cumulative log-prob never exceeds its parent's), so it is not fed.
-    3. After `max_depth` levels (or an empty frontier) the verified tree is the global top-`nodes` candidates by
+    3. After `max_depth` levels (or an empty frontier) the verified tree is the global top-`max_nodes` candidates by
        cumulative log-prob over all levels, ties to the earlier node; that set contains every member's parent.
     """
 
-    nodes: int = 32
+    max_nodes: int = 32  # was `nodes`
     max_depth: int = 8
     topk: int = 8
     draft_bits: int | None = None  # 8 or 4: an int8/int4 weight copy of the draft
@@ -42,12 +43,12 @@ class TopNTree:
     def __post_init__(self):
         _check_draft_bits(self.draft_bits)
         _check_draft_vocab(self.draft_vocab)
-        _check_int("nodes", self.nodes, 1)
+        _check_int("max_nodes", self.max_nodes, 1)
         _check_int("max_depth", self.max_depth, 1)
         _check_int("topk", self.topk, 1)
 
     def label(self) -> str:
-        return f"TopNTree(N={self.nodes},D={self.max_depth},k={self.topk})"
+        return f"TopNTree(N={self.max_nodes},D={self.max_depth},k={self.topk})"
 
 
 def best_nodes(tree, n: int) -> torch.Tensor:
@@ -67,7 +68,7 @@ class _BestFirst:
 
     def select_frontier(self, tree, new_nodes):
         m = self.method
-        alive = new_nodes[torch.isin(new_nodes, best_nodes(tree, m.nodes))]
+        alive = new_nodes[torch.isin(new_nodes, best_nodes(tree, m.max_nodes))]
         top = torch.sort(-tree.cum_logp[alive], stable=True).indices[: m.topk]
         return alive[top].sort().values
 
@@ -76,9 +77,9 @@ class _BestFirst:
         drafted = draft_tree(run.pair.draft, state, _expand_all, m.topk, min(m.max_depth, max_depth),
                              self.select_frontier)
         self.candidates = drafted.tree.num_draft
-        if drafted.tree.num_draft <= m.nodes:
+        if drafted.tree.num_draft <= m.max_nodes:
             return drafted
-        keep = [0] + best_nodes(drafted.tree, m.nodes).tolist()
+        keep = [0] + best_nodes(drafted.tree, m.max_nodes).tolist()
         return reorder(drafted, drafted.tree, keep)
 
     def on_round(self, record: dict) -> None:
