@@ -68,6 +68,7 @@ def test_sweep_resume_and_failures(cluster, tmp_path):
             assert row["tokens_per_round"] == pytest.approx(out.stats["tokens_per_round"])
 
 
+@pytest.mark.slow  # calibrates the tiny pair and times runs: over a minute on the 2-core machine
 def test_calibrated_sweep_with_timed_validation(cluster, tmp_path):
     prompts = [("p0", [3, 1, 4, 1, 5]), ("p1", [2, 7, 1, 8])]
     report = gridrun.sweep("tiny-qwen2-unrelated", prompts, root=tmp_path, loader=tiny_loader, drafts=("base",),
