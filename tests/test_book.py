@@ -189,8 +189,6 @@ def test_site_is_self_contained(built_book: Path):
     assert not problems, "\n".join(problems[:30])
 
 
-@pytest.mark.xfail(strict=False, reason="data notes print the absolute path of the results file they read "
-                                        "(dynatree_lib book notes: data_note's `source`)")
 def test_no_local_paths_in_pages(built_book: Path):
     html = built_book.parent
     local = [str(ROOT), str(Path.home()), str(built_book.parents[3])]

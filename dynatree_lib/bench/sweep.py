@@ -15,7 +15,7 @@ from ..core.loop import encode, generate
 from ..methods.base import label
 from .plans import VARIANTS, MissingResults, Plan, _resolve, command, file_name, plan
 from .harness import run_benchmark, with_ar
-from ..models.provenance import pair_info
+from ..models.provenance import pair_info, repo_relative
 from .storage import read_results, results_path, stored_keys
 
 def _show(markdown: str) -> None:
@@ -165,7 +165,7 @@ def load_experiment(name: str, preset: str = "session", out=None, *, dtype: str 
         df[column] = [prm.get(column, "base" if column == "variant" else math.nan) for prm in params]
     planned = len(labels) * len(p.lengths) * len(p.prompt_ids()) * len(p.variants)
     stored = df.drop_duplicates(["method", "prompt_id", "max_new_tokens", "variant"]).shape[0]
-    df.attrs.update(experiment=_resolve(name), preset=preset, source=str(path), missing=max(planned - stored, 0))
+    df.attrs.update(experiment=_resolve(name), preset=preset, source=repo_relative(path), missing=max(planned - stored, 0))
     return df
 
 

@@ -110,3 +110,13 @@ def row_provenance(info: dict) -> dict:
     row = {k: v for k, v in info.items() if k not in skip}
     row["params"] = json.dumps(info.get("params") or {}, sort_keys=True, default=str)
     return row
+
+
+def repo_relative(path) -> str:
+    """`path` as published pages and stored rows name it: relative to the repository (e.g. data/results/goal.csv),
+    never a machine's absolute path; a file outside the repository is named by its file name alone."""
+    path = Path(path).resolve()
+    try:
+        return path.relative_to(REPO).as_posix()
+    except ValueError:
+        return path.name
