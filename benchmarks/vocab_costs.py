@@ -89,7 +89,9 @@ def cost_rows(pair, ks, nodes, reps: int) -> list[dict]:
         for k in order:
             for n, t in zip(nodes, forward_costs(models[k], nodes, prefix_len=128, repeats=3, seed=rep)):
                 samples[(k, n)].append(t)
-        print(f"rep {rep + 1}/{reps} load {os.getloadavg()[0]:.2f}", flush=True)
+        now = " ".join(f"K={k or 'full'}:" + "/".join(f"{samples[(k, n)][-1] * 1e3:.0f}" for n in nodes) for k in ks)
+        print(f"rep {rep + 1}/{reps} load {os.getloadavg()[0]:.2f} ms per level ({'/'.join(map(str, nodes))} "
+              f"nodes): {now}", flush=True)
     rows = []
     for (k, n), times in samples.items():
         rows.append({"measure": "draft_level_cost", "K": k or "full", "nodes": n, "repetitions": len(times),
