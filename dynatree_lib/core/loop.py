@@ -191,6 +191,16 @@ def check_inputs(pair: ModelPair, prompt_ids: list[int], method, max_new_tokens:
             f"prompt ({len(prompt_ids)} tokens) plus max_new_tokens ({max_new_tokens}) exceeds the draft's "
             f"context of {draft_context} tokens ({describe(method)} runs the draft over the whole sequence)"
         )
+    if getattr(method, "rolls_back_cache", True):
+        for role, model in (("target", pair.target), ("draft", pair.draft if needs_draft(method) else None)):
+            window = kvcache.sliding_window(model) if model is not None else None
+            if window is not None and len(prompt_ids) + max_new_tokens > window:
+                raise ValueError(
+                    f"the {role} ({model.config.model_type}) uses sliding-window attention with a sliding window of "
+                    f"{window} tokens, and prompt ({len(prompt_ids)} tokens) plus max_new_tokens ({max_new_tokens}) "
+                    f"exceeds it: {describe(method)} rolls its cache back after each round, which is exact only "
+                    f"inside the window (Autoregressive and the transformers peers are not limited)"
+                )
 
 
 def context_length(model) -> int | None:
@@ -229,16 +239,6 @@ def prefill(run: Run) -> tuple[object, int]:
     """Target forward over the prompt: fills its cache and yields the first new token (this is the TTFT)."""
     target = run.pair.target
     cache = kvcache.new_cache(target)
-    if getattr(method, "rolls_back_cache", True):
-        for role, model in (("target", pair.target), ("draft", pair.draft if needs_draft(method) else None)):
-            window = kvcache.sliding_window(model) if model is not None else None
-            if window is not None and len(prompt_ids) + max_new_tokens > window:
-                raise ValueError(
-                    f"the {role} ({model.config.model_type}) uses sliding-window attention with a sliding window of "
-                    f"{window} tokens, and prompt ({len(prompt_ids)} tokens) plus max_new_tokens ({max_new_tokens}) "
-                    f"exceeds it: {describe(method)} rolls its cache back after each round, which is exact only "
-                    f"inside the window (Autoregressive and the transformers peers are not limited)"
-                )
     ids = torch.tensor([run.prompt_ids], device=target.device)
     first = run.next_token(forward(target, ids, cache, logits_to_keep=1)[-1])
     return cache, first
