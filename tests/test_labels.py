@@ -1,4 +1,6 @@
 """Every label parses back to the same method: parse_method(label(m)) == m, for every method type."""
+import dataclasses
+
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
@@ -11,6 +13,7 @@ probs = st.integers(0, 99).map(lambda i: i / 100)
 bits = st.sampled_from([None, 4, 8])
 vocab = st.sampled_from([None, 64, 1000])
 small = st.integers(1, 12)
+DYNATREE_FIELDS = {f.name for f in dataclasses.fields(DynaTree)}
 
 linears = st.builds(Linear, k=small, draft_bits=bits, draft_vocab=vocab)
 fixeds = st.builds(FixedTree, depth=small, branch=small, threshold=probs, max_nodes=st.integers(1, 200),
@@ -32,7 +35,7 @@ def dynatrees(draw):
                     extend_threshold=draw(probs), learning_rate=draw(probs), target_acceptance=draw(probs),
                     window=draw(small), max_nodes=draw(st.integers(1, 200)), threshold=draw(probs),
                     pruning=draw(st.booleans()), node_budget=draw(st.booleans()), draft_bits=draw(bits),
-                    draft_vocab=draw(vocab))
+                    **({"draft_vocab": draw(vocab)} if "draft_vocab" in DYNATREE_FIELDS else {}))
 
 
 trees = st.one_of(linears, fixeds, topns, dynatrees())
