@@ -524,8 +524,59 @@ def test_dynatree_labels_tell_every_setting_apart():
     """Labels key stored results: a DynaTree that differs from the default in any one setting gets its own label."""
     changed = dict(phase=2, high_conf=0.8, low_conf=0.3, min_branch=2, default_branch=3, max_branch=4, base_depth=4,
                    max_depth=12, stop_threshold=0.2, extend_threshold=0.9, learning_rate=0.02, target_acceptance=0.8,
-                   window=5, max_nodes=32, threshold=0.05, pruning=False, node_budget=False, draft_bits=4)
+                   window=5, max_nodes=32, threshold=0.05, pruning=False, node_budget=False, draft_bits=4,
+                   draft_vocab=32768)
     names = {f.name for f in dataclasses.fields(DynaTree)}
     assert set(changed) == names, names ^ set(changed)  # a new setting must be added here
     labels = [label(DynaTree(**{name: value})) for name, value in changed.items()]
     assert len(set(labels + [label(DynaTree())])) == len(labels) + 1, labels
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Phase 4: the confidence- and cost-shaped default
+
+
+def test_phase4_feeds_a_level_only_when_it_pays_for_itself():
+    from dynatree_lib.methods.confidence import Shaped
+
+    shaped = Shaped(DynaTree(), lambda p: torch.ones_like(p, dtype=torch.long))
+    tree = from_parents([0, 1, 2], [-1, 0, 1])  # a chain: root, then two draft nodes
+    tree = dataclasses.replace(tree, cum_logp=torch.log(torch.tensor([1.0, 0.9, 0.5])))
+    new = torch.tensor([2])
+    shaped.rate, shaped.pbar, shaped.alpha = 10.0, 0.8, 1.0  # tokens/s, typical top-1, calibration
+    shaped.level_s = 0.01  # a level is worth 0.1 tokens: 0.8 * 0.5 = 0.4 expected from the next one
+    assert shaped.select_frontier(tree, new).tolist() == [2]
+    shaped.level_s = 0.1  # now it must bring 1 token: not worth drafting
+    assert shaped.select_frontier(tree, new).tolist() == []
+    shaped.alpha = 0.2  # the draft's probabilities overstate acceptance five times: cheap levels stop earlier too
+    shaped.level_s = 0.01
+    assert shaped.select_frontier(tree, new).tolist() == []
+
+
+def test_phase4_sampling_is_reproducible_from_its_seed(monkeypatch):
+    import random
+    import time
+
+    pair = pair_for("llama", "perturbed", False)
+    runs = []
+    for clock_seed in range(3):  # a wildly different clock each run: timings must not decide which draws are made
+        ticks = random.Random(clock_seed)
+        now = [0.0]
+
+        def clock():
+            now[0] += ticks.choice([1e-4, 1e-2, 1.0])
+            return now[0]
+
+        monkeypatch.setattr(time, "perf_counter", clock)
+        runs.append(generate(pair, [3, 1, 4, 1, 5], DynaTree(), 24, stop_at_eos=False, temperature=0.9,
+                             seed=11).token_ids)
+    monkeypatch.undo()
+    assert runs[0] == runs[1] == runs[2]
+
+
+def test_phase4_learns_its_costs_and_calibration_per_generation():
+    pair = pair_for("llama", "perturbed", False)
+    out = generate(pair, [3, 1, 4, 1, 5, 9, 2, 6], DynaTree(), 40, stop_at_eos=False)
+    assert out.token_ids == reference("llama", False, [3, 1, 4, 1, 5, 9, 2, 6], 40)
+    assert {"alpha", "rate_x_level", "node_floor"} <= set(out.trace[0])
+    assert "final_alpha" in out.stats and 0.25 <= out.stats["final_alpha"] <= 1.5

@@ -29,8 +29,8 @@ from dataclasses import dataclass, fields
 import torch
 
 from ..core.draft import select_children
-from .confidence import Shaped
-from .base import TreePolicy, _check_draft_bits, _check_int, _check_prob, policy, speculative
+from .confidence import Shaped, ShapedPolicy
+from .base import TreePolicy, _check_draft_bits, _check_draft_vocab, _check_int, _check_prob, policy, speculative
 
 _TRACE_KEYS = ("conf_high", "conf_mid", "conf_low", "stopped", "extended")
 
@@ -68,11 +68,13 @@ class DynaTree:
     pruning: bool = True
     node_budget: bool = True
     draft_bits: int | None = None  # 8 or 4: an int8/int4 weight copy of the draft
+    draft_vocab: int | None = None  # K: the draft scores only the K most frequent tokens (models/vocab.py)
     name = "DynaTree"
     needs_draft = True
 
     def __post_init__(self):
         _check_draft_bits(self.draft_bits)
+        _check_draft_vocab(self.draft_vocab)
         if self.phase not in (1, 2, 3, 4) or isinstance(self.phase, bool):
             raise ValueError(f"phase must be 1, 2, 3 or 4, got {self.phase!r}")
         if self.max_depth is None:
@@ -104,7 +106,7 @@ class DynaTree:
         ablation = ("" if self.pruning else ",noprune") + ("" if self.node_budget else ",nobudget")
         # every other setting that differs from its default, so that two different methods never share a label
         shown = {"phase", "base_depth", "max_depth", "min_branch", "default_branch", "max_branch", "high_conf",
-                 "low_conf", "pruning", "node_budget", "draft_bits"}
+                 "low_conf", "pruning", "node_budget", "draft_bits", "draft_vocab"}
         if self.phase == 4:
             shown.discard("base_depth")  # phase 4 does not show it in D<=..., so a non-default one goes here
         rest = "".join(f",{f.name}={getattr(self, f.name)!r}" for f in fields(self)
@@ -189,9 +191,8 @@ class _Adaptive:
 @policy.register
 def _(method: DynaTree) -> TreePolicy:
     if method.phase == 4:
-        shaped = Shaped(method, lambda p: branches(p, method.high_conf, method))
-        return TreePolicy(shaped.expand, method.max_branch, method.max_depth, shaped.select_frontier, shaped.on_round,
-                          branches=shaped.branches)
+        return ShapedPolicy(Shaped(method, lambda p: branches(p, method.high_conf, method)), method.max_branch,
+                            method.max_depth)
     state = _Adaptive(method)
     return TreePolicy(state.expand, method.max_branch, method.base_depth if method.phase == 1 else method.max_depth,
                       state.select_frontier, state.on_round, branches=lambda p: branches(p, state.high_conf, method),
