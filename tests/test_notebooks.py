@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -42,6 +43,63 @@ def test_notebook_structure(path: Path):
             assert not cell.outputs and cell.execution_count is None, "commit notebooks with outputs stripped"
             ast.parse(cell.source)  # a syntax error would only show up at execution otherwise
     assert nb.metadata.get("kernelspec", {}).get("name") == KERNEL
+
+
+# A number typed as prose: 1.79x, +31%, 0.32 x (not a format spec such as {:.0%}).
+TYPED_NUMBER = re.compile(r"(?<![\w.{:])([+-]?\d+(?:\.\d+)?)\s?(x|×|%)(?!\w)")
+
+
+def _research_numbers() -> set[float]:
+    """Every number in dynatree_lib.book.research (tables, dicts, tuples), rounded."""
+    import numbers
+
+    import pandas as pd
+
+    from dynatree_lib.book import research
+
+    found: set[float] = set()
+
+    def walk(value):
+        if isinstance(value, pd.DataFrame):
+            for column in value.columns:
+                for item in value[column]:
+                    walk(item)
+        elif isinstance(value, dict):
+            for item in value.values():
+                walk(item)
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                walk(item)
+        elif isinstance(value, numbers.Number) and not isinstance(value, bool) and value == value:
+            found.add(round(abs(float(value)), 6))
+
+    for name in dir(research):
+        if name.isupper():
+            walk(getattr(research, name))
+    return found
+
+
+def _prose(cell) -> list[str]:
+    """What a reader reads as text: a markdown cell, or the string constants of a code cell."""
+    if cell.cell_type == "markdown":
+        return [cell.source]
+    return [node.value for node in ast.walk(ast.parse(cell.source))
+            if isinstance(node, ast.Constant) and isinstance(node.value, str)]
+
+
+def test_research_numbers_are_computed_not_typed():
+    """The research's reference numbers (dynatree_lib.book.research) reach the prose through code
+    (`display(Markdown(f"... {research.PARAM_BEST['speedup']}x ..."))`), never typed: a typed copy goes stale."""
+    numbers = _research_numbers()
+    typed = []
+    for path in NOTEBOOKS:
+        for index, cell in enumerate(nbformat.read(path, as_version=4).cells):
+            for text in _prose(cell):
+                for m in TYPED_NUMBER.finditer(text):
+                    value = float(m.group(1)) / (100 if m.group(2) == "%" else 1)
+                    if round(abs(value), 6) in numbers:
+                        typed.append(f"{path.stem} cell {index}: {m.group(0)!r}")
+    assert not typed, "research numbers typed into the prose: " + ", ".join(typed)
 
 
 @pytest.fixture(scope="module")

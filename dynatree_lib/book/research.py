@@ -9,6 +9,8 @@ from __future__ import annotations
 import pandas as pd
 
 SETUP = "one NVIDIA GPU, Pythia-2.8B target / Pythia-70M draft, fp16, greedy, batch size 1"
+# The models' nominal sizes (parameters, embeddings included, as their names give them): the draft/target ratio.
+PARAMS = {"target": 2.8e9, "draft": 70e6}
 
 # Fixed tree vs peers, 500 tokens, one prompt.
 PEERS_500 = pd.DataFrame(
