@@ -3,6 +3,8 @@
     python benchmarks/goal.py                       # 5 HumanEval prompts, 128 new tokens, bf16
     python benchmarks/goal.py --prompts 164         # the full set (resumes: finished configurations are skipped)
     python benchmarks/goal.py --report              # print the table from data/results/goal.csv, run nothing
+    python benchmarks/goal.py --sets humaneval:4,prose:3,technical:3 --skip 10 --experiment speed \
+        --methods "$(python benchmarks/goal.py --speed-methods)"   # three kinds of text, new prompts (the "speed" table)
 
 Per method: median tok/s, median speedup over AR, worst prompt's speedup, median speedup over HFAssisted
 (per prompt, the ratio of the two same-process speedups), tokens per round, and the share of wall time spent
@@ -26,16 +28,46 @@ METHODS = ("AR,HFAssisted,HFAssisted(draft_bits=4),Linear(K=5),Linear(K=5,draft_
            "DynaTree(phase=3,draft_bits=4),HardwareAware(draft_bits=4)")
 
 
+# The "speed" table (issue: trees that beat the best chain): the defaults as shipped, with the bf16 and the int4
+# draft, beside transformers' assisted generation given the same drafts; both plain decoders are measured and the
+# faster one is the reference (bench.harness: HFGenerate).
+SPEED_METHODS = ("AR,HFGenerate,HFAssisted,HFAssisted(draft_bits=4),DynaTree,DynaTree(draft_bits=4),"
+                 "DynaTree(draft_bits=4,draft_vocab=32768),Linear(K=5,draft_bits=4),DynaTree(phase=3,draft_bits=4)")
+
+
+def prompt_sets(spec: str, skip: int = 0):
+    """Prompts from several sets: "humaneval:4,prose:3" takes 4 HumanEval and 3 prose prompts, after the first `skip`
+    of each set (prompts that tuning looked at can be left out)."""
+    import pandas as pd
+
+    frames = []
+    for item in spec.split(","):
+        name, _, count = item.partition(":")
+        rows = load_prompts(name.strip(), skip + int(count or 1)).iloc[skip:]
+        frames.append(rows.assign(kind=name.strip())[["id", "text", "kind"]])
+    return pd.concat(frames, ignore_index=True)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--prompts", type=int, default=5, help="first N HumanEval prompts (default: 5; all: 164)")
     parser.add_argument("--tokens", type=int, default=128, help="new tokens per generation (default: 128)")
+    parser.add_argument("--sets", default=None,
+                        help='prompts from several sets, e.g. "humaneval:4,prose:3,technical:3" (instead of --prompts)')
+    parser.add_argument("--skip", type=int, default=0, help="with --sets: leave out the first N prompts of each set")
+    parser.add_argument("--speed-methods", action="store_true", help="print the speed table's method list and exit")
     add_common_args(parser, experiment="goal", methods=METHODS)
     args = parser.parse_args(argv)
-    prompts = load_prompts("humaneval", args.prompts)
+    if args.speed_methods:
+        print(SPEED_METHODS)
+        return
+    prompts = prompt_sets(args.sets, args.skip) if args.sets else load_prompts("humaneval", args.prompts)
     df = sweep(args, prompts, [args.tokens], lambda: load_pair("embedded", dtype=args.dtype))
-    print(f"\nembedded pair, {args.dtype}, {df['prompt_id'].nunique()} HumanEval prompt(s), {args.tokens} new tokens")
+    print(f"\nembedded pair, {args.dtype}, {df['prompt_id'].nunique()} prompt(s), {args.tokens} new tokens")
     print_summary(df)
+    if "HFAssisted(draft_bits=4)" in set(df["method"]):
+        print("\nover transformers' assisted generation given the same int4 draft:")
+        print_summary(df, baseline="HFAssisted(draft_bits=4)")
 
 
 if __name__ == "__main__":

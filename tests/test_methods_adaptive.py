@@ -541,16 +541,27 @@ def test_phase4_feeds_a_level_only_when_it_pays_for_itself():
 
     shaped = Shaped(DynaTree(), lambda p: torch.ones_like(p, dtype=torch.long))
     tree = from_parents([0, 1, 2], [-1, 0, 1])  # a chain: root, then two draft nodes
-    tree = dataclasses.replace(tree, cum_logp=torch.log(torch.tensor([1.0, 0.9, 0.5])))
+    shaped.logq = torch.log(torch.tensor([1.0, 0.9, 0.5]))  # worth: the chance the target accepts the path
     new = torch.tensor([2])
-    shaped.rate, shaped.pbar, shaped.alpha = 10.0, 0.8, 1.0  # tokens/s, typical top-1, calibration
-    shaped.level_s = 0.01  # a level is worth 0.1 tokens: 0.8 * 0.5 = 0.4 expected from the next one
+    shaped.rate, shaped.abar = 10.0, 0.8  # tokens/s, how often a first child is accepted
+    shaped.level_s = 0.01  # a level must bring 0.1 tokens: 0.8 * 0.5 = 0.4 expected from the next one
     assert shaped.select_frontier(tree, new).tolist() == [2]
     shaped.level_s = 0.1  # now it must bring 1 token: not worth drafting
     assert shaped.select_frontier(tree, new).tolist() == []
-    shaped.alpha = 0.2  # the draft's probabilities overstate acceptance five times: cheap levels stop earlier too
     shaped.level_s = 0.01
+    shaped.logq[2] = torch.log(torch.tensor(0.1))  # a path the target rarely accepts: not worth extending
     assert shaped.select_frontier(tree, new).tolist() == []
+
+
+def test_phase4_calibration_learns_what_the_target_accepts():
+    from dynatree_lib.methods.confidence import Calibration
+
+    cal = Calibration()
+    assert cal.f(torch.tensor([0.55])).item() == pytest.approx(0.55)  # the prior: f(p) = p
+    for _ in range(200):
+        cal.observe(0.55, True)  # an int4 draft unsure of tokens the target then writes
+    assert cal.f(torch.tensor([0.55])).item() > 0.95
+    assert cal.f(torch.tensor([0.15])).item() == pytest.approx(0.15)  # other bins keep their prior
 
 
 def test_phase4_sampling_is_reproducible_from_its_seed(monkeypatch):
@@ -578,5 +589,5 @@ def test_phase4_learns_its_costs_and_calibration_per_generation():
     pair = pair_for("llama", "perturbed", False)
     out = generate(pair, [3, 1, 4, 1, 5, 9, 2, 6], DynaTree(), 40, stop_at_eos=False)
     assert out.token_ids == reference("llama", False, [3, 1, 4, 1, 5, 9, 2, 6], 40)
-    assert {"alpha", "rate_x_level", "node_floor"} <= set(out.trace[0])
-    assert "final_alpha" in out.stats and 0.25 <= out.stats["final_alpha"] <= 1.5
+    assert {"abar", "rate_x_level", "node_floor"} <= set(out.trace[0])
+    assert 0 <= out.stats["final_abar"] <= 1 and 0 <= out.stats["final_accept_at_p0.95"] <= 1
