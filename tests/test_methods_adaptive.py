@@ -544,12 +544,12 @@ def test_phase4_feeds_a_level_only_when_it_pays_for_itself():
     shaped.logq = torch.log(torch.tensor([1.0, 0.9, 0.5]))  # worth: the chance the target accepts the path
     new = torch.tensor([2])
     shaped.rate, shaped.abar = 10.0, 0.8  # tokens/s, how often a first child is accepted
-    shaped.level_s = 0.01  # a level must bring 0.1 tokens: 0.8 * 0.5 = 0.4 expected from the next one
+    shaped.level_s = 0.01  # a level must bring 0.7 * 0.1 tokens: 0.8 * 0.5 = 0.4 expected from the next one
     assert shaped.select_frontier(tree, new).tolist() == [2]
-    shaped.level_s = 0.1  # now it must bring 1 token: not worth drafting
+    shaped.level_s = 0.1  # now it must bring 0.7 tokens: not worth drafting
     assert shaped.select_frontier(tree, new).tolist() == []
     shaped.level_s = 0.01
-    shaped.logq[2] = torch.log(torch.tensor(0.1))  # a path the target rarely accepts: not worth extending
+    shaped.logq[2] = torch.log(torch.tensor(0.05))  # a path the target rarely accepts: not worth extending
     assert shaped.select_frontier(tree, new).tolist() == []
 
 
