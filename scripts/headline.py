@@ -19,13 +19,16 @@ def main(argv=None) -> None:
     parser.add_argument("out", type=Path)
     parser.add_argument("--results", type=Path, default=Path(__file__).resolve().parents[1] / "data" / "results")
     args = parser.parse_args(argv)
-    goal = read_results(args.results / "goal.csv")
+    # The speed table (three kinds of text, both plain decoders as reference) when it is stored, else the older
+    # HumanEval-only goal table.
+    name = "speed.csv" if (args.results / "speed.csv").exists() else "goal.csv"
+    goal = read_results(args.results / name)
     if goal.empty:
         text = ("No goal benchmark is stored yet: `python benchmarks/goal.py` measures it (about 3 minutes per "
                 "prompt on a 2-core CPU) and this section is rebuilt from its rows.")
     else:
         quality = read_results(args.results / "quality.csv")
-        text = headline(goal, quality if not quality.empty else None)
+        text = headline(goal, quality if not quality.empty else None, source=f"data/results/{name}")
     args.out.write_text(text + "\n")
     print(f"headline: wrote {args.out}")
 

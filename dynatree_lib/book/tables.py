@@ -90,6 +90,39 @@ def goal_table(df: pd.DataFrame, length: int = 128, baseline: str = "HFAssisted"
     return table.sort_values("speedup_ar", ascending=False).reset_index(drop=True)
 
 
+KINDS = {"HumanEval/": "code", "prose/": "prose", "technical/": "technical"}
+
+
+def text_kind(prompt_id: str) -> str:
+    """The kind of text a stored prompt id names (code, prose, technical; 'other' for ids of other sets)."""
+    return next((kind for prefix, kind in KINDS.items() if str(prompt_id).startswith(prefix)), "other")
+
+
+def prompts_described(df: pd.DataFrame) -> str:
+    """'9 prompts (3 code, 3 prose, 3 technical)': what a results table was measured on."""
+    ids = pd.Series(df["prompt_id"].unique())
+    counts = ids.map(text_kind).value_counts()
+    parts = ", ".join(f"{counts[k]} {k}" for k in [*KINDS.values(), "other"] if k in counts)
+    return f"{len(ids)} prompts ({parts})"
+
+
+def by_kind(df: pd.DataFrame, methods=None) -> pd.DataFrame:
+    """Per method and kind of text (code, prose, technical): medians over prompts of the speedup, tokens per round
+    and accepted depth per round, and the number of prompts. `methods` keeps and orders a subset."""
+    pp = per_prompt(df)
+    pp["kind"] = pp["prompt_id"].map(text_kind)
+    if methods is not None:
+        pp = pp[pp["method"].isin(methods)]
+    out = (pp.groupby(["method", "max_new_tokens", "kind"], sort=False)
+           .agg(prompts=("prompt_id", "nunique"), speedup=("speedup", "median"),
+                tokens_per_round=("tokens_per_round", "median"), acceptance_depth=("acceptance_depth", "median"))
+           .reset_index())
+    if methods is not None:
+        out["order"] = out["method"].map({m: i for i, m in enumerate(methods)})
+        out = out.sort_values(["order", "max_new_tokens", "kind"]).drop(columns="order")
+    return out.reset_index(drop=True)
+
+
 def round_costs(df: pd.DataFrame) -> pd.DataFrame:
     """Per method, medians over runs: seconds per round spent drafting, verifying and committing (the draft's
     one-off prompt prefill falls in the first round), nodes drafted per round, seconds per draft forward (forward
@@ -279,7 +312,8 @@ def _fmt_x(value: float) -> str:
 
 
 def headline(goal: pd.DataFrame, quality: pd.DataFrame | None = None, *, length: int = 128, top: int = 6,
-             baseline: str = "HFAssisted", same_draft: str = "HFAssisted(draft_bits=4)") -> str:
+             baseline: str = "HFAssisted", same_draft: str = "HFAssisted(draft_bits=4)",
+             source: str = "data/results/goal.csv") -> str:
     """The book's headline results as Markdown, computed from stored rows only: the goal benchmark's `top` fastest
     methods and both peers (median and worst-prompt speedup over AR, over `baseline`, over `same_draft`: the same
     peer given the same quantized draft), what they were measured on, and, from a float32 `quality` table, how many
@@ -294,17 +328,21 @@ def headline(goal: pd.DataFrame, quality: pd.DataFrame | None = None, *, length:
     stats = per_config(part).set_index("method")
     table["tokens_per_round"] = table["method"].map(stats["tokens_per_round"])
     table["match_ar"] = table["method"].map(stats["match_ar"])
-    peers = table["method"].isin([baseline, same_draft, "AR"])
+    peers = table["method"].isin([baseline, same_draft, "AR", "HFGenerate"])
     shown = pd.concat([table[~peers].head(top), table[peers]])
     def each(column, width=None):
         return ", ".join(distinct(part, column, width))
 
-    lines = [f"Measured by `benchmarks/goal.py` (stored in `data/results/goal.csv`): {table['prompts'].max()} "
-             f"HumanEval prompts, {length} new tokens, {each('dtype')}, {each('device')} ({each('cpu')}, "
+    two_refs = "HFGenerate" in set(part["method"])
+    plain = ("plain decoding (the faster of AR and transformers' own greedy `generate`, measured for every prompt)"
+             if two_refs else "AR")
+    lines = [f"Measured by `benchmarks/goal.py` (stored in `{source}`): {prompts_described(part)}, "
+             f"{length} new tokens, {each('dtype')}, {each('device')} ({each('cpu')}, "
              f"{each('torch_threads')} threads), {each('pair')}, commit {each('git_commit', 7)}, "
-             f"{each('date_utc', 10)}. Speedups are medians over prompts of same-process ratios of wall time.",
+             f"{each('date_utc', 10)}. Speedups are over {plain}: medians over prompts of same-process ratios of "
+             "wall time.",
              "",
-             f"| method | speedup over AR | worst prompt | over {baseline} | over {same_draft} | tokens per round "
+             f"| method | speedup | worst prompt | over {baseline} | over {same_draft} | tokens per round "
              "| runs identical to bf16 AR |",
              "|---|---|---|---|---|---|---|"]
     for _, row in shown.iterrows():
@@ -313,14 +351,14 @@ def headline(goal: pd.DataFrame, quality: pd.DataFrame | None = None, *, length:
                      f"| {row['tokens_per_round']:.2f} | {row['match_ar']:.0%} |")
     best = table[~peers].iloc[0]
     plain = table[~peers & ~table["method"].str.contains("draft_bits=")]
-    lines += ["", f"- Fastest of this library's methods: `{best['method']}`, {_fmt_x(best['speedup_ar'])} over AR "
+    lines += ["", f"- Fastest of this library's methods: `{best['method']}`, {_fmt_x(best['speedup_ar'])} over {plain} "
                   f"(worst prompt {_fmt_x(best['speedup_ar_min'])}), {_fmt_x(best[f'speedup_vs_{baseline}'])} over "
                   f"`{baseline}` as transformers runs it, and {_fmt_x(best[f'speedup_vs_{same_draft}'])} over `{same_draft}`, the "
                   "same peer given the same quantized draft."]
     if not plain.empty:
         p = plain.iloc[0]
         cost = round_costs(part).set_index("method")["draft_forward_over_ar_step"]
-        line = f"- With the draft as shipped, the best is `{p['method']}` at {_fmt_x(p['speedup_ar'])} over AR."
+        line = f"- With the draft as shipped, the best is `{p['method']}` at {_fmt_x(p['speedup_ar'])}."
         if best["method"] in cost.index and p["method"] in cost.index:
             line += (f" One draft forward costs {cost[p['method']]:.2f} of an AR target step with the shipped draft "
                      f"and {cost[best['method']]:.2f} with `{best['method']}`'s draft; the draft's weights change "

@@ -18,9 +18,8 @@ table over ten bins of p (prior f(p) = p): the draft's own probability is a poor
 draft is often right at p = 0.6, and a chain of such tokens is worth far more than the product of the p's says), so
 the table is learned from every child whose parent was accepted. The tree is a long chain while the target keeps
 agreeing (one child, q decaying slowly, cheap levels) and widens where the draft is unsure (phase 1's branch rule:
-min_branch children above high_conf, max_branch below low_conf); both limits move with the hardware: a level that
-costs 0.7 of a target step (a bf16 draft on this CPU) needs far more worth than one that costs 0.14 (an int4
-draft). Costs and rate are running averages over the rounds of this generation (the first round, where the draft
+min_branch children above high_conf, max_branch below low_conf); both limits move with the hardware: a level of
+the bf16 draft, which costs most of a target step on a CPU, needs far more worth than one of an int4 draft. Costs and rate are running averages over the rounds of this generation (the first round, where the draft
 reads the whole prompt, is left out), starting from priors that suit a cheap draft; max_depth is only a hard cap.
 
 Nothing here changes what is committed: the target verifies whatever tree is drafted, so output stays exact.
