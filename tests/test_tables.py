@@ -169,7 +169,7 @@ def test_headline_numbers_come_from_rows():
                    date_utc="2026-11-24T00:00:00", draft_s=1.0, verify_s=2.0, commit_s=0.1)
     quality = df.assign(match_ar=[True] * 9 + [False])
     text = tables.headline(df, quality)
-    assert "2 HumanEval prompts, 128 new tokens, bfloat16, cpu (test cpu, 2 threads), a/b, commit abcdef1" in text
+    assert "2 prompts (2 other), 128 new tokens, bfloat16, cpu (test cpu, 2 threads), a/b, commit abcdef1" in text
     # the int4 linear: speedups 2 and 3 -> median 2.5x, worst 2x; over HFAssisted (0.9, 1.0) median (2.22+3)/2=2.61x;
     # over HFAssisted(draft_bits=4) (2, 2): median 1.25x
     assert f"| `{label(fast)}` | 2.50x | 2.00x | 2.61x | 1.25x |" in text
@@ -187,3 +187,10 @@ def test_headline_script_without_results(tmp_path):
     script = Path(__file__).resolve().parents[1] / "scripts" / "headline.py"
     subprocess.run([sys.executable, str(script), str(out), "--results", str(tmp_path)], check=True)
     assert "python benchmarks/goal.py" in out.read_text()
+
+
+def test_text_kinds_and_the_speed_reference():
+    assert [tables.text_kind(p) for p in ("HumanEval/3", "prose/hamlet", "technical/x", "t")] == [
+        "code", "prose", "technical", "other"]
+    df = pd.DataFrame({"prompt_id": ["HumanEval/1", "HumanEval/2", "prose/a", "prose/a"]})
+    assert tables.prompts_described(df) == "3 prompts (2 code, 1 prose)"

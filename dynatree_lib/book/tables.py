@@ -334,12 +334,12 @@ def headline(goal: pd.DataFrame, quality: pd.DataFrame | None = None, *, length:
         return ", ".join(distinct(part, column, width))
 
     two_refs = "HFGenerate" in set(part["method"])
-    plain = ("plain decoding (the faster of AR and transformers' own greedy `generate`, measured for every prompt)"
-             if two_refs else "AR")
+    reference = ("plain decoding (the faster of AR and transformers' own greedy `generate`, measured for every "
+                 "prompt)" if two_refs else "AR")
     lines = [f"Measured by `benchmarks/goal.py` (stored in `{source}`): {prompts_described(part)}, "
              f"{length} new tokens, {each('dtype')}, {each('device')} ({each('cpu')}, "
              f"{each('torch_threads')} threads), {each('pair')}, commit {each('git_commit', 7)}, "
-             f"{each('date_utc', 10)}. Speedups are over {plain}: medians over prompts of same-process ratios of "
+             f"{each('date_utc', 10)}. Speedups are over {reference}: medians over prompts of same-process ratios of "
              "wall time.",
              "",
              f"| method | speedup | worst prompt | over {baseline} | over {same_draft} | tokens per round "
@@ -351,7 +351,8 @@ def headline(goal: pd.DataFrame, quality: pd.DataFrame | None = None, *, length:
                      f"| {row['tokens_per_round']:.2f} | {row['match_ar']:.0%} |")
     best = table[~peers].iloc[0]
     plain = table[~peers & ~table["method"].str.contains("draft_bits=")]
-    lines += ["", f"- Fastest of this library's methods: `{best['method']}`, {_fmt_x(best['speedup_ar'])} over {plain} "
+    lines += ["", f"- Fastest of this library's methods: `{best['method']}`, {_fmt_x(best['speedup_ar'])} over "
+                  f"{'plain decoding' if two_refs else 'AR'} "
                   f"(worst prompt {_fmt_x(best['speedup_ar_min'])}), {_fmt_x(best[f'speedup_vs_{baseline}'])} over "
                   f"`{baseline}` as transformers runs it, and {_fmt_x(best[f'speedup_vs_{same_draft}'])} over `{same_draft}`, the "
                   "same peer given the same quantized draft."]
