@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import platform
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -81,7 +82,8 @@ def _model_name(model) -> str | None:
     if model is None:
         return None
     config = model.config
-    return getattr(config, "name_or_path", None) or f"{config.model_type}-{config.num_hidden_layers}L"
+    name = getattr(config, "name_or_path", None)
+    return public_path(name) if name else f"{config.model_type}-{config.num_hidden_layers}L"
 
 
 def provenance(pair=None, params: dict | None = None) -> dict:
@@ -96,8 +98,8 @@ def provenance(pair=None, params: dict | None = None) -> dict:
         "cpu": cpu_model(),
         "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
         "torch_threads": torch.get_num_threads(),
-        "argv": " ".join(sys.argv),
-        "params": params or {},
+        "argv": scrub_paths(" ".join(sys.argv)),
+        "params": json.loads(scrub_paths(json.dumps(params or {}, default=str))),
     }
     if pair is not None:
         info.update(pair_info(pair))
@@ -120,3 +122,30 @@ def repo_relative(path) -> str:
         return path.relative_to(REPO).as_posix()
     except ValueError:
         return path.name
+
+
+# The top-level folders of a checkout: a path through one of them is named from there on, whichever machine, clone or
+# worktree wrote it (/tmp/bench/data/results and /work/main/data/results are both data/results).
+_CHECKOUT_TOP = ("data", "benchmarks", "notebooks", "scripts", "dynatree_lib", "book", "tests")
+# An absolute path of two or more components that does not continue a word, a number or a relative path
+# ("HumanEval/10", "B=1/2/3" and "tok/s" are not paths).
+_ABSOLUTE = re.compile(r"(?<![\w.~/-])/(?:[\w.@+-]+/)+[\w.@+-]+")
+
+
+def public_path(path) -> str:
+    """How stored rows and pages name `path`: a relative path or a hub id as given; an absolute path inside a checkout
+    of this repository from the checkout's top-level folder on (data/results); any other (a model in the cache) by
+    its last component. Never a machine's absolute path, and the same on every machine."""
+    text = str(path)
+    if not text.startswith("/"):
+        return text
+    parts = Path(text).parts
+    for i, part in enumerate(parts[1:], start=1):
+        if part in _CHECKOUT_TOP:
+            return Path(*parts[i:]).as_posix()
+    return parts[-1]
+
+
+def scrub_paths(text: str) -> str:
+    """`text` with every absolute path in it replaced by its `public_path`."""
+    return _ABSOLUTE.sub(lambda m: public_path(m.group(0)), text)
