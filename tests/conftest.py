@@ -1,4 +1,5 @@
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -19,3 +20,16 @@ def all_threads():
     torch.set_num_threads(os.cpu_count() or 1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def kernel():
+    """The notebooks' Jupyter kernel (nbchecks.KERNEL), installed into this environment when missing."""
+    from jupyter_client.kernelspec import find_kernel_specs
+
+    from nbchecks import KERNEL
+
+    if KERNEL not in find_kernel_specs():
+        subprocess.run([sys.executable, "-m", "ipykernel", "install", "--sys-prefix", "--name", KERNEL,
+                        "--display-name", "Python (dynatree)"], check=True, capture_output=True)
+    return KERNEL

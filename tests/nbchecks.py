@@ -1,4 +1,5 @@
-"""Checks of executed notebooks and of the built book's HTML, shared by test_setup_logs.py and test_book.py."""
+"""Checks of executed notebooks and of the built book's HTML, shared by test_setup_logs.py and test_book.py, and the
+name of the notebooks' Jupyter kernel (the `kernel` fixture in conftest.py installs it)."""
 from __future__ import annotations
 
 import html as html_lib
@@ -6,6 +7,9 @@ import re
 from pathlib import Path
 
 import nbformat
+
+# The kernel every notebook names in its metadata (test_notebooks.py checks it; papermill runs it).
+KERNEL = "dynatree"
 
 # Setup noise that must never reach a chapter: pip's log, download progress, terminal escape codes, tqdm bars.
 SETUP_LOG_PATTERNS = {

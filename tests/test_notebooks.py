@@ -9,16 +9,15 @@ from __future__ import annotations
 import ast
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import nbformat
 import pytest
 
+from nbchecks import KERNEL
+
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-KERNEL = "dynatree"
 # Every notebook's parameters cell defines these (papermill overrides them; the book's scripts rely on them).
 SHARED_PARAMETERS = {"target", "draft", "device", "dtype", "run_experiments", "smoke"}
 
@@ -100,16 +99,6 @@ def test_research_numbers_are_computed_not_typed():
                     if round(abs(value), 6) in numbers:
                         typed.append(f"{path.stem} cell {index}: {m.group(0)!r}")
     assert not typed, "research numbers typed into the prose: " + ", ".join(typed)
-
-
-@pytest.fixture(scope="module")
-def kernel():
-    from jupyter_client.kernelspec import find_kernel_specs
-
-    if KERNEL not in find_kernel_specs():
-        subprocess.run([sys.executable, "-m", "ipykernel", "install", "--sys-prefix", "--name", KERNEL,
-                        "--display-name", "Python (dynatree)"], check=True, capture_output=True)
-    return KERNEL
 
 
 def _selected(paths):

@@ -7,8 +7,6 @@ is also applied to the notebooks the book test executes (test_book.py).
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import nbformat
@@ -18,7 +16,6 @@ from nbformat.v4 import new_code_cell, new_notebook, new_output
 from nbchecks import setup_log_hits
 
 ROOT = Path(__file__).resolve().parents[1]
-KERNEL = "dynatree"
 
 
 def _notebook(*outputs):
@@ -45,16 +42,6 @@ def test_scan_passes_clean_outputs():
         new_output("execute_result", data={"text/plain": "   depth  branch\n0      5       2"}, execution_count=1),
     )
     assert setup_log_hits(nb) == []
-
-
-@pytest.fixture(scope="module")
-def kernel():
-    from jupyter_client.kernelspec import find_kernel_specs
-
-    if KERNEL not in find_kernel_specs():
-        subprocess.run([sys.executable, "-m", "ipykernel", "install", "--sys-prefix", "--name", KERNEL,
-                        "--display-name", "Python (dynatree)"], check=True, capture_output=True)
-    return KERNEL
 
 
 def _real_wheels() -> Path:
