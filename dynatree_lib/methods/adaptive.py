@@ -30,7 +30,7 @@ import torch
 
 from ..core.draft import select_children
 from .confidence import Shaped, ShapedPolicy
-from .base import TreePolicy, _check_draft_bits, _check_draft_vocab, _check_int, _check_prob, policy, speculative
+from .base import TreePolicy, _check_draft_options, _check_int, _check_prob, policy, speculative
 
 _TRACE_KEYS = ("conf_high", "conf_mid", "conf_low", "stopped", "extended")
 
@@ -76,8 +76,7 @@ class DynaTree:
     needs_draft = True
 
     def __post_init__(self):
-        _check_draft_bits(self.draft_bits)
-        _check_draft_vocab(self.draft_vocab)
+        _check_draft_options(self.draft_bits, self.draft_vocab)
         if self.phase not in (1, 2, 3, 4) or isinstance(self.phase, bool):
             raise ValueError(f"phase must be 1, 2, 3 or 4, got {self.phase!r}")
         if self.max_depth is None:

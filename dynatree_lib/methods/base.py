@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from functools import singledispatch
 from typing import Callable
 
-from ..core.checks import _check_draft_bits, _check_int, _check_prob  # noqa: F401  (methods import them from here)
+# the other method modules import these checks from here
+from ..core.checks import _check_draft_bits, _check_draft_options, _check_int, _check_prob  # noqa: F401
 from ..core.draft import DraftState, Expand, draft_tree
 from ..core.loop import Run, decode, speculate
 
@@ -98,8 +99,7 @@ class Linear:
         return f"Linear(K={self.k})"
 
     def __post_init__(self):
-        _check_draft_bits(self.draft_bits)
-        _check_draft_vocab(self.draft_vocab)
+        _check_draft_options(self.draft_bits, self.draft_vocab)
         _check_int("k", self.k, 1)
 
 
@@ -121,18 +121,11 @@ class FixedTree:
         return f"FixedTree(D={self.depth},B={self.branch},tau={self.threshold:g},N={self.max_nodes})"
 
     def __post_init__(self):
-        _check_draft_bits(self.draft_bits)
-        _check_draft_vocab(self.draft_vocab)
+        _check_draft_options(self.draft_bits, self.draft_vocab)
         _check_int("depth", self.depth, 1)
         _check_int("branch", self.branch, 1)
         _check_prob("threshold", self.threshold)
         _check_int("max_nodes", self.max_nodes, 1)
-
-
-def _check_draft_vocab(value) -> None:
-    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 16):
-        raise ValueError(f"draft_vocab must be None (the full vocabulary) or an integer >= 16 (the number of "
-                         f"tokens the draft scores), got {value!r}")
 
 
 def label(method) -> str:

@@ -11,8 +11,7 @@ from ..core.draft import DraftState, draft_tree, fixed_expand
 from ..core.loop import Run, decode, speculate
 from ..planning.calibrate import Costs, calibration_nodes, load_or_measure_costs
 from ..planning.planner import Acceptance, Plan, Planner, rank_observations
-from .base import Autoregressive, FixedTree, _check_draft_bits, _check_int, _check_prob
-from .base import _check_draft_vocab
+from .base import Autoregressive, FixedTree, _check_draft_options, _check_int, _check_prob
 
 # ---------------------------------------------------------------------------------------------------------------------
 # The method
@@ -60,8 +59,7 @@ class HardwareAware:
     needs_draft = True
 
     def __post_init__(self):
-        _check_draft_bits(self.draft_bits)
-        _check_draft_vocab(self.draft_vocab)
+        _check_draft_options(self.draft_bits, self.draft_vocab)
         for name in ("max_depth", "max_branch", "max_nodes", "probe_every"):
             _check_int(name, getattr(self, name), 1)
         _check_int("warmup_rounds", self.warmup_rounds, 0)

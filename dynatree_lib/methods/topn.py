@@ -12,7 +12,7 @@ import torch
 
 from ..core.draft import DraftState, draft_tree, reorder, select_children
 from ..core.loop import Run
-from .base import _check_draft_bits, _check_draft_vocab, _check_int, drafter, renamed, speculative
+from .base import _check_draft_options, _check_int, drafter, renamed, speculative
 
 
 @speculative
@@ -41,8 +41,7 @@ class TopNTree:
     needs_draft = True
 
     def __post_init__(self):
-        _check_draft_bits(self.draft_bits)
-        _check_draft_vocab(self.draft_vocab)
+        _check_draft_options(self.draft_bits, self.draft_vocab)
         _check_int("max_nodes", self.max_nodes, 1)
         _check_int("max_depth", self.max_depth, 1)
         _check_int("topk", self.topk, 1)
