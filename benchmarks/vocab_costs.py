@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from dynatree_lib import load_pair  # noqa: E402
-from dynatree_lib.bench.provenance import provenance, row_provenance  # noqa: E402
+from dynatree_lib.models.provenance import provenance, row_provenance  # noqa: E402
 from dynatree_lib.models.vocab import keep_ids  # noqa: E402
 from dynatree_lib.planning.calibrate import forward_costs  # noqa: E402
 

@@ -1,5 +1,6 @@
 """The benchmark harness: timed runs with provenance (harness), stored results (storage), method specs (specs),
-summaries (summary), the book's experiments (experiments, sweep), prompts, provenance and quality checks.
+summaries (summary), the book's experiments (experiments, sweep), prompts and quality checks. The provenance
+of result rows lives in models.provenance (cost calibrations, below this layer, carry it too).
 
 The names of the former flat `dynatree_lib.bench` module are re-exported here."""
 from .harness import (ForwardTimer, WARMUP_TOKENS, as_prompts, first_divergence, perplexity, run_benchmark,
