@@ -19,9 +19,8 @@ from dynatree_lib.core import kvcache
 from dynatree_lib.bench import parse_method
 from dynatree_lib.core.draft import DraftState
 from dynatree_lib.core.tree import from_parents
-from tiny import ARCHS, VOCAB, reference_greedy, tiny_pair
+from tiny import ARCHS, DRAFTS, VOCAB, reference_greedy, tiny_pair
 
-DRAFTS = ("same", "perturbed", "unrelated")
 NODES = calibrate.DEFAULT_NODES
 
 

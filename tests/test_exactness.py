@@ -1,26 +1,14 @@
 """Every greedy method reproduces target-only greedy decoding (transformers' generate) token for token, float32."""
 import pytest
-import torch
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from dynatree_lib import Autoregressive, FixedTree, HFAssisted, HFPromptLookup, Linear, generate, label
 from dynatree_lib.core.draft import draft_tree, DraftState, fixed_expand
 from dynatree_lib.core import kvcache
-from tiny import ARCHS, VOCAB, reference_greedy, tiny_pair
+from tiny import ARCHS, DRAFTS, linear_or_fixed_tree, reference_greedy, tiny_pair, token_lists
 
-DRAFTS = ("same", "perturbed", "unrelated")
-
-methods = st.one_of(
-    st.builds(Linear, k=st.integers(1, 8)),
-    st.builds(
-        FixedTree,
-        depth=st.integers(1, 7),
-        branch=st.integers(1, 4),
-        threshold=st.sampled_from([0.0, 0.001, 0.01, 0.05, 0.2]),
-        max_nodes=st.integers(1, 40),
-    ),
-)
-prompts = st.lists(st.integers(0, VOCAB - 1), min_size=1, max_size=24)
+methods = linear_or_fixed_tree(max_depth=7, thresholds=[0.0, 0.001, 0.01, 0.05, 0.2], max_nodes=40)
+prompts = token_lists(max_size=24)
 
 
 @pytest.mark.parametrize("draft_kind", DRAFTS)

@@ -12,9 +12,7 @@ from dynatree_lib.core import kvcache
 from dynatree_lib.methods import adaptive, drafter, ngram, topn
 from dynatree_lib.core.draft import DraftState, Drafted, draft_tree, reorder
 from dynatree_lib.core.tree import add_level, from_parents, root
-from tiny import ARCHS, VOCAB, perturbed, reference_greedy, tiny_model, tiny_pair
-
-DRAFTS = ("same", "perturbed", "unrelated")
+from tiny import ARCHS, DRAFTS, VOCAB, perturbed, reference_greedy, tiny_model, tiny_pair
 
 
 @functools.lru_cache(maxsize=None)

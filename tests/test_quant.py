@@ -11,9 +11,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from dynatree_lib import FixedTree, Linear, ModelPair, Streaming, generate, label, model_memory_bytes, quantize_draft, quantize_int8
 from dynatree_lib.models.quant import Int4Linear, Int8Linear, bitsandbytes_available
-from tiny import ARCHS, VOCAB, reference_greedy, tiny_model, tiny_pair
-
-DRAFTS = ("same", "perturbed", "unrelated")
+from tiny import ARCHS, DRAFTS, VOCAB, reference_greedy, tiny_model, tiny_pair
 
 
 def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -7,22 +7,12 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from dynatree_lib import FixedTree, Linear, generate, label
 from dynatree_lib.bench.replay import (Replay, Superset, SupersetSpec, greedy_continuation, live_replay, params_of,
                                        replay_grid)
-from tiny import ARCHS, VOCAB, tiny_pair
+from tiny import ARCHS, DRAFTS, linear_or_fixed_tree, tiny_pair, token_lists
 
-DRAFTS = ("same", "perturbed", "unrelated")
 FIELDS = ("nodes", "depth", "accepted", "committed")
 
-methods = st.one_of(
-    st.builds(Linear, k=st.integers(1, 8)),
-    st.builds(
-        FixedTree,
-        depth=st.integers(1, 8),
-        branch=st.integers(1, 4),
-        threshold=st.sampled_from([0.0, 0.01, 0.02, 0.03, 0.05, 0.1, 0.3]),
-        max_nodes=st.integers(1, 128),
-    ),
-)
-prompts = st.lists(st.integers(0, VOCAB - 1), min_size=1, max_size=20)
+methods = linear_or_fixed_tree(max_depth=8, thresholds=[0.0, 0.01, 0.02, 0.03, 0.05, 0.1, 0.3], max_nodes=128)
+prompts = token_lists(max_size=20)
 
 
 def spec_for(method) -> SupersetSpec:

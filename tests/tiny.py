@@ -1,10 +1,12 @@
-"""Tiny randomly initialised causal LMs of the three families the library must support, for fast exact tests."""
+"""Tiny randomly initialised causal LMs of the three families the library must support, for fast exact tests, and the
+Hypothesis strategies that draw methods and prompts for them."""
 from __future__ import annotations
 
 import functools
 import os
 
 import torch
+from hypothesis import strategies as st
 from transformers import (
     GPTNeoXConfig,
     GPTNeoXForCausalLM,
@@ -14,10 +16,11 @@ from transformers import (
     Qwen2ForCausalLM,
 )
 
-from dynatree_lib import ModelPair
+from dynatree_lib import FixedTree, Linear, ModelPair
 
 VOCAB = 96
 ARCHS = ("gpt_neox", "llama", "qwen2")
+DRAFTS = ("same", "perturbed", "unrelated")  # the draft kinds tiny_pair builds
 # Where and in which dtype the tiny models run by default: CPU float32, unless scripts/gpu_check.sh asks for
 # another (DYNATREE_TEST_DEVICE=cuda DYNATREE_TEST_DTYPE=float16). A model's weights are drawn on the CPU and then
 # moved (a perturbed draft's noise is drawn on the device).
@@ -80,3 +83,23 @@ def reference_greedy(model, prompt_ids, max_new_tokens: int) -> list[int]:
     finally:
         model.generation_config.eos_token_id = saved
     return out[0, len(prompt_ids):].tolist()
+
+
+def linear_or_fixed_tree(max_depth: int, thresholds, max_nodes: int):
+    """A Linear (k from 1 to 8) or a FixedTree (depth 1..max_depth, branch 1..4, a threshold of `thresholds`,
+    max_nodes 1..max_nodes), drawn by Hypothesis."""
+    return st.one_of(
+        st.builds(Linear, k=st.integers(1, 8)),
+        st.builds(
+            FixedTree,
+            depth=st.integers(1, max_depth),
+            branch=st.integers(1, 4),
+            threshold=st.sampled_from(thresholds),
+            max_nodes=st.integers(1, max_nodes),
+        ),
+    )
+
+
+def token_lists(max_size: int):
+    """Prompts of 1..max_size token ids of the tiny vocabulary, drawn by Hypothesis."""
+    return st.lists(st.integers(0, VOCAB - 1), min_size=1, max_size=max_size)
