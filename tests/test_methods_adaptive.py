@@ -534,6 +534,15 @@ def test_dynatree_labels_tell_every_setting_apart():
 # Phase 4: the confidence- and cost-shaped default
 
 
+def _level_costs(shaped, seconds: float, per_node: float = 0.0):
+    """Give a phase-4 state draft levels that cost `seconds` for one node and `per_node` more per extra node."""
+    from dynatree_lib.methods.confidence import _Line
+
+    shaped.draft = _Line(0.0, spread=0.25)
+    for width in (1, 2, 3) * 10:
+        shaped.draft.add(width, seconds + per_node * (width - 1))
+
+
 def test_phase4_feeds_a_level_only_when_it_pays_for_itself():
     from dynatree_lib.methods.confidence import Shaped
 
@@ -542,13 +551,37 @@ def test_phase4_feeds_a_level_only_when_it_pays_for_itself():
     shaped.logq = torch.log(torch.tensor([1.0, 0.9, 0.5]))  # worth: the chance the target accepts the path
     new = torch.tensor([2])
     shaped.rate, shaped.abar = 10.0, 0.8  # tokens/s, how often a first child is accepted
-    shaped.level_s = 0.01  # a level must bring 0.7 * 0.1 tokens: 0.8 * 0.5 = 0.4 expected from the next one
+    _level_costs(shaped, 0.01)  # a level must bring 0.7 * 0.1 tokens: 0.8 * 0.5 = 0.4 expected from the next one
     assert shaped.select_frontier(tree, new).tolist() == [2]
-    shaped.level_s = 0.1  # now it must bring 0.7 tokens: not worth drafting
+    _level_costs(shaped, 0.1)  # now it must bring 0.7 tokens: not worth drafting
     assert shaped.select_frontier(tree, new).tolist() == []
-    shaped.level_s = 0.01
+    _level_costs(shaped, 0.01)
     shaped.logq[2] = torch.log(torch.tensor(0.05))  # a path the target rarely accepts: not worth extending
     assert shaped.select_frontier(tree, new).tolist() == []
+
+
+def test_phase4_prices_a_node_in_both_forwards():
+    """A node that stays in the tree is verified and fed to the next draft level: the floor counts both costs, and a
+    wide level must be worth more than a narrow one."""
+    from dynatree_lib.methods.confidence import Shaped, _Line
+
+    shaped = Shaped(DynaTree(), lambda p: torch.ones_like(p, dtype=torch.long))
+    shaped.rate, shaped.abar = 10.0, 0.8
+    shaped.verify = _Line(0.0)
+    for nodes in (1, 8, 16) * 10:
+        shaped.verify.add(nodes, 0.2 + 0.002 * nodes)
+    _level_costs(shaped, 0.02, per_node=0.003)
+    assert shaped.draft.slope() == pytest.approx(0.003)
+    assert shaped.node_floor() == pytest.approx(10.0 * (0.002 + 0.003))
+    assert shaped.level_tokens(3) == pytest.approx(10.0 * (0.02 + 2 * 0.003))
+    tree = from_parents([0, 1, 2, 3], [-1, 0, 0, 0])
+    shaped.logq = torch.log(torch.tensor([1.0, 0.07, 0.07, 0.07]))
+    wide = torch.tensor([1, 2, 3])
+    # Three nodes worth 0.07 each pass the floor (0.8 * 0.07 >= 0.05) and together bring 0.8 * 0.21 = 0.168 tokens,
+    # short of 0.7 * 10 * (0.02 + 2 * 0.003) = 0.182 for a level that feeds three nodes
+    assert shaped.select_frontier(tree, wide).tolist() == []
+    _level_costs(shaped, 0.02)  # were a wide level as cheap as a narrow one (0.14 tokens), it would be drafted
+    assert shaped.select_frontier(tree, wide).tolist() == [1, 2, 3]
 
 
 def test_phase4_calibration_learns_what_the_target_accepts():

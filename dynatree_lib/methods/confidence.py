@@ -9,11 +9,14 @@ level, whether drafting another level pays for itself:
                                                         p: the draft's probability of the child's token,
                                                         f(p): how often the target accepted draft tokens of that
                                                         probability so far in this generation (root: q = 1)
-    keep a child       if q(child) >= rate * verify_per_node       the tokens the verify time it adds could earn
-    draft a level      if abar * sum q(frontier) >= rate * draft_per_level
+    keep a child       if q(child) >= rate * (verify_per_node + draft_per_node)   the tokens its time could earn
+    draft a level      if abar * sum q(frontier) >= rate * draft_level(width)
 
-where `rate` is the tokens per second decoding achieves now, `draft_per_level` and `verify_per_node` the seconds a
-draft level and a verified node cost, and `abar` how often a node's first child is accepted. f is a calibration
+where `rate` is the tokens per second decoding achieves now, `verify_per_node` the seconds a verified node adds,
+`draft_level(width)` the seconds of a draft level that feeds `width` nodes (a line fitted to the levels drafted so
+far; `draft_per_node` its slope: a node that stays in the tree is also fed to the next level's draft forward, and on
+a CPU an int4 draft's level costs about as much more per node as the verification does), and `abar` how often a
+node's first child is accepted. f is a calibration
 table over ten bins of p (prior f(p) = p): the draft's own probability is a poor measure of acceptance (an int4
 draft is often right at p = 0.6, and a chain of such tokens is worth far more than the product of the p's says), so
 the table is learned from every child whose parent was accepted. The tree is a long chain while the target keeps
@@ -41,6 +44,8 @@ _EMA = 0.2  # weight of the newest round in every running average
 _PRIOR_LEVEL_TOKENS = 0.4  # rate * draft_per_level before anything is measured (an int4 draft on a CPU)
 _PRIOR_NODE_FLOOR = 0.04  # rate * verify_per_node before anything is measured
 _NODE_SLOPE = 0.03  # prior: verify seconds per extra node, as a fraction of a one-token verify
+_DRAFT_NODE_SLOPE = 0.2  # prior: draft seconds per extra node of a level, as a fraction of a one-node level (the
+# int4 draft on 2 CPU cores: 27/43/125 ms for 1/4/16 nodes, data/results/vocab_costs.csv; the bf16 draft ~0.05)
 _LEVEL_MARGIN = 0.7  # a level is drafted when it is expected to return 70% of its cost in tokens: the
 # levels after it are an option the myopic rule does not count (0.7 beat 1.0 on 3 prompts, benchmarks/goal.py --skip)
 _FLOOR_RANGE = (0.005, 0.5)
@@ -54,11 +59,11 @@ def _ema(old: float | None, new: float) -> float:
 
 
 class _Line:
-    """y = a + b x by exponentially weighted least squares; until the x seen spread enough to fit a slope, the
-    slope is `prior` times the mean y (a node costs that fraction of a one-token verify)."""
+    """y = a + b x by exponentially weighted least squares; until the x seen spread enough (variance `spread`) to
+    fit a slope, the slope is `prior` times the intercept (a node costs that fraction of a one-node forward)."""
 
-    def __init__(self, prior: float):
-        self.prior = prior
+    def __init__(self, prior: float, spread: float = 4.0):
+        self.prior, self.spread = prior, spread
         self.mx = self.my = self.mxx = self.mxy = None
 
     def add(self, x: float, y: float) -> None:
@@ -69,9 +74,15 @@ class _Line:
         if self.mx is None:
             return None
         var = self.mxx - self.mx**2
-        fitted = (self.mxy - self.mx * self.my) / var if var > 4.0 else None  # x spread over a few nodes at least
+        fitted = (self.mxy - self.mx * self.my) / var if var > self.spread else None
         prior = self.prior * self.my / (1 + self.prior * self.mx)
         return prior if fitted is None else max(fitted, 0.25 * prior)
+
+    def at(self, x: float) -> float | None:
+        """The fitted y at x (never below a quarter of the mean: a short fit must not promise free forwards)."""
+        if self.mx is None:
+            return None
+        return max(self.my + self.slope() * (x - self.mx), 0.25 * self.my)
 
 
 class Calibration:
@@ -108,8 +119,10 @@ class Shaped:
         self.branches = branches  # phase 1's rule: children per node from its top-1 probability
         self.calibration = Calibration()
         self.abar = 0.8
-        self.level_s = self.rate = None
+        self.rate = None
         self.verify = _Line(_NODE_SLOPE)  # verify seconds = intercept + slope * nodes, fitted as the rounds come
+        # draft level seconds = intercept + slope * nodes fed; a level feeds 1-3 nodes, so a small spread suffices
+        self.draft = _Line(_DRAFT_NODE_SLOPE, spread=0.25)
         self.rounds = 0
         self.timed = True  # False while sampling: decisions may depend on the models only, never on the clock
         self.run = None
@@ -124,20 +137,22 @@ class Shaped:
         # marginal cost of a level. A round's draft_s / depth would also spread the root's forward, which reads the
         # tokens the draft has not seen yet, over the levels, and so make a shallow tree look costly per level.
         self.last_expand: float | None = None
-        self.level_times: list[float] = []
+        self.level_times: list[tuple[int, float]] = []  # (nodes the level's forward fed, seconds)
 
     # --- the decisions -----------------------------------------------------------------------------------------
-    def level_tokens(self) -> float:
-        """rate * draft_per_level: the tokens another level must be expected to add to pay for itself."""
-        if self.rate is None or self.level_s is None:
-            return _PRIOR_LEVEL_TOKENS
-        return self.rate * self.level_s
+    def level_tokens(self, width: int = 1) -> float:
+        """rate * draft_level(width): the tokens another level feeding `width` nodes must be expected to add to pay
+        for itself."""
+        if self.rate is None or self.draft.mx is None:
+            return _PRIOR_LEVEL_TOKENS * (1 + _DRAFT_NODE_SLOPE * (width - 1))
+        return self.rate * self.draft.at(width)
 
     def node_floor(self) -> float:
-        """rate * verify_per_node: the least worth of a node that is worth verifying."""
+        """rate * (verify_per_node + draft_per_node): the least worth of a node that is worth keeping."""
         if self.rate is None or self.verify.slope() is None:
             return _PRIOR_NODE_FLOOR
-        return min(max(self.rate * self.verify.slope(), _FLOOR_RANGE[0]), _FLOOR_RANGE[1])
+        per_node = self.verify.slope() + (self.draft.slope() or 0.0)
+        return min(max(self.rate * per_node, _FLOOR_RANGE[0]), _FLOOR_RANGE[1])
 
     def expand(self, tree, frontier, cand_logp, cand_tokens):
         m = self.method
@@ -146,7 +161,7 @@ class Shaped:
         top1.tolist()  # waits for the level's forward (on a GPU too) before the clock is read
         now = time.perf_counter()
         if self.last_expand is not None:
-            self.level_times.append(now - self.last_expand)
+            self.level_times.append((len(frontier), now - self.last_expand))
         self.last_expand = now
         allowed = self.branches(top1)
         keep = torch.arange(cand_logp.shape[1], device=allowed.device) < allowed.unsqueeze(1)
@@ -168,7 +183,8 @@ class Shaped:
             return nodes[:0]
         q = self.logq[nodes.cpu()].exp()
         alive = q * self.abar >= self.node_floor()  # a node whose best child cannot pass the floor stays a leaf
-        if float(q[alive].sum()) * self.abar < _LEVEL_MARGIN * self.level_tokens():
+        width = int(alive.sum())
+        if width == 0 or float(q[alive].sum()) * self.abar < _LEVEL_MARGIN * self.level_tokens(width):
             return nodes[:0]
         return nodes[alive.to(nodes.device)]
 
@@ -210,8 +226,8 @@ class Shaped:
         if record["round_s"] > 0:
             self.rate = _ema(self.rate, record["committed"] / record["round_s"])
         self.verify.add(record["nodes"], record["verify_s"])
-        for seconds in levels:
-            self.level_s = _ema(self.level_s, seconds)
+        for width, seconds in levels:
+            self.draft.add(width, seconds)
 
 
 class ShapedPolicy(TreePolicy):
