@@ -194,3 +194,20 @@ def test_text_kinds_and_the_speed_reference():
         "code", "prose", "technical", "other"]
     df = pd.DataFrame({"prompt_id": ["HumanEval/1", "HumanEval/2", "prose/a", "prose/a"]})
     assert tables.prompts_described(df) == "3 prompts (2 code, 1 prose)"
+
+
+def test_against_best_policy_picks_the_best_candidate_per_prompt():
+    from dynatree_lib.book.tables import against_best_policy
+
+    rows = []
+    for prompt, speeds in (("HumanEval/1", {"Planner": 2.0, "Linear(K=5)": 2.5, "FixedTree(D=5)": 1.5}),
+                           ("prose/x", {"Planner": 1.8, "Linear(K=5)": 1.2, "FixedTree(D=5)": 1.6})):
+        for method, speedup in {"AR": 1.0, "HFAssisted": 3.0, **speeds}.items():
+            rows.append(dict(method=method, max_new_tokens=64, prompt_id=prompt, speedup=speedup, rounds=1,
+                             drafted_nodes=0, match_ar=True, method_params="{}"))
+    table = against_best_policy(pd.DataFrame(rows), "Planner").set_index("prompt_id")
+    assert table.loc["HumanEval/1", "best_policy"] == "Linear(K=5)"  # HFAssisted is not a candidate
+    assert table.loc["HumanEval/1", "ratio"] == pytest.approx(0.8)
+    assert table.loc["prose/x", "ratio"] == pytest.approx(1.8 / 1.6)
+    with pytest.raises(ValueError, match="no rows of"):
+        against_best_policy(pd.DataFrame(rows), "DynaTree")

@@ -378,3 +378,24 @@ def headline(goal: pd.DataFrame, quality: pd.DataFrame | None = None, *, length:
                      "logits nearly tie, because a batched verification rounds differently from one-token steps; "
                      "the quality chapter measures the gap at every such divergence.")
     return "\n".join(lines)
+
+
+def against_best_policy(df: pd.DataFrame, method: str, candidates=None) -> pd.DataFrame:
+    """Per prompt: `method`'s speedup beside the best of `candidates` on that prompt (default: every other method
+    that drafts its own tree or chain, neither AR nor transformers' loops) and their ratio, the question a planner
+    must answer (is it ever worse than the best fixed policy it could have picked?)."""
+    pp = per_prompt(df)
+    if method not in set(pp["method"]):
+        raise ValueError(f"no rows of {method!r}")
+    if candidates is None:
+        candidates = [m for m in pp["method"].unique() if m != method and m != "AR" and not m.startswith("HF")]
+    pool = pp[pp["method"].isin(candidates)]
+    if pool.empty:
+        raise ValueError(f"no rows of the candidate policies {list(candidates)}")
+    keys = ["max_new_tokens", "prompt_id"]
+    best = pool.loc[pool.groupby(keys)["speedup"].idxmax(), [*keys, "method", "speedup"]]
+    mine = pp[pp["method"] == method][[*keys, "speedup"]]
+    out = mine.merge(best.rename(columns={"method": "best_policy", "speedup": "best_speedup"}), on=keys)
+    out.insert(2, "kind", out["prompt_id"].map(text_kind))
+    out["ratio"] = out["speedup"] / out["best_speedup"]
+    return out.rename(columns={"speedup": f"{method} speedup"}).reset_index(drop=True)
