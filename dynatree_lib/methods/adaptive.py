@@ -45,13 +45,15 @@ class DynaTree:
     The default, phase 4 (methods/confidence.py), keeps phase 1's branch rule (min_branch children where the
     draft's top-1 probability is above high_conf, max_branch below low_conf) but lets confidence and cost set the
     depth: a level is drafted while the tokens it is expected to add beat what its draft time would earn at the
-    current rate, a node is kept while its calibrated path probability beats its verify time; both learned per
-    generation. max_depth is then only a hard cap (default 32; 8 for phases 1-3, the research's), base_depth and the
-    phase 2/3 thresholds are unused. Why it is the default: in the speed table (benchmarks/goal.py, stored in
-    data/results/speed.csv; prompts of three kinds that tuning never saw) it beats transformers' assisted generation
-    given the same draft on the median prompt, with the int4 draft and with the bf16 draft, and has the best worst
-    prompt of the int4 methods; the research's phase 3 has a slightly higher median speedup over plain decoding
-    there, and no method of this library reaches the issue's targets yet (see the benchmarks chapter)."""
+    current rate, a node is kept while its calibrated path probability beats the time it adds to the verification
+    and to the next draft level; both learned per generation. max_depth is then only a hard cap (default 32; 8 for
+    phases 1-3, the research's), base_depth and the phase 2/3 thresholds are unused. Why it is the default: in the
+    speed table (benchmarks/goal.py, stored in data/results/speed.csv; prompts of three kinds that tuning never saw)
+    it beats transformers' assisted generation given the same draft on the median prompt, with the int4 draft and
+    with the bf16 draft, and has the best worst prompt of the int4 methods; with the node pricing of both forwards
+    (data/results/pricing.csv, same prompts) it is also faster than the research's phase 3 on the median prompt.
+    At 128 tokens no method of this library reaches the issue's 3x target on this CPU; the benchmarks chapter
+    shows which measured costs stop it."""
 
     phase: int = 4
     high_conf: float = 0.9
