@@ -211,3 +211,16 @@ def test_against_best_policy_picks_the_best_candidate_per_prompt():
     assert table.loc["prose/x", "ratio"] == pytest.approx(1.8 / 1.6)
     with pytest.raises(ValueError, match="no rows of"):
         against_best_policy(pd.DataFrame(rows), "DynaTree")
+
+
+def test_headline_with_only_the_same_draft_peer_has_one_peer_column():
+    """Long-generation rows measure transformers' assisted generation only with the same int4 draft: the headline
+    compares against that peer once instead of failing for want of the bf16-draft one."""
+    from dynatree_lib.bench.prompts import data_dir
+
+    speed = pd.read_csv(data_dir() / "results" / "speed.csv")
+    longest = int(speed["max_new_tokens"].max())
+    part = speed[(speed["max_new_tokens"] == longest) & (speed["method"] != "HFAssisted")]
+    text = tables.headline(part, length=longest)
+    header = next(line for line in text.splitlines() if line.startswith("| method"))
+    assert header.count("over HFAssisted(draft_bits=4)") == 1 and "over HFAssisted |" not in header
