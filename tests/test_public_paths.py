@@ -40,3 +40,11 @@ def test_stored_results_hold_no_machine_path():
     out = subprocess.run([sys.executable, str(ROOT / "scripts" / "scrub_paths.py"), "--check"], capture_output=True,
                          text=True, cwd=ROOT)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_a_checkout_under_a_folder_named_like_a_top_folder(monkeypatch):
+    # /srv/data/dynatree/data/results: the top-folder rule alone would publish "data/dynatree/data/results/..."
+    from dynatree_lib.models import provenance as prov
+    monkeypatch.setattr(prov, "REPO", Path("/srv/data/dynatree"))
+    assert public_path("/srv/data/dynatree/data/results/goal.csv") == "data/results/goal.csv"
+    assert public_path("/tmp/bench/data/results/goal.csv") == "data/results/goal.csv"

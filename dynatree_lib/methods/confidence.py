@@ -22,8 +22,9 @@ draft is often right at p = 0.6, and a chain of such tokens is worth far more th
 the table is learned from every child whose parent was accepted. The tree is a long chain while the target keeps
 agreeing (one child, q decaying slowly, cheap levels) and widens where the draft is unsure (phase 1's branch rule:
 min_branch children above high_conf, max_branch below low_conf); both limits move with the hardware: a level of
-the bf16 draft, which costs most of a target step on a CPU, needs far more worth than one of an int4 draft. Costs and rate are running averages over the rounds of this generation (the first round, where the draft
-reads the whole prompt, is left out), starting from priors that suit a cheap draft; max_depth is only a hard cap.
+the bf16 draft, which costs most of a target step on a CPU, needs far more worth than one of an int4 draft. Costs
+and rate are running averages over the rounds of this generation (the first round, where the draft reads the whole
+prompt, is left out), starting from priors that suit a cheap draft; max_depth is only a hard cap.
 
 Nothing here changes what is committed: the target verifies whatever tree is drafted, so output stays exact.
 When sampling, the costs and the rate stay at their priors (f and abar, which depend on the models alone, are still

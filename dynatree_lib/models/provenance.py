@@ -139,6 +139,10 @@ def public_path(path) -> str:
     text = str(path)
     if not text.startswith("/"):
         return text
+    try:  # this checkout first: a checkout that itself lives under a folder named like a top folder is named right
+        return Path(text).relative_to(REPO).as_posix()
+    except ValueError:
+        pass
     parts = Path(text).parts
     for i, part in enumerate(parts[1:], start=1):
         if part in _CHECKOUT_TOP:
