@@ -420,6 +420,10 @@ def test_stale_or_loaded_calibrations_are_measured_again(tmp_path, monkeypatch):
     calibrate._CALIBRATIONS.clear()
     calibrate.load_or_measure_costs(pair, **settings)
     assert len(calls) == 2  # and on disk
+    rewrite(cpu="Some Other CPU")
+    assert "another CPU" in calibrate.stale_reason(calibrate.Costs.from_dict(json.loads(path.read_text())["costs"]))
+    calibrate.load_or_measure_costs(pair, **settings)
+    assert len(calls) == 3  # from another machine: measured again
     assert calibrate.stale_reason(calibrate.Costs((1,), (1.0,))) == "no date or load recorded"
     calibrate._CALIBRATIONS.clear()
 

@@ -23,6 +23,7 @@ from ..core.mask import tree_attention_mask, tree_position_ids
 from ..core.tree import from_parents
 from ..core.checks import _check_int
 from ..models.embedded import cache_root
+from ..models.provenance import cpu_model
 
 DEFAULT_NODES = (1, 2, 4, 8, 16, 32, 64)
 MAX_AGE_DAYS = 30.0  # a machine's software and firmware change: re-measure a calibration older than this
@@ -228,9 +229,9 @@ _CALIBRATIONS: dict[str, Costs] = {}  # in-process: a process pays for a calibra
 
 
 def stale_reason(costs: Costs, max_age_days: float = MAX_AGE_DAYS) -> str | None:
-    """Why a stored calibration should not be trusted any more, or None: older than `max_age_days`, or measured
+    """Why a stored calibration should not be trusted any more, or None: older than `max_age_days`, measured
     while the machine was busy (1-minute load average above the calibration's own threads + 1: another process
-    shared the cores, so every time in it is too long). A calibration without a date or a load counts as stale."""
+    shared the cores, so every time in it is too long), or on another CPU. A calibration without a date or a load counts as stale."""
     info = costs.info or {}
     try:
         measured = dt.datetime.fromisoformat(info["date_utc"])
@@ -243,6 +244,9 @@ def stale_reason(costs: Costs, max_age_days: float = MAX_AGE_DAYS) -> str | None
         return f"{age_days:.1f} days old (limit {max_age_days:g})"
     if load > threads + 1:
         return f"measured under load (1-minute load average {load:.1f} with {threads} threads)"
+    here = cpu_model()
+    if info.get("cpu") and info["cpu"] != here:  # the cache outlives a sitting; the machine under it may change
+        return f"measured on another CPU ({info['cpu']}, this one is {here})"
     return None
 
 
