@@ -66,6 +66,21 @@ def test_sweep_resume_and_failures(cluster, tmp_path):
             row = df[(df.prompt_id == pid) & (df.method == label(m)) & (df.max_new_tokens == 30)].iloc[0]
             assert row["rounds"] == out.stats["rounds"] and row["drafted_nodes"] == out.stats["drafted_nodes"]
             assert row["tokens_per_round"] == pytest.approx(out.stats["tokens_per_round"])
+    # 5. what the units cost: one row per stored target and replay unit, seconds from the workers
+    costs = gridrun.unit_costs(tmp_path)
+    assert sorted(costs["kind"].value_counts().items()) == [("replay", 4), ("target", 4)]
+    assert (costs["seconds"] > 0).all() and (costs[costs.kind == "replay"]["starts"] > 0).all()
+
+
+def test_projected_hours_scale_unit_costs_linearly():
+    costs = pd.DataFrame({"kind": ["target", "target", "replay", "replay", "replay"],
+                          "draft": ["", "", "int4", "int4", "base"], "max_new_tokens": [100, 200, 100, 200, 100],
+                          "seconds": [40.0, 80.0, 50.0, 110.0, 100.0]})
+    # per token: target 0.4 s, int4 0.5 s (median of 0.5 and 0.55 is 0.525), base 1.0 s
+    assert gridrun.projected_hours(costs, 30, 1000, ["int4"], 2) == pytest.approx(30 * 1000 * 0.925 / 2 / 3600)
+    assert gridrun.projected_hours(costs, 1, 3600, ["int4", "base"], 1) == pytest.approx(1.925)
+    with pytest.raises(ValueError, match="int8"):
+        gridrun.projected_hours(costs, 1, 100, ["int8"], 1)
 
 
 @pytest.mark.slow  # calibrates the tiny pair and times runs: over a minute on the 2-core machine

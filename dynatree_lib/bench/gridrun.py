@@ -239,3 +239,33 @@ def run_target_ids(prompt, root, loader, pair: str) -> list[int]:
     from ..core.loop import encode
 
     return encode(_pair(loader, pair, "base"), prompt)
+
+
+def unit_costs(root) -> pd.DataFrame:
+    """What each stored target and replay unit cost to compute (seconds in its Ray worker, tokens, draft forwards):
+    the basis for saying what a bigger grid would take on the same machine."""
+    import torch
+
+    rows = []
+    for kind, folder in (("target", "target"), ("replay", "units")):
+        for path in sorted((Path(root) / folder).glob("*.pt")):
+            d = torch.load(path)
+            unit = d["unit"]
+            rows.append({"kind": kind, "draft": unit.get("draft") if kind == "replay" else "",
+                         "prompt_id": str(unit["prompt_id"]), "max_new_tokens": int(unit["max_new_tokens"]),
+                         "seconds": float(d["seconds"]), "starts": len(d["starts"]) if "starts" in d else None,
+                         "draft_forwards": d.get("draft_forwards"), "threads": d.get("threads"),
+                         "date_utc": d.get("date_utc")})
+    return pd.DataFrame(rows)
+
+
+def projected_hours(costs: pd.DataFrame, prompts: int, length: int, drafts, workers: int) -> float:
+    """Hours `workers` parallel workers like these would need for a grid of `prompts` prompts at `length` new tokens
+    with these drafts: per-token unit costs (medians over the stored units) scaled linearly in length."""
+    per_token = costs.assign(s=costs["seconds"] / costs["max_new_tokens"])
+    target = per_token[per_token["kind"] == "target"]["s"].median()
+    replay = per_token[per_token["kind"] == "replay"].groupby("draft")["s"].median()
+    missing = [d for d in drafts if d not in replay.index]
+    if missing:
+        raise ValueError(f"no stored replay unit of draft(s) {missing} to scale from; have {list(replay.index)}")
+    return prompts * length * (target + sum(replay[d] for d in drafts)) / workers / 3600

@@ -219,7 +219,7 @@ def _prompt_length() -> dict[str, Plan]:
     methods = (Linear(6), DynaTree(phase=3))
     return {
         "smoke": Plan((Linear(4),), SMOKE_LENGTHS, prompt_set="code", prompt_tokens=(16, 32), **SMOKE),
-        "session": Plan(methods, (24,), prompt_set="code", prompt_tokens=(50, 200, 500)),
+        "session": Plan(methods, (24,), prompt_set="code", prompt_tokens=(50, 200, 500, 1000)),
         "full": Plan((HFAssisted(), *methods, FixedTree(depth=5, branch=2)), (128,), prompt_set="code",
                      prompts=3, prompt_tokens=(50, 100, 200, 500, 1000)),
     }

@@ -1,0 +1,139 @@
+"""The research's whole grid as the book shows it: stored replay rows (bench.gridrun.evaluate) -> tables and figures.
+
+A grid row is one (draft, policy, prompt, length): its rounds replayed from the target's greedy continuation and
+the draft's candidates (exact, no policy run), and, where a calibration was given, its predicted wall time and
+speedup (`measurement` says "predicted"). The timed validation rows (`grid_validation.csv`) set predictions beside
+direct timings of the same (policy, prompt, length).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from ..bench.storage import results_dir
+from ..models.provenance import repo_relative
+from .plots import TEMPLATE, _require
+
+SHAPE = ["depth", "branch", "threshold"]
+CONFIG = ["draft", "method", "method_type", *SHAPE, "max_new_tokens"]
+
+
+def load_grid(path=None, validation=None) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """The stored grid table (default data/results/grid.csv) and its timed validation (default
+    data/results/replay/<pair>/grid_validation.csv of the table's pair; None when there is none)."""
+    path = results_dir() / "grid.csv" if path is None else path
+    df = pd.read_csv(path, dtype={"prompt_id": str})
+    df.attrs.update(experiment="grid", preset="grid", source=repo_relative(path), folder=str(Path(path).parent))
+    if validation is None and len(df):
+        validation = units_root(df) / "grid_validation.csv"
+    try:
+        v = pd.read_csv(validation, dtype={"prompt_id": str}) if validation is not None else None
+    except FileNotFoundError:
+        v = None
+    return df, v
+
+
+def units_root(rows: pd.DataFrame, folder=None):
+    """Where the stored units behind grid rows live: replay/<pair>/ beside the grid table (benchmarks/grid.py's
+    layout: data/results/grid.csv and data/results/replay/<pair>/)."""
+    from ..bench.grid import _slug
+
+    folder = folder or rows.attrs.get("folder") or results_dir()
+    return Path(folder) / "replay" / _slug(rows["pair"].iloc[0])
+
+
+def grid_summary(df: pd.DataFrame, value: str = "speedup") -> pd.DataFrame:
+    """One row per (draft, policy, length): the median over prompts of `value` and its worst prompt, tokens per round
+    and acceptance (medians), how many prompts, and whether the value is predicted or timed. Best first."""
+    _require(df, CONFIG + ["prompt_id", value, "tokens_per_round", "acceptance_depth"])
+    g = df.groupby(CONFIG, dropna=False)
+    out = g.agg(**{value: (value, "median"), f"{value}_min": (value, "min"),
+                   "tokens_per_round": ("tokens_per_round", "median"),
+                   "acceptance_depth": ("acceptance_depth", "median"),
+                   "nodes_per_round": ("drafted_nodes", "sum"), "rounds": ("rounds", "sum"),
+                   "prompts": ("prompt_id", "nunique")}).reset_index()
+    out["nodes_per_round"] = out["nodes_per_round"] / out["rounds"]
+    out["measurement"] = g["measurement"].first().to_numpy() if "measurement" in df else "replayed"
+    return out.drop(columns="rounds").sort_values(value, ascending=False).reset_index(drop=True)
+
+
+def best_per_length(summary: pd.DataFrame, research: pd.DataFrame | None = None, value: str = "speedup"):
+    """Per draft and length: the best fixed tree (its shape), the best chain (Linear k), the tree's lead over the
+    chain, and the research's best at that length beside them (`research`: max_new_tokens, speedup)."""
+    rows = []
+    for (draft, n), part in summary.groupby(["draft", "max_new_tokens"]):
+        trees, chains = part[part["method_type"] == "FixedTree"], part[part["method_type"] == "Linear"]
+        if trees.empty:
+            continue
+        tree = trees.loc[trees[value].idxmax()]
+        row = {"draft": draft, "max_new_tokens": n, "depth": int(tree["depth"]), "branch": int(tree["branch"]),
+               "threshold": tree["threshold"], f"best_tree_{value}": tree[value],
+               "tree_tokens_per_round": tree["tokens_per_round"]}
+        if not chains.empty:
+            chain = chains.loc[chains[value].idxmax()]
+            row.update({"best_chain": int(chain["depth"]), f"best_chain_{value}": chain[value],
+                        "tree_over_chain": tree[value] / chain[value]})
+        rows.append(row)
+    out = pd.DataFrame(rows)
+    if research is not None and len(out):
+        out = out.merge(research.rename(columns={"speedup": "research_best_speedup"}), on="max_new_tokens",
+                        how="left")
+    return out
+
+
+def rank_of(summary: pd.DataFrame, depth: int, branch: int, threshold: float, draft: str, n: int,
+            value: str = "speedup") -> tuple[int, int] | None:
+    """(rank, of how many) of one fixed-tree shape among the fixed trees of one draft and length; None if absent."""
+    part = summary[(summary["draft"] == draft) & (summary["max_new_tokens"] == n)
+                   & (summary["method_type"] == "FixedTree")].sort_values(value, ascending=False)
+    part = part.reset_index(drop=True)
+    hit = part[(part["depth"] == depth) & (part["branch"] == branch) & (part["threshold"] == threshold)]
+    return None if hit.empty else (int(hit.index[0]) + 1, len(part))
+
+
+def grid_heatmaps(summary: pd.DataFrame, draft: str, value: str = "speedup", title: str | None = None):
+    """Depth x branch heatmaps of the median `value`, one column per threshold and one row per length, on one
+    colour scale (so cells compare across panels)."""
+    part = summary[(summary["draft"] == draft) & (summary["method_type"] == "FixedTree")]
+    _require(part, SHAPE + ["max_new_tokens", value])
+    taus, lengths = sorted(part["threshold"].unique()), sorted(part["max_new_tokens"].unique())
+    fig = make_subplots(rows=len(lengths), cols=len(taus), shared_xaxes=True, shared_yaxes=True,
+                        horizontal_spacing=0.02, vertical_spacing=0.04,
+                        column_titles=[f"τ = {t:g}" for t in taus], row_titles=[f"{n} tok" for n in lengths])
+    lo, hi = part[value].min(), part[value].max()
+    for i, n in enumerate(lengths, start=1):
+        for j, tau in enumerate(taus, start=1):
+            cell = part[(part["max_new_tokens"] == n) & (part["threshold"] == tau)]
+            z = cell.pivot_table(index="branch", columns="depth", values=value).sort_index().sort_index(axis=1)
+            fig.add_heatmap(z=z.to_numpy(), x=[str(c) for c in z.columns], y=[str(b) for b in z.index],
+                            zmin=lo, zmax=hi, colorscale="Viridis", showscale=(i, j) == (1, 1),
+                            colorbar_title=value, texttemplate="%{z:.2f}", textfont_size=9,
+                            hovertemplate=f"{n} tokens, τ={tau:g}<br>D=%{{x}}, B=%{{y}}<br>{value} %{{z:.3f}}"
+                                          "<extra></extra>", row=i, col=j)
+    fig.update_xaxes(type="category", title_text="")
+    fig.update_yaxes(type="category", title_text="")
+    fig.update_xaxes(title_text="D", row=len(lengths))
+    fig.update_yaxes(title_text="B", col=1)
+    fig.update_layout(template=TEMPLATE, height=170 * len(lengths) + 90,
+                      title=title or f"Median {value} over prompts, {draft} draft: depth D x branch B")
+    return fig
+
+
+def prediction_scatter(validation: pd.DataFrame, title: str | None = "Predicted against timed speedup"):
+    """One point per timed (policy, prompt, length), predicted speedup over the timed one, with the y = x line."""
+    _require(validation, ["method", "prompt_id", "speedup", "predicted_speedup", "error_speedup"])
+    lo = min(validation["speedup"].min(), validation["predicted_speedup"].min()) * 0.95
+    hi = max(validation["speedup"].max(), validation["predicted_speedup"].max()) * 1.05
+    fig = go.Figure()
+    fig.add_scatter(x=[lo, hi], y=[lo, hi], mode="lines", line=dict(dash="dot", color="#6b6b6b"), name="y = x")
+    fig.add_scatter(x=validation["speedup"], y=validation["predicted_speedup"], mode="markers", name="pairs",
+                    marker=dict(size=9, color="#2e8b57"),
+                    customdata=validation[["method", "prompt_id", "error_speedup"]],
+                    hovertemplate="%{customdata[0]}<br>%{customdata[1]}<br>timed %{x:.3f}, predicted %{y:.3f}"
+                                  "<br>error %{customdata[2]:+.1%}<extra></extra>")
+    fig.update_layout(template=TEMPLATE, title=title, xaxis_title="timed speedup over AR",
+                      yaxis_title="predicted speedup over AR", showlegend=False)
+    return fig

@@ -1,0 +1,59 @@
+"""book/grid.py: medians over prompts, best tree against best chain per length, ranks, and the figures' panels."""
+import pandas as pd
+import pytest
+
+from dynatree_lib.book.grid import best_per_length, grid_heatmaps, grid_summary, prediction_scatter, rank_of
+
+
+def _rows():
+    rows = []
+    for n in (100, 200):
+        for prompt, scale in (("a", 1.0), ("b", 0.5)):
+            for d in (3, 4):
+                for b in (2, 3):
+                    for tau in (0.01, 0.1):
+                        s = (1.0 + 0.1 * d + 0.05 * b - tau + n / 1000) * scale
+                        rows.append({"draft": "int4", "method": f"FixedTree(D={d},B={b},tau={tau:g},N=128)",
+                                     "method_type": "FixedTree", "depth": d, "branch": b, "threshold": tau,
+                                     "max_new_tokens": n, "prompt_id": prompt, "speedup": s,
+                                     "tokens_per_round": 2.0, "acceptance_depth": 0.5, "drafted_nodes": 10 * d,
+                                     "rounds": 5, "measurement": "predicted"})
+            for k in (5, 6):
+                rows.append({"draft": "int4", "method": f"Linear(K={k})", "method_type": "Linear", "depth": k,
+                             "branch": 1, "threshold": 0.0, "max_new_tokens": n, "prompt_id": prompt,
+                             "speedup": (1.2 + 0.01 * k) * scale, "tokens_per_round": 2.0,
+                             "acceptance_depth": 0.5, "drafted_nodes": k, "rounds": 5, "measurement": "predicted"})
+    return pd.DataFrame(rows)
+
+
+def test_summary_best_tree_and_chain_per_length():
+    s = grid_summary(_rows())
+    top = s.iloc[0]
+    assert (top["depth"], top["branch"], top["threshold"], top["max_new_tokens"]) == (4, 3, 0.01, 200)
+    assert top["speedup"] == pytest.approx((1.0 + 0.4 + 0.15 - 0.01 + 0.2) * 0.75)  # median of 1x and 0.5x
+    assert top["speedup_min"] == pytest.approx((1.0 + 0.4 + 0.15 - 0.01 + 0.2) * 0.5)
+    assert top["nodes_per_round"] == pytest.approx(8.0) and top["prompts"] == 2
+    best = best_per_length(s, pd.DataFrame({"max_new_tokens": [100, 1000], "speedup": [1.43, 1.71]}))
+    assert list(best["max_new_tokens"]) == [100, 200]
+    row = best.set_index("max_new_tokens").loc[100]
+    assert (row["depth"], row["branch"], row["best_chain"]) == (4, 3, 6)
+    assert row["tree_over_chain"] == pytest.approx((1.0 + 0.4 + 0.15 - 0.01 + 0.1) / 1.26)
+    assert row["research_best_speedup"] == 1.43
+    assert pd.isna(best.set_index("max_new_tokens").loc[200, "research_best_speedup"])
+    assert rank_of(s, 4, 3, 0.01, "int4", 100) == (1, 8)
+    assert rank_of(s, 3, 2, 0.1, "int4", 100) == (8, 8)
+    assert rank_of(s, 8, 3, 0.03, "int4", 100) is None
+
+
+def test_figures_have_a_panel_per_threshold_and_length():
+    s = grid_summary(_rows())
+    fig = grid_heatmaps(s, "int4")
+    assert len(fig.data) == 2 * 2 and sum(bool(t.showscale) for t in fig.data) == 1
+    v = pd.DataFrame({"method": ["m", "n"], "prompt_id": ["a", "b"], "speedup": [1.5, 2.0],
+                      "predicted_speedup": [1.6, 1.9], "error_speedup": [1.6 / 1.5 - 1, -0.05]})
+    assert list(prediction_scatter(v).data[1].x) == [1.5, 2.0]
+
+
+def test_refuses_rows_without_the_value():
+    with pytest.raises(ValueError, match="lacks column"):
+        grid_summary(_rows().drop(columns="speedup"))
