@@ -2,7 +2,8 @@
 import pandas as pd
 import pytest
 
-from dynatree_lib.book.grid import best_per_length, grid_heatmaps, grid_summary, prediction_scatter, rank_of
+from dynatree_lib.book.grid import (ar_spread, best_per_length, grid_heatmaps, grid_summary, prediction_scatter,
+                                   rank_of)
 
 
 def _rows():
@@ -57,3 +58,10 @@ def test_figures_have_a_panel_per_threshold_and_length():
 def test_refuses_rows_without_the_value():
     with pytest.raises(ValueError, match="lacks column"):
         grid_summary(_rows().drop(columns="speedup"))
+
+
+def test_ar_spread_over_prompts_timed_twice():
+    timed = pd.DataFrame({"method": ["AR", "AR", "AR", "m", "m"], "prompt_id": ["a", "a", "b", "a", "a"],
+                          "max_new_tokens": 200, "wall_s": [40.0, 50.0, 45.0, 1.0, 9.0]})
+    spread = ar_spread(timed)
+    assert list(spread.index.get_level_values("prompt_id")) == ["a"] and spread.iloc[0] == pytest.approx(0.25)

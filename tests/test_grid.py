@@ -1,8 +1,6 @@
 """The grid on Ray (2 local workers, tiny models): replay units stored atomically, every policy x length from
 storage equal to generate, predicted speed with a calibration, timed validation, a failing unit recorded without
 stopping the sweep, and an interrupted sweep resumed with nothing lost or repeated."""
-import functools
-import os
 
 import pandas as pd
 import pytest

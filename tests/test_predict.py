@@ -33,6 +33,16 @@ def test_predicted_run_by_hand():
     assert p["predicted_draft_s"] == pytest.approx(0.003)
 
 
+def test_forwards_inside_a_run_scale_every_forward():
+    slow = Calibration(FLAT.costs, Overheads(0.0005, 0.0001, 0.0002, {"ar_forward_s": 0.015}))
+    assert FLAT.forward_scale == 1.0 and slow.forward_scale == pytest.approx(1.5)
+    r = round_seconds(ROUNDS[0], slow.costs, slow.overheads, slow.forward_scale)
+    assert r == pytest.approx({"draft_s": 0.003, "verify_s": 0.015, "overhead_s": 0.0011})  # overheads unscaled
+    assert predict_ar(slow, 4, 6) == pytest.approx(0.015 + 5 * 0.0152)
+    p = predict_run(ROUNDS, slow, prompt_tokens=4, n=6)
+    assert p["predicted_wall_s"] == pytest.approx(1.5 * (0.010 + 0.003 + 0.030) + 0.0023)
+
+
 def test_costs_scale_with_tree_size():
     linear = Calibration(Costs(DEFAULT_NODES, tuple(0.001 * n for n in DEFAULT_NODES),
                                tuple(0.0001 * n for n in DEFAULT_NODES)))
@@ -89,6 +99,7 @@ def test_measure_overheads_on_a_tiny_pair():
     # tiny models: the bookkeeping of a round is a visible share of it, but well under a second
     assert 0 < over.round(20) < 1 and math.isfinite(over.step_s)
     assert label(methods[1]) != label(methods[2])
+    assert 0 < over.info["ar_forward_s"] < 1  # an AR step's forward inside the run, for forward_scale
 
 
 def test_calibrate_costs_script_rehearsal(tmp_path):

@@ -137,3 +137,20 @@ def prediction_scatter(validation: pd.DataFrame, title: str | None = "Predicted 
     fig.update_layout(template=TEMPLATE, title=title, xaxis_title="timed speedup over AR",
                       yaxis_title="predicted speedup over AR", showlegend=False)
     return fig
+
+
+def timed_rows(root) -> pd.DataFrame:
+    """Every timed validation unit's rows (AR and the policy, as bench.run_benchmark wrote them) under `root`."""
+    paths = sorted((Path(root) / "timed").glob("*.csv"))
+    if not paths:
+        return pd.DataFrame()
+    return pd.concat([pd.read_csv(p, dtype={"prompt_id": str}) for p in paths], ignore_index=True)
+
+
+def ar_spread(timed: pd.DataFrame) -> pd.Series:
+    """Per prompt timed more than once: how far its AR walls lie apart (slowest / fastest - 1). The noise floor of
+    any prediction checked against single timed runs."""
+    ar = timed[timed["method"] == "AR"]
+    walls = ar.groupby(["prompt_id", "max_new_tokens"])["wall_s"]
+    spread = walls.max() / walls.min() - 1
+    return spread[walls.count() > 1]

@@ -13,6 +13,9 @@ a calibration says what each costs on some machine:
     AR run   = t_verify(prompt) + (n - 1) (t_verify(1) + step_s)
     speedup  = AR run / tree run
 
+Every forward is multiplied by the calibration's `forward_scale`: an AR step's forward inside a real run (measured
+by `measure_overheads`) over the curve's 1-token verify, because the curves time forwards in isolation.
+
 This is planner.py's cost model, counted per round instead of expected. The per-round overheads are measured on
 the same machine as the curves (`measure_overheads`: wall time minus the time inside model forwards, fitted
 linearly in tree size over a few timed runs). Curves are measured on a cache of `prefix_len` tokens; a long run
@@ -64,6 +67,15 @@ class Calibration:
     info: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
+    def forward_scale(self) -> float:
+        """How much longer a forward takes inside a real run than on the calibration's fixed cache: the AR step's
+        forward seconds measured by `measure_overheads` over the curve's 1-token verify (1.0 when not measured).
+        A growing cache, the allocator and the CPU's state between steps are in a run and not in the curves."""
+        ar = self.overheads.info.get("ar_forward_s")
+        base = self.costs.verify(1)
+        return float(ar) / base if ar and base > 0 else 1.0
+
+    @property
     def hardware(self) -> str:
         info = {**self.costs.info, **self.info}
         return str(info.get("hardware") or info.get("gpu_name") or info.get("cpu") or info.get("device_name") or "?")
@@ -94,24 +106,26 @@ class Calibration:
 # Prediction
 
 
-def round_seconds(r, costs: Costs, overheads: Overheads = Overheads()) -> dict:
-    """Predicted seconds of one round, by part. `r` has draft (bool), root_tokens, fed (widths) and nodes."""
+def round_seconds(r, costs: Costs, overheads: Overheads = Overheads(), scale: float = 1.0) -> dict:
+    """Predicted seconds of one round, by part. `r` has draft (bool), root_tokens, fed (widths) and nodes;
+    `scale` multiplies every forward (Calibration.forward_scale)."""
     draft = (costs.draft(r.root_tokens) + sum(costs.draft(w) for w in r.fed)) if r.draft else 0.0
-    return {"draft_s": draft, "verify_s": costs.verify(1 + r.nodes), "overhead_s": overheads.round(r.nodes)}
+    return {"draft_s": scale * draft, "verify_s": scale * costs.verify(1 + r.nodes),
+            "overhead_s": overheads.round(r.nodes)}
 
 
 def predict_ar(calibration: Calibration, prompt_tokens: int, n: int) -> float:
-    costs, over = calibration.costs, calibration.overheads
-    return costs.verify(prompt_tokens) + (n - 1) * (costs.verify(1) + over.step_s)
+    costs, over, scale = calibration.costs, calibration.overheads, calibration.forward_scale
+    return scale * costs.verify(prompt_tokens) + (n - 1) * (scale * costs.verify(1) + over.step_s)
 
 
 def predict_run(rounds, calibration: Calibration, prompt_tokens: int, n: int) -> dict:
     """Predicted wall seconds of a run (its rounds), of AR on the same prompt and length, and the speedup."""
     parts = {"draft_s": 0.0, "verify_s": 0.0, "overhead_s": 0.0}
     for r in rounds:
-        for k, v in round_seconds(r, calibration.costs, calibration.overheads).items():
+        for k, v in round_seconds(r, calibration.costs, calibration.overheads, calibration.forward_scale).items():
             parts[k] += v
-    prefill = calibration.costs.verify(prompt_tokens)
+    prefill = calibration.forward_scale * calibration.costs.verify(prompt_tokens)
     wall = prefill + sum(parts.values())
     ar = predict_ar(calibration, prompt_tokens, n)
     return {"predicted_wall_s": wall, "predicted_ar_wall_s": ar, "predicted_speedup": ar / wall if wall > 0 else
@@ -136,8 +150,6 @@ def validate(predicted, measured):
     `predicted`: rows with method, prompt_id, max_new_tokens, predicted_wall_s, predicted_ar_wall_s,
     predicted_speedup; `measured`: rows from bench.run_benchmark (wall_s, ar_wall_s, speedup; repeats are
     combined by median). Errors are relative: predicted / measured - 1. Returns a tidy pandas DataFrame."""
-    import pandas as pd
-
     keys = ["method", "prompt_id", "max_new_tokens"]
     m = measured[measured["method"] != "AR"] if "method" in measured else measured
     m = (m.assign(prompt_id=m["prompt_id"].astype(str))
@@ -198,7 +210,8 @@ def measure_overheads(pair, methods, prompt_ids, n: int = 64, repeats: int = 3) 
     """Per-round and per-step seconds outside forwards on this machine: `methods` (tree methods of several sizes:
     a least-squares line in nodes per round; AR is added for step_s) generate `n` tokens from `prompt_ids`,
     `repeats` times after one warm-up, and the time outside model forwards is divided by the rounds (AR is
-    recognised by its name "AR": planning does not import the methods)."""
+    recognised by its name "AR": planning does not import the methods). AR's forward seconds per step go to
+    info["ar_forward_s"] (Calibration.forward_scale)."""
     from ..core import loop
 
     def outside(method):
@@ -210,15 +223,17 @@ def measure_overheads(pair, methods, prompt_ids, n: int = 64, repeats: int = 3) 
             with _ForwardSeconds(models) as fs:
                 out = loop.generate(pair, prompt_ids, method, n, stop_at_eos=False)
             rounds = max(len(out.trace), 1)
-            samples.append(((out.stats["wall_s"] - fs.seconds) / rounds, out.stats["drafted_nodes"] / rounds))
-        return statistics.median(s[0] for s in samples), statistics.median(s[1] for s in samples)
+            # per AR step (the trace leaves the prefill out): its forward seconds, the prefill (TTFT) taken off
+            samples.append(((out.stats["wall_s"] - fs.seconds) / rounds, out.stats["drafted_nodes"] / rounds,
+                            (fs.seconds - out.stats.get("ttft_s", 0.0)) / rounds))
+        return tuple(statistics.median(s[i] for s in samples) for i in range(3))
 
     ar = next((m for m in methods if getattr(m, "name", None) == "AR"), None)
     trees = [m for m in methods if m is not ar]
-    step_s = outside(ar)[0] if ar is not None else 0.0
-    points = [outside(m) for m in trees]
+    step_s, _, ar_forward_s = outside(ar) if ar is not None else (0.0, 0.0, None)
+    points = [outside(m)[:2] for m in trees]
     if not points:
-        return Overheads(0.0, 0.0, step_s, {"n": n, "repeats": repeats})
+        return Overheads(0.0, 0.0, step_s, {"n": n, "repeats": repeats, "ar_forward_s": ar_forward_s})
     xs, ys = [p[1] for p in points], [p[0] for p in points]
     if len(points) > 1 and max(xs) > min(xs):
         mx, my = statistics.fmean(xs), statistics.fmean(ys)
@@ -227,6 +242,6 @@ def measure_overheads(pair, methods, prompt_ids, n: int = 64, repeats: int = 3) 
         intercept = max(my - slope * mx, 0.0)
     else:
         slope, intercept = 0.0, max(statistics.fmean(ys), 0.0)
-    info = {"n": n, "repeats": repeats, "points": [{"nodes_per_round": x, "outside_s_per_round": y}
-                                                   for x, y in zip(xs, ys)]}
+    info = {"n": n, "repeats": repeats, "ar_forward_s": ar_forward_s,
+            "points": [{"nodes_per_round": x, "outside_s_per_round": y} for x, y in zip(xs, ys)]}
     return Overheads(intercept, slope, max(step_s, 0.0), info)
