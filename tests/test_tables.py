@@ -194,6 +194,7 @@ def test_text_kinds_and_the_speed_reference():
         "code", "prose", "technical", "other"]
     df = pd.DataFrame({"prompt_id": ["HumanEval/1", "HumanEval/2", "prose/a", "prose/a"]})
     assert tables.prompts_described(df) == "3 prompts (2 code, 1 prose)"
+    assert tables.prompts_described(df.head(1)) == "1 prompt (1 code)"
 
 
 def test_against_best_policy_picks_the_best_candidate_per_prompt():

@@ -103,7 +103,7 @@ def prompts_described(df: pd.DataFrame) -> str:
     ids = pd.Series(df["prompt_id"].unique())
     counts = ids.map(text_kind).value_counts()
     parts = ", ".join(f"{counts[k]} {k}" for k in [*KINDS.values(), "other"] if k in counts)
-    return f"{len(ids)} prompts ({parts})"
+    return f"{len(ids)} prompt{'' if len(ids) == 1 else 's'} ({parts})"
 
 
 def by_kind(df: pd.DataFrame, methods=None) -> pd.DataFrame:
