@@ -80,10 +80,24 @@ def execute(jobs, root, *, timing: bool = False, progress: bool = True, desc: st
     except KeyboardInterrupt:
         for ref in refs:
             ray.cancel(ref, force=True)
+        _remove_partial_writes(root, list(refs))
         raise
     finally:
         bar.close()
     return results
+
+
+def _remove_partial_writes(root, cancelled) -> None:
+    """A task killed by a forced cancel can die between writing its temporary file and renaming it into place (an
+    atomic write never leaves a half unit, but can leave its .tmp): once the cancelled tasks are gone, remove those."""
+    import ray
+
+    try:
+        ray.wait(cancelled, num_returns=len(cancelled), timeout=10)
+    except Exception:  # noqa: BLE001 - cancelled refs raise on wait in some Ray versions; the cleanup still runs
+        pass
+    for tmp in Path(root).rglob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
