@@ -67,7 +67,7 @@ def main(argv=None) -> int:
     drafts = [d for d in args.drafts.split(",") if d]
     lengths = _ints(args.lengths)
     methods = grid.grid_methods(linear=tuple(_ints(args.linear)))
-    root = Path(args.root) if args.root else results_dir() / "replay" / grid._slug(args.pair)
+    root = Path(args.root) if args.root else grid.default_root(args.pair)
     out = Path(args.out) if args.out else results_dir() / "grid.csv"
     calibrations = {}
     for item in filter(None, args.calibration.split(",")):

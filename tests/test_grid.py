@@ -106,3 +106,15 @@ def test_units_and_methods():
     assert u.target_unit().key == "qwen2.5-coder-1.5b-0.5b__HumanEval-0__1000"
     timed = gridrun.validation_units("p", [("a", "x"), ("b", "y")], ["base", "int4"], grid.grid_methods(), 4, 200)
     assert [t.draft for t in timed] == ["base", "base", "int4", "int4"] and "draft_bits=4" in timed[2].method
+
+
+def test_an_interrupt_removes_only_the_cancelled_units_temporary_files(cluster, tmp_path):
+    mine = grid.Unit("replay", "p", "a", 30, draft="base")
+    other = grid.Unit("replay", "p", "b", 30, draft="base")  # a concurrent sweep on the same root is writing this
+    left = [mine.path(tmp_path), mine.target_unit().path(tmp_path), mine.error_path(tmp_path)]
+    kept = [other.path(tmp_path), other.error_path(tmp_path)]
+    for path in left + kept:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.with_name(f".{path.name}.1234.tmp").write_text("partial")
+    gridrun._remove_partial_writes(tmp_path, {ray.put(None): mine})
+    assert sorted(p.name for p in tmp_path.rglob("*.tmp")) == sorted(f".{p.name}.1234.tmp" for p in kept)

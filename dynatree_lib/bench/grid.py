@@ -23,7 +23,6 @@ import dataclasses
 import json
 import os
 import re
-import sys
 import time
 import traceback
 from dataclasses import dataclass
@@ -32,7 +31,7 @@ from pathlib import Path
 import torch
 
 from ..core.loop import encode
-from ..methods.base import FixedTree, Linear, label
+from ..methods.base import FixedTree, Linear
 from ..models.provenance import git_state, utc_now
 from .replay import Replay, Superset, SupersetDrafter, SupersetSpec, greedy_continuation, replay_grid
 
@@ -50,6 +49,14 @@ def grid_methods(max_nodes: int = 128, linear=(5, 6, 7, 8)) -> list:
 
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.=-]+", "-", str(text)).strip("-") or "x"
+
+
+def default_root(pair: str, folder=None) -> Path:
+    """Where a pair's units live unless a sweep is told otherwise: <folder>/replay/<pair>/, beside the grid table
+    in <folder> (default data/results/): benchmarks/grid.py writes there and the book reads there."""
+    from .storage import results_dir
+
+    return Path(folder or results_dir()) / "replay" / _slug(pair)
 
 
 @dataclass(frozen=True)

@@ -80,24 +80,30 @@ def execute(jobs, root, *, timing: bool = False, progress: bool = True, desc: st
     except KeyboardInterrupt:
         for ref in refs:
             ray.cancel(ref, force=True)
-        _remove_partial_writes(root, list(refs))
+        _remove_partial_writes(root, refs)
         raise
     finally:
         bar.close()
     return results
 
 
-def _remove_partial_writes(root, cancelled) -> None:
+def _remove_partial_writes(root, cancelled: dict) -> None:
     """A task killed by a forced cancel can die between writing its temporary file and renaming it into place (an
-    atomic write never leaves a half unit, but can leave its .tmp): once the cancelled tasks are gone, remove those."""
+    atomic write never leaves a half unit, but can leave its .tmp): once the cancelled tasks {ref: unit} are gone,
+    remove their temporary files, and only theirs (another sweep may be writing to the same root)."""
     import ray
 
     try:
-        ray.wait(cancelled, num_returns=len(cancelled), timeout=10)
+        ray.wait(list(cancelled), num_returns=len(cancelled), timeout=10)
     except Exception:  # noqa: BLE001 - cancelled refs raise on wait in some Ray versions; the cleanup still runs
         pass
-    for tmp in Path(root).rglob(".*.tmp"):
-        tmp.unlink(missing_ok=True)
+    for unit in cancelled.values():
+        own = [unit.path(root), unit.error_path(root)]
+        if unit.kind == "replay":  # a replay task writes its target first when none is stored
+            own.append(unit.target_unit().path(root))
+        for path in own:
+            for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+                tmp.unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -232,9 +238,7 @@ def sweep(pair: str, prompts, *, root, loader, drafts=("base", "int4"), lengths=
                   "prompts": [pid for pid, _ in prompts]}
         report["table"] = str(write_table(df, out or root / "grid.csv", params)) if len(df) else None
         if timed and calibrations and len(df):
-            measured = pd.concat([pd.read_csv(u.path(root), dtype={"prompt_id": str}) for u in timed
-                                  if u.path(root).exists()], ignore_index=True)
-            v = validate_fn(df, measured)
+            v = validate_fn(df, timed_rows(root, timed))
             report["validation_table"] = str(write_table(v, root / "grid_validation.csv", params))
             report["validation"] = error_summary(v)
         return report
@@ -243,6 +247,14 @@ def sweep(pair: str, prompts, *, root, loader, drafts=("base", "int4"), lengths=
             import ray
 
             ray.shutdown()
+
+
+def timed_rows(root, units=None) -> pd.DataFrame:
+    """The rows (AR and the policy, as bench.run_benchmark wrote them) of the given timed units, or of every timed
+    unit stored under `root`."""
+    paths = [u.path(root) for u in units] if units is not None else sorted((Path(root) / "timed").glob("*.csv"))
+    frames = [pd.read_csv(p, dtype={"prompt_id": str}) for p in paths if p.exists()]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
 def run_target_ids(prompt, root, loader, pair: str) -> list[int]:

@@ -39,10 +39,9 @@ def load_grid(path=None, validation=None) -> tuple[pd.DataFrame, pd.DataFrame | 
 def units_root(rows: pd.DataFrame, folder=None):
     """Where the stored units behind grid rows live: replay/<pair>/ beside the grid table (benchmarks/grid.py's
     layout: data/results/grid.csv and data/results/replay/<pair>/)."""
-    from ..bench.grid import _slug
+    from ..bench.grid import default_root
 
-    folder = folder or rows.attrs.get("folder") or results_dir()
-    return Path(folder) / "replay" / _slug(rows["pair"].iloc[0])
+    return default_root(rows["pair"].iloc[0], folder or rows.attrs.get("folder"))
 
 
 def grid_summary(df: pd.DataFrame, value: str = "speedup") -> pd.DataFrame:
@@ -137,14 +136,6 @@ def prediction_scatter(validation: pd.DataFrame, title: str | None = "Predicted 
     fig.update_layout(template=TEMPLATE, title=title, xaxis_title="timed speedup over AR",
                       yaxis_title="predicted speedup over AR", showlegend=False)
     return fig
-
-
-def timed_rows(root) -> pd.DataFrame:
-    """Every timed validation unit's rows (AR and the policy, as bench.run_benchmark wrote them) under `root`."""
-    paths = sorted((Path(root) / "timed").glob("*.csv"))
-    if not paths:
-        return pd.DataFrame()
-    return pd.concat([pd.read_csv(p, dtype={"prompt_id": str}) for p in paths], ignore_index=True)
 
 
 def ar_spread(timed: pd.DataFrame) -> pd.Series:

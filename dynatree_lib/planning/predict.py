@@ -122,10 +122,11 @@ def predict_ar(calibration: Calibration, prompt_tokens: int, n: int) -> float:
 def predict_run(rounds, calibration: Calibration, prompt_tokens: int, n: int) -> dict:
     """Predicted wall seconds of a run (its rounds), of AR on the same prompt and length, and the speedup."""
     parts = {"draft_s": 0.0, "verify_s": 0.0, "overhead_s": 0.0}
+    scale = calibration.forward_scale  # interpolates the curve: once per run, not per round
     for r in rounds:
-        for k, v in round_seconds(r, calibration.costs, calibration.overheads, calibration.forward_scale).items():
+        for k, v in round_seconds(r, calibration.costs, calibration.overheads, scale).items():
             parts[k] += v
-    prefill = calibration.forward_scale * calibration.costs.verify(prompt_tokens)
+    prefill = scale * calibration.costs.verify(prompt_tokens)
     wall = prefill + sum(parts.values())
     ar = predict_ar(calibration, prompt_tokens, n)
     return {"predicted_wall_s": wall, "predicted_ar_wall_s": ar, "predicted_speedup": ar / wall if wall > 0 else
