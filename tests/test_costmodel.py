@@ -102,6 +102,39 @@ def test_hardware_aware_equals_greedy(arch, draft_kind, method, prompt, n):
     assert out.stats["ar_rounds"] == sum(r["plan_depth"] == 0 and r["plan_reason"] != "last" for r in out.trace)
 
 
+confident = st.builds(HardwareAware, shapes=st.just("confidence"), max_depth=st.integers(1, 40),
+                      max_branch=st.integers(1, 3), max_nodes=st.integers(1, 64), allow_ar=st.booleans())
+
+
+@pytest.mark.parametrize("draft_kind", DRAFTS)
+@pytest.mark.parametrize("arch", ARCHS)
+@given(method=confident, prompt=st.lists(st.integers(0, VOCAB - 1), min_size=1, max_size=20), n=st.integers(1, 40))
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_confidence_shapes_equal_greedy(arch, draft_kind, method, prompt, n):
+    out = generate(tiny_pair(arch, draft_kind), prompt, method, n, stop_at_eos=False)
+    assert out.token_ids == reference(arch, prompt, n), label(method)
+    assert all(r["depth"] <= method.max_depth and r["nodes"] <= method.max_nodes for r in out.trace)
+    if not method.allow_ar:  # every round drafts, but the last (it may have had a single token left to commit)
+        assert all(r["nodes"] > 0 for r in out.trace[:-1])
+
+
+def test_confidence_shapes_are_priced_with_the_calibrated_curves():
+    """Seeded from linear cost curves, phase 4's lines are those lines, and its rate is the planner's expected rate
+    at the prior acceptance: a level and a node are priced as this machine's curves say from the first round on."""
+    costs = calibrate.Costs(NODES, tuple(0.5 + 0.02 * n for n in NODES), tuple(0.1 + 0.04 * n for n in NODES))
+    method = HardwareAware(shapes="confidence", max_branch=2)
+    shaped = hardware._Calibrated(method, costs)
+    chooser = planner.Planner(costs, 8, 2, method.max_nodes)
+    rate = chooser.best(planner.rank_accept_prior(0.8, 8, 2)).expected_tps
+    assert shaped.rate == pytest.approx(rate)
+    assert shaped.verify.slope() == pytest.approx(0.02) and shaped.draft.slope() == pytest.approx(0.04)
+    assert shaped.level_tokens(3) == pytest.approx(rate * (0.1 + 0.04 * 3))
+    assert shaped.node_floor() == pytest.approx(min(max(rate * 0.06, 0.005), 0.5))
+    # a dearer draft raises the price of a level: the same worth then buys fewer levels
+    dear = hardware._Calibrated(method, calibrate.Costs(NODES, costs.verify_s, tuple(4 * t for t in costs.draft_s)))
+    assert dear.level_tokens(1) / dear.rate > 3.9 * shaped.level_tokens(1) / shaped.rate
+
+
 def test_sampling_runs_and_is_reproducible():
     pair = tiny_pair("qwen2", "perturbed")
     method = HardwareAware(adapt_costs=False)  # measured timings would change the trees, hence the draws
@@ -460,6 +493,10 @@ def test_bad_parameters_are_refused(name, value):
 
 def test_label_parses_back():
     assert label(HardwareAware()) == "HardwareAware(max_depth=8,max_branch=3,max_nodes=64)"
+    assert label(HardwareAware(shapes="confidence")) == (
+        "HardwareAware(max_depth=32,max_branch=3,max_nodes=64,shapes='confidence')")
+    assert parse_method(label(HardwareAware(shapes="confidence", draft_bits=4))) == HardwareAware(
+        shapes="confidence", draft_bits=4)
     assert label(HardwareAware(allow_ar=False, max_nodes=16, draft_bits=8)) == (
         "HardwareAware(max_depth=8,max_branch=3,max_nodes=16,allow_ar=False,draft_bits=8)")
 

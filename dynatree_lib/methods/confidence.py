@@ -140,6 +140,15 @@ class Shaped:
         self.last_expand: float | None = None
         self.level_times: list[tuple[int, float]] = []  # (nodes the level's forward fed, seconds)
 
+    def seed(self, costs, rate: float) -> None:
+        """Start from a machine's calibrated cost curves (planning.calibrate.Costs) and an expected rate instead of
+        the priors: the lines hold those points from the first round on, and the measured rounds move them."""
+        for width in (1, 2, 3, 4):
+            self.draft.add(width, costs.draft(width))
+        for nodes in (1, 4, 8, 16, 32):
+            self.verify.add(nodes, costs.verify(1 + nodes))
+        self.rate = rate
+
     # --- the decisions -----------------------------------------------------------------------------------------
     def level_tokens(self, width: int = 1) -> float:
         """rate * draft_level(width): the tokens another level feeding `width` nodes must be expected to add to pay
@@ -155,6 +164,10 @@ class Shaped:
         per_node = self.verify.slope() + (self.draft.slope() or 0.0)
         return min(max(self.rate * per_node, _FLOOR_RANGE[0]), _FLOOR_RANGE[1])
 
+    def child_floor(self, tree) -> float:
+        """The least worth of a child drafted into `tree` now (HardwareAware's ablation lifts it at the root)."""
+        return self.node_floor()
+
     def expand(self, tree, frontier, cand_logp, cand_tokens):
         m = self.method
         cand_p = cand_logp.exp().float()
@@ -167,7 +180,7 @@ class Shaped:
         allowed = self.branches(top1)
         keep = torch.arange(cand_logp.shape[1], device=allowed.device) < allowed.unsqueeze(1)
         parent_q = self.logq[frontier.cpu()].exp().to(cand_p.device)
-        keep &= parent_q.unsqueeze(1) * self.calibration.f(cand_p) >= self.node_floor()
+        keep &= parent_q.unsqueeze(1) * self.calibration.f(cand_p) >= self.child_floor(tree)
         parents, tokens, logp = select_children(tree, frontier, cand_logp, cand_tokens, keep,
                                                 max_nodes=m.max_nodes if m.node_budget else None)
         p = logp.exp().float()

@@ -1,6 +1,8 @@
-"""HardwareAware: each round, the tree shape (or plain target step) with the most expected committed tokens per
-second on this machine, from calibrated cost curves (planning.calibrate) and running acceptance statistics
-(planning.planner)."""
+"""HardwareAware: each round, the tree (or plain target step) with the most expected committed tokens per second on
+this machine, from calibrated cost curves (planning.calibrate). shapes="fixed" plans a uniform FixedTree shape
+before drafting, from running acceptance statistics (planning.planner); shapes="confidence" lets the draft's own
+probabilities shape the tree while it is drafted (methods.confidence, DynaTree's phase 4), priced from the start with
+this machine's curves instead of priors."""
 from __future__ import annotations
 
 import math
@@ -10,8 +12,10 @@ from dataclasses import dataclass, fields
 from ..core.draft import DraftState, draft_tree, fixed_expand
 from ..core.loop import Run, decode, speculate
 from ..planning.calibrate import Costs, calibration_nodes, load_or_measure_costs
-from ..planning.planner import Acceptance, Plan, Planner, rank_observations
+from ..planning.planner import Acceptance, Plan, Planner, rank_accept_prior, rank_observations
+from .adaptive import DynaTree, branches
 from .base import Autoregressive, FixedTree, _check_draft_options, _check_int, _check_prob
+from .confidence import Shaped, ShapedPolicy
 
 # ---------------------------------------------------------------------------------------------------------------------
 # The method
@@ -26,9 +30,18 @@ def as_method(plan: Plan, threshold: float = 0.0):
 
 @dataclass(frozen=True)
 class HardwareAware:
-    """Each round, the tree (FixedTree shape with depth <= max_depth, branch <= max_branch, nodes <= max_nodes) or
-    plain target step with the most expected committed tokens per second, from this machine's cost curves and the
-    running acceptance statistics (module docstring). `threshold` prunes like FixedTree's (0: shapes exactly as
+    """Each round, the tree (depth <= max_depth, branch <= max_branch, nodes <= max_nodes) or plain target step with
+    the most expected committed tokens per second, from this machine's cost curves (module docstring).
+
+    shapes="fixed" (the planner): a uniform FixedTree shape chosen before drafting from the running acceptance
+    statistics; max_depth defaults to 8. shapes="confidence": the tree grows while the draft's calibrated
+    confidence pays for each level and node at this machine's prices, as in DynaTree's phase 4, whose cost lines
+    start from the calibrated curves (and its rate from the planner's expected rate at the prior acceptance) rather
+    than from priors suited to one draft; max_depth defaults to 32, and the settings below that belong to the
+    fixed planner (threshold, warmup_rounds, probe_every, prior_*, decay, adapt_costs) are unused. Both fall back
+    to plain target steps when no tree pays (allow_ar=False: the root is always drafted).
+
+    Fixed shapes: `threshold` prunes like FixedTree's (0: shapes exactly as
     planned). The first `warmup_rounds` rounds always draft, to learn; after `probe_every` plain steps in a row the
     best tree is drafted once anyway, so a draft that starts agreeing again is noticed. `prior_accept`,
     `prior_weight` and `decay` set the acceptance estimator; `adapt_costs` scales the calibrated draft and verify
@@ -42,7 +55,7 @@ class HardwareAware:
     ("warmup", "plan", "probe"; "last" when only one token remained and nothing was planned).
     """
 
-    max_depth: int = 8
+    max_depth: int | None = None  # None: 8 for shapes="fixed", 32 for shapes="confidence"
     max_branch: int = 3
     max_nodes: int = 64
     threshold: float = 0.0
@@ -55,11 +68,16 @@ class HardwareAware:
     allow_ar: bool = True
     draft_bits: int | None = None  # 8 or 4: an int8/int4 weight copy of the draft, calibrated as its own model
     draft_vocab: int | None = None  # K: the draft scores only the K most frequent tokens (calibrated as its own)
+    shapes: str = "fixed"  # or "confidence" (class docstring)
     name = "HardwareAware"
     needs_draft = True
 
     def __post_init__(self):
         _check_draft_options(self.draft_bits, self.draft_vocab)
+        if self.shapes not in ("fixed", "confidence"):
+            raise ValueError(f"shapes must be 'fixed' or 'confidence', got {self.shapes!r}")
+        if self.max_depth is None:
+            object.__setattr__(self, "max_depth", 32 if self.shapes == "confidence" else 8)
         for name in ("max_depth", "max_branch", "max_nodes", "probe_every"):
             _check_int(name, getattr(self, name), 1)
         _check_int("warmup_rounds", self.warmup_rounds, 0)
@@ -161,12 +179,40 @@ class _Sizing:
                 "draft_cost_scale": self.draft_scale, "verify_cost_scale": self.verify_scale}
 
 
+class _Calibrated(Shaped):
+    """Phase 4's confidence-shaped tree, priced from the start with this machine's cost curves."""
+
+    def __init__(self, method: HardwareAware, costs: Costs):
+        b = method.max_branch  # DynaTree's branch rule (1 / 2 / 3 children by confidence), capped at max_branch
+        tree = DynaTree(max_depth=method.max_depth, min_branch=1, default_branch=min(2, b), max_branch=b,
+                        max_nodes=method.max_nodes)
+        super().__init__(tree, lambda p: branches(p, tree.high_conf, tree))
+        planner = Planner(costs, min(method.max_depth, 8), method.max_branch, method.max_nodes)
+        prior = planner.best(rank_accept_prior(self.abar, planner.max_depth, method.max_branch))
+        self.seed(costs, prior.expected_tps)
+        self.allow_ar = method.allow_ar
+
+    # allow_ar=False, the ablation: the root is always drafted, its children never cut by the node floor
+    def select_frontier(self, tree, nodes):
+        chosen = super().select_frontier(tree, nodes)
+        return nodes if not self.allow_ar and tree.num_draft == 0 and len(chosen) == 0 else chosen
+
+    def child_floor(self, tree) -> float:
+        return 0.0 if not self.allow_ar and tree.num_draft == 0 else super().child_floor(tree)
+
+
 @decode.register
 def _(method: HardwareAware, run: Run) -> None:
     started = time.perf_counter()
     costs = load_or_measure_costs(run.pair, nodes=calibration_nodes(method.max_nodes))
     run.extra["calibration_s"] = time.perf_counter() - started
     run.start = run.clock()  # calibration is a one-off per process and pair, not decoding: keep it out of the timings
+    if method.shapes == "confidence":
+        shaped = _Calibrated(method, costs)
+        shaped_policy = ShapedPolicy(shaped, method.max_branch, method.max_depth)
+        speculate(run, shaped_policy.draft_round, shaped_policy.on_round)
+        run.extra.update(shaped.summary())
+        return
     sizing = _Sizing(method, costs)
     speculate(run, sizing.draft_round, sizing.on_round)
     run.extra.update(sizing.summary())
