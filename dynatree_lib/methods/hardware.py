@@ -1,8 +1,8 @@
 """HardwareAware: each round, the tree (or plain target step) with the most expected committed tokens per second on
-this machine, from calibrated cost curves (planning.calibrate). shapes="fixed" plans a uniform FixedTree shape
-before drafting, from running acceptance statistics (planning.planner); shapes="confidence" lets the draft's own
-probabilities shape the tree while it is drafted (methods.confidence, DynaTree's phase 4), priced from the start with
-this machine's curves instead of priors."""
+this machine, from calibrated cost curves (planning.calibrate). shapes="confidence" (the default) lets the draft's
+own probabilities shape the tree while it is drafted (methods.confidence, DynaTree's phase 4), priced from the start
+with this machine's curves instead of priors; shapes="fixed" plans a uniform FixedTree shape before drafting, from
+running acceptance statistics (planning.planner)."""
 from __future__ import annotations
 
 import math
@@ -33,29 +33,32 @@ class HardwareAware:
     """Each round, the tree (depth <= max_depth, branch <= max_branch, nodes <= max_nodes) or plain target step with
     the most expected committed tokens per second, from this machine's cost curves (module docstring).
 
-    shapes="fixed" (the planner): a uniform FixedTree shape chosen before drafting from the running acceptance
-    statistics; max_depth defaults to 8. shapes="confidence": the tree grows while the draft's calibrated
-    confidence pays for each level and node at this machine's prices, as in DynaTree's phase 4, whose cost lines
-    start from the calibrated curves (and its rate from the planner's expected rate at the prior acceptance) rather
-    than from priors suited to one draft; max_depth defaults to 32, and the settings below that belong to the
-    fixed planner (threshold, warmup_rounds, probe_every, prior_*, decay, adapt_costs) are unused. Both fall back
-    to plain target steps when no tree pays (allow_ar=False: the root is always drafted).
+    shapes="confidence" (the default): the tree grows while the draft's calibrated confidence pays for each level
+    and node at this machine's prices, as in DynaTree's phase 4, whose cost lines start from the calibrated curves
+    (and its rate from the planner's expected rate at the prior acceptance) rather than from priors suited to one
+    draft; max_depth defaults to 32. Why it is the default: in the planner benchmark (data/results/planner.csv, six
+    held-out prompts of three kinds, int4 draft, one process) it was faster than the fixed-shape planner on every
+    prompt and closest to the best other policy per prompt (the hardware chapter computes both from the rows).
+    The settings of the fixed planner below (threshold, warmup_rounds, probe_every, prior_*, decay, adapt_costs)
+    are unused there; allow_ar=False always drafts the root.
 
-    Fixed shapes: `threshold` prunes like FixedTree's (0: shapes exactly as
-    planned). The first `warmup_rounds` rounds always draft, to learn; after `probe_every` plain steps in a row the
-    best tree is drafted once anyway, so a draft that starts agreeing again is noticed. `prior_accept`,
-    `prior_weight` and `decay` set the acceptance estimator; `adapt_costs` scales the calibrated draft and verify
-    costs by running averages of measured / predicted seconds (load, Python overhead) and adds the measured commit
-    time to every candidate; `allow_ar=False` removes the plain step (always draft: the ablation).
+    shapes="fixed" (the planner of uniform shapes): a FixedTree shape chosen before drafting from running
+    per-level acceptance statistics; max_depth defaults to 8. `threshold` prunes like FixedTree's (0: shapes
+    exactly as planned). The first `warmup_rounds` rounds always draft, to learn; after `probe_every` plain steps
+    in a row the best tree is drafted once anyway, so a draft that starts agreeing again is noticed.
+    `prior_accept`, `prior_weight` and `decay` set the acceptance estimator; `adapt_costs` scales the calibrated
+    draft and verify costs by running averages of measured / predicted seconds (load, Python overhead) and adds the
+    measured commit time to every candidate; `allow_ar=False` removes the plain step (always draft: the ablation).
+    Each round's trace adds plan_depth (0: plain step), plan_branch, plan_nodes, plan_expected_tokens,
+    plan_expected_tps, plan_ar_tps, plan_tree_tps and plan_reason ("warmup", "plan", "probe"; "last" when only one
+    token remained and nothing was planned).
 
     Calibration: the first generate of a process calls `load_or_measure_costs` for its pair (seconds on a CPU; free
     once cached on disk) and keeps the curves in memory for later calls. That time is left out of the generation's
-    wall time and TTFT and reported as stats["calibration_s"]. Each round's trace adds plan_depth (0: plain step),
-    plan_branch, plan_nodes, plan_expected_tokens, plan_expected_tps, plan_ar_tps, plan_tree_tps and plan_reason
-    ("warmup", "plan", "probe"; "last" when only one token remained and nothing was planned).
+    wall time and TTFT and reported as stats["calibration_s"].
     """
 
-    max_depth: int | None = None  # None: 8 for shapes="fixed", 32 for shapes="confidence"
+    max_depth: int | None = None  # None: 32 for shapes="confidence", 8 for shapes="fixed"
     max_branch: int = 3
     max_nodes: int = 64
     threshold: float = 0.0
@@ -68,7 +71,7 @@ class HardwareAware:
     allow_ar: bool = True
     draft_bits: int | None = None  # 8 or 4: an int8/int4 weight copy of the draft, calibrated as its own model
     draft_vocab: int | None = None  # K: the draft scores only the K most frequent tokens (calibrated as its own)
-    shapes: str = "fixed"  # or "confidence" (class docstring)
+    shapes: str = "confidence"  # or "fixed" (class docstring)
     name = "HardwareAware"
     needs_draft = True
 
