@@ -14,6 +14,7 @@ import shutil
 import struct
 import subprocess
 import tempfile
+from html import unescape
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -209,6 +210,38 @@ def test_code_lines_fit_the_column(built_book: Path):
         found += [f"{page.stem}: {len(line)}: {line[:80]}" for line in long_code_lines(page.read_text("utf-8"),
                                                                                        CODE_WIDTH)]
     assert not found, f"code lines over {CODE_WIDTH} characters:\n" + "\n".join(found[:40])
+
+
+# After layout, every code cell whose text is wider than its box (a reader would have to scroll it sideways).
+_OVERFLOW_PROBE = """<script>
+window.addEventListener("load", () => {
+  const wide = [...document.querySelectorAll("div.cell_input pre")].filter(p => p.scrollWidth > p.clientWidth + 1)
+    .map(p => p.textContent.split("\\n").reduce((a, l) => (l.length > a.length ? l : a), ""));
+  document.body.setAttribute("data-overflow", JSON.stringify(wide));
+});
+</script>"""
+
+
+def test_code_cells_fit_the_column_in_chromium(built_book: Path, chromium: str):
+    """Laid out by a browser at a laptop's width (1280 px, both sidebars shown), no code cell scrolls sideways: the
+    width the character test above allows really fits the column the theme gives it."""
+    pages = sorted((built_book.parent / "notebooks").glob("*.html"))
+    assert pages
+    found = {}
+    for page in pages:
+        probe = page.with_name(f"_probe_{page.name}")  # beside the page: its relative links to _static still work
+        probe.write_text(page.read_text(encoding="utf-8").replace("</body>", _OVERFLOW_PROBE + "</body>"), "utf-8")
+        try:
+            dom = _run_chromium(chromium, "--window-size=1280,2000", "--dump-dom", probe.as_uri())
+        finally:
+            probe.unlink()
+        assert dom.returncode == 0, dom.stderr[-2000:]
+        match = re.search(r'data-overflow="([^"]*)"', dom.stdout)
+        assert match, f"the overflow probe did not run on {page.name}"
+        wide = json.loads(unescape(match.group(1)))
+        if wide:
+            found[page.stem] = [f"{len(line)}: {line[:80]}" for line in wide]
+    assert not found, found
 
 
 def test_executed_notebooks_show_no_setup_log(built_book: Path):
