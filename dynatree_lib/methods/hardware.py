@@ -211,11 +211,9 @@ def _(method: HardwareAware, run: Run) -> None:
     run.extra["calibration_s"] = time.perf_counter() - started
     run.start = run.clock()  # calibration is a one-off per process and pair, not decoding: keep it out of the timings
     if method.shapes == "confidence":
-        shaped = _Calibrated(method, costs)
-        shaped_policy = ShapedPolicy(shaped, method.max_branch, method.max_depth)
-        speculate(run, shaped_policy.draft_round, shaped_policy.on_round)
-        run.extra.update(shaped.summary())
-        return
-    sizing = _Sizing(method, costs)
-    speculate(run, sizing.draft_round, sizing.on_round)
-    run.extra.update(sizing.summary())
+        state = _Calibrated(method, costs)
+        drafter = ShapedPolicy(state, method.max_branch, method.max_depth)
+    else:
+        state = drafter = _Sizing(method, costs)
+    speculate(run, drafter.draft_round, drafter.on_round)
+    run.extra.update(state.summary())
