@@ -81,6 +81,24 @@ def test_projected_hours_scale_unit_costs_linearly():
         gridrun.projected_hours(costs, 1, 100, ["int8"], 1)
 
 
+def test_batched_projection_scales_each_part_by_its_measured_ratio():
+    costs = pd.DataFrame({"kind": ["target", "replay"], "draft": ["", "int4"], "max_new_tokens": [100, 100],
+                          "seconds": [40.0, 50.0]})  # per token: target 0.4 s, int4 replay 0.5 s
+    batching = pd.DataFrame({"measure": ["target", "target", "replay", "replay", "replay", "replay"],
+                             "draft": [None, None, "int4", "int4", "base", "base"], "batch": [1, 4, 1, 32, 1, 32],
+                             "s_per_token": [0.4, 0.1, 0.6, 0.2, 1.2, 0.3]})
+    t = gridrun.projection(costs, batching, 30, 1000, ["int4", "base"], 2, 4, 32).set_index("part")
+    hours = 30 * 1000 / 2 / 3600
+    assert t.loc["target", "one_at_a_time_h"] == pytest.approx(0.4 * hours)
+    assert t.loc["target", "batched_h"] == pytest.approx(0.1 * hours)  # 4x faster batched
+    assert t.loc["replay (int4)", "batched_h"] == pytest.approx(0.5 / 3 * hours)
+    # no stored bf16 unit: int4's stored cost times the drafts' one-at-a-time ratio (2x), then 4x faster batched
+    assert t.loc["replay (base)", "one_at_a_time_h"] == pytest.approx(1.0 * hours)
+    assert t.loc["replay (base)", "batched_h"] == pytest.approx(0.25 * hours)
+    with pytest.raises(ValueError, match="batch 8"):
+        gridrun.projection(costs, batching, 30, 1000, ["int4"], 2, 8, 32)
+
+
 @pytest.mark.slow  # calibrates the tiny pair and times runs: over a minute on the 2-core machine
 def test_calibrated_sweep_with_timed_validation(cluster, tmp_path):
     prompts = [("p0", [3, 1, 4, 1, 5]), ("p1", [2, 7, 1, 8])]

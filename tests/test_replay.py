@@ -5,8 +5,8 @@ import torch
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from dynatree_lib import FixedTree, Linear, generate, label
-from dynatree_lib.bench.replay import (Replay, Superset, SupersetSpec, greedy_continuation, live_replay, params_of,
-                                       replay_grid)
+from dynatree_lib.bench.replay import (Replay, Superset, SupersetDrafter, SupersetSpec, greedy_continuation,
+                                       greedy_continuations, live_replay, params_of, replay_grid)
 from tiny import ARCHS, DRAFTS, linear_or_fixed_tree, tiny_pair, token_lists
 
 FIELDS = ("nodes", "depth", "accepted", "committed")
@@ -62,10 +62,40 @@ EDGES = [
 ]
 
 
+@pytest.mark.parametrize("batch", [1, 6])
 @pytest.mark.parametrize("method", EDGES, ids=label)
 @pytest.mark.parametrize("arch", ARCHS)
-def test_replay_edges(arch, method):
-    check_equal(tiny_pair(arch, "perturbed"), [5, 17, 3, 60], method, 40)
+def test_replay_edges(arch, method, batch):
+    pair, prompt = tiny_pair(arch, "perturbed"), [5, 17, 3, 60]
+    check_equal(pair, prompt, method, 40, live_replay(pair, prompt, 40, spec_for(method), batch=batch))
+
+
+def same_superset(a: Superset, b: Superset) -> bool:
+    return (torch.equal(a.tokens, b.tokens) and torch.equal(a.parents, b.parents) and torch.equal(a.rank, b.rank)
+            and torch.allclose(a.logp, b.logp, atol=1e-5))
+
+
+@pytest.mark.parametrize("draft_kind", DRAFTS)
+@pytest.mark.parametrize("arch", ARCHS)
+@given(prompt=prompts, n=st.integers(2, 40), batch=st.sampled_from([2, 3, 7, 64]),
+       spec=st.sampled_from([SupersetSpec(), SupersetSpec(max_depth=3, max_branch=2, min_threshold=0.1, chain_depth=6),
+                             SupersetSpec(extras=((3, 0.0, 10, 6),))]))
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_batched_supersets_equal_one_at_a_time(arch, draft_kind, prompt, n, batch, spec):
+    """Drafting the supersets of many starts in one forward per level (their nodes masked to their own prefix and
+    ancestors) gives every start the superset drafted alone, in fewer forwards; starts asked for in increasing
+    order, as replay_grid asks, with gaps."""
+    pair = tiny_pair(arch, draft_kind)
+    target = greedy_continuation(pair, prompt, n)
+    one = SupersetDrafter(pair.draft, prompt, target, spec, getattr(pair, "shared_vocab", None))
+    many = SupersetDrafter(pair.draft, prompt, target, spec, getattr(pair, "shared_vocab", None), batch=batch)
+    starts = [s for s in range(1, n) if s % 5 != 3]
+    for start in starts:
+        assert same_superset(many(start), one(start)), start
+    if n > 8:
+        assert many.forwards < one.forwards
+    with pytest.raises(ValueError, match="batch"):
+        SupersetDrafter(pair.draft, prompt, target, spec, batch=0)
 
 
 def test_one_superset_serves_a_whole_grid_from_storage():
@@ -116,3 +146,14 @@ def test_superset_cumulative_probabilities_match_the_tree():
         if sup._ranks[i] == 0 and int(sup.parents[i]) in chain:
             chain.add(i)
         assert i in chain or sup.passes(0.01)[i]
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@given(batch=st.lists(prompts, min_size=1, max_size=4),
+       n=st.integers(1, 30))
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_batched_target_continuations_equal_greedy(arch, batch, n):
+    """Prompts of different lengths decoded as one left-padded batch: each row is that prompt's greedy
+    continuation (float32)."""
+    pair = tiny_pair(arch, "same")
+    assert greedy_continuations(pair, batch, n) == [greedy_continuation(pair, p, n) for p in batch]

@@ -33,12 +33,16 @@ import torch
 from ..core.loop import encode
 from ..methods.base import FixedTree, Linear
 from ..models.provenance import git_state, utc_now
-from .replay import Replay, Superset, SupersetDrafter, SupersetSpec, greedy_continuation, replay_grid
+from .replay import (Replay, Superset, SupersetDrafter, SupersetSpec, greedy_continuation, greedy_continuations,
+                     replay_grid)
 
 DEPTHS, BRANCHES, THRESHOLDS = range(3, 9), (2, 3, 4), (0.01, 0.02, 0.03, 0.05, 0.1)
 LENGTHS = (100, 200, 300, 500, 1000)
 DRAFT_BITS = {"base": None, "int8": 8, "int4": 4}  # base: the pair's own draft in the pair's dtype (bf16 here)
 FORMAT = 1
+# A sweep's defaults for batching its acceptance work (benchmarks/grid.py): TARGET_BATCH prompts decoded together,
+# REPLAY_BATCH starts drafted together. Chosen by benchmarks/grid_batching.py (data/results/grid_batching.csv).
+TARGET_BATCH, REPLAY_BATCH = 1, 1
 
 
 def grid_methods(max_nodes: int = 128, linear=(5, 6, 7, 8)) -> list:
@@ -130,22 +134,39 @@ def run_target(unit: Unit, root, loader) -> dict:
     path = unit.path(root)
     if path.exists():
         return torch.load(path)
+    return run_targets(unit, root, loader, [unit])[0]
+
+
+def run_targets(unit: Unit, root, loader, group: list[Unit]) -> list[dict]:
+    """The target units of `group` not stored yet, decoded as one batch (greedy_continuations), each saved
+    atomically in group order; `unit` is the group's last, so a sweep skips the group once all are stored. A unit's
+    `seconds` is its share of the batch's time."""
+    todo = [u for u in group if not u.path(root).exists()]
+    if not todo:
+        return []
     pair = _pair(loader, unit.pair, "base")
-    ids = encode(pair, unit.prompt)
+    ids = [encode(pair, u.prompt) for u in todo]
+    n = max(u.max_new_tokens for u in todo)
     t0 = time.perf_counter()
-    tokens = greedy_continuation(pair, ids, unit.max_new_tokens)
-    data = {"format": FORMAT, "unit": _unit_dict(unit), "prompt_ids": torch.tensor(ids, dtype=torch.int32),
-            "target": torch.tensor(tokens, dtype=torch.int32), "seconds": time.perf_counter() - t0,
-            "date_utc": utc_now(), "git_commit": git_state()["git_commit"], "dtype": str(pair.dtype)}
-    _save_atomic(data, path)
-    return data
+    tokens = greedy_continuations(pair, ids, n) if len(todo) > 1 else [greedy_continuation(pair, ids[0], n)]
+    seconds = (time.perf_counter() - t0) / len(todo)
+    out = []
+    for u, p, t in zip(todo, ids, tokens):
+        data = {"format": FORMAT, "unit": _unit_dict(u), "prompt_ids": torch.tensor(p, dtype=torch.int32),
+                "target": torch.tensor(t[: u.max_new_tokens], dtype=torch.int32), "seconds": seconds,
+                "batch": len(todo), "date_utc": utc_now(), "git_commit": git_state()["git_commit"],
+                "dtype": str(pair.dtype), "threads": torch.get_num_threads()}
+        _save_atomic(data, u.path(root))
+        out.append(data)
+    return out
 
 
-def run_replay(unit: Unit, root, loader, target: dict, spec: SupersetSpec, methods, lengths) -> dict:
+def run_replay(unit: Unit, root, loader, target: dict, spec: SupersetSpec, methods, lengths, batch: int = 1) -> dict:
+    """A replay unit: every superset the grid's policies reach, drafted `batch` starts at a time (SupersetDrafter)."""
     pair = _pair(loader, unit.pair, unit.draft)
     ids, tokens = target["prompt_ids"].tolist(), target["target"].tolist()
     t0 = time.perf_counter()
-    drafter = SupersetDrafter(pair.draft, ids, tokens, spec, getattr(pair, "shared_vocab", None))
+    drafter = SupersetDrafter(pair.draft, ids, tokens, spec, getattr(pair, "shared_vocab", None), batch)
     replay = Replay(ids, tokens, drafter=drafter, spec=spec)
     replay_grid(replay, methods, [n for n in lengths if n <= unit.max_new_tokens])
     starts = sorted(replay.supersets)
@@ -159,7 +180,8 @@ def run_replay(unit: Unit, root, loader, target: dict, spec: SupersetSpec, metho
             "date_utc": utc_now(), "git_commit": git_state()["git_commit"], "dtype": str(pair.draft.dtype
                                                                                         if hasattr(pair.draft, "dtype")
                                                                                         else pair.dtype),
-            "target_seconds": target.get("seconds"), "threads": torch.get_num_threads()}
+            "target_seconds": target.get("seconds"), "threads": torch.get_num_threads(), "batch": batch,
+            "drafted_starts": drafter.drafted}
     _save_atomic(data, unit.path(root))
     return {"positions": len(starts), "nodes": int(sizes.sum()), "seconds": data["seconds"]}
 
@@ -217,9 +239,9 @@ def guarded(fn, unit: Unit, root, *args, threads: int | None = 1, **kwargs) -> d
     return {"key": unit.key, "kind": unit.kind, "status": "done", "wall_s": time.perf_counter() - t0, **info}
 
 
-def _target_then_replay(unit: Unit, root, loader, spec, methods, lengths) -> dict:
+def _target_then_replay(unit: Unit, root, loader, spec, methods, lengths, batch: int = 1) -> dict:
     target = run_target(unit.target_unit(), root, loader)
-    return run_replay(unit, root, loader, target, spec, methods, lengths)
+    return run_replay(unit, root, loader, target, spec, methods, lengths, batch)
 
 
 def _calibrate(unit: Unit, root, loader, prompt_ids) -> dict:

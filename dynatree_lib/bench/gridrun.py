@@ -22,7 +22,7 @@ import pandas as pd
 from ..methods.base import FixedTree, Linear, label
 from ..models.provenance import provenance, row_provenance, utc_now
 from .grid import (DRAFT_BITS, LENGTHS, Unit, _calibrate, _target_then_replay, grid_methods, guarded, load_replay,
-                   run_target, run_timed)
+                   run_targets, run_timed)
 from .replay import SupersetSpec, replay_grid
 from .storage import _write_atomic
 
@@ -204,10 +204,12 @@ def validation_units(pair: str, prompts, drafts, methods, k: int, length: int, s
 def sweep(pair: str, prompts, *, root, loader, drafts=("base", "int4"), lengths=LENGTHS, methods=None,
           spec: SupersetSpec | None = None, address=None, workers=None, validate: int = 0, validate_length: int = 200,
           calibrations: dict | None = None, calibrate: bool = True, repeats: int = 1, out=None, progress=True,
-          stop_after=None) -> dict:
+          stop_after=None, target_batch: int = 1, replay_batch: int = 1) -> dict:
     """The whole grid for one pair: replay units (parallel), calibration and timed validation (one per node),
     then the table (`out`, default <root>/grid.csv) and, with `validate`, <root>/grid_validation.csv.
-    `stop_after` (tests): interrupt the replay phase after that many units."""
+    `target_batch` prompts' target continuations are decoded as one batch (a Ray task), `replay_batch` starts'
+    supersets are drafted together (bench.replay). `stop_after` (tests): interrupt the replay phase after that many
+    units."""
     from ..planning.predict import Calibration, error_summary, validate as validate_fn
 
     methods, spec, root = methods or grid_methods(), spec or SupersetSpec(), Path(root)
@@ -215,9 +217,10 @@ def sweep(pair: str, prompts, *, root, loader, drafts=("base", "int4"), lengths=
     started = init_ray(address, workers)
     try:
         targets, replays = plan_units(pair, prompts, drafts, max(lengths))
-        report = {"target": execute([(run_target, u, (loader,), {}) for u in targets], root, progress=progress,
-                                    desc="target")}
-        report["replay"] = execute([(_target_then_replay, u, (loader, spec, methods, list(lengths)), {})
+        groups = [targets[i: i + target_batch] for i in range(0, len(targets), max(target_batch, 1))]
+        report = {"target": execute([(run_targets, g[-1], (loader, g), {}) for g in groups], root,
+                                    progress=progress, desc="target")}
+        report["replay"] = execute([(_target_then_replay, u, (loader, spec, methods, list(lengths), replay_batch), {})
                                     for u in replays], root, progress=progress, desc="replay", stop_after=stop_after)
         calibrations = dict(calibrations or {})
         if calibrate:
@@ -235,7 +238,7 @@ def sweep(pair: str, prompts, *, root, loader, drafts=("base", "int4"), lengths=
                                        for u in timed], root, timing=True, progress=progress, desc="timed")
         df = evaluate(root, methods, lengths, calibrations, parallel=True)
         params = {"pair": pair, "drafts": list(drafts), "lengths": list(lengths), "spec": spec.to_dict(),
-                  "prompts": [pid for pid, _ in prompts]}
+                  "prompts": [pid for pid, _ in prompts], "target_batch": target_batch, "replay_batch": replay_batch}
         report["table"] = str(write_table(df, out or root / "grid.csv", params)) if len(df) else None
         if timed and calibrations and len(df):
             v = validate_fn(df, timed_rows(root, timed))
@@ -295,3 +298,39 @@ def projected_hours(costs: pd.DataFrame, prompts: int, length: int, drafts, work
     if missing:
         raise ValueError(f"no stored replay unit of draft(s) {missing} to scale from; have {list(replay.index)}")
     return prompts * length * (target + sum(replay[d] for d in drafts)) / workers / 3600
+
+
+def _per_token(batching: pd.DataFrame, measure: str, draft: str, batch: int) -> float:
+    rows = batching[(batching["measure"] == measure) & (batching["draft"].fillna("") == draft)
+                    & (batching["batch"] == batch)]
+    if rows.empty:
+        raise ValueError(f"grid_batching has no {measure} row for draft {draft!r} at batch {batch}")
+    return float(rows["s_per_token"].median())
+
+
+def projection(costs: pd.DataFrame, batching: pd.DataFrame, prompts: int, length: int, drafts, workers: int,
+               target_batch: int, replay_batch: int) -> pd.DataFrame:
+    """Hours a grid of `prompts` x `length` would take on `workers` workers, per part (the target's continuations,
+    each draft's replay), one unit at a time as the stored units were computed, and batched: the stored units'
+    per-token costs scaled by the ratios `batching` (benchmarks/grid_batching.py, one process) measured between
+    batch 1 and the given batches. A draft with no stored replay unit is priced from int4's stored cost times the
+    ratio of the two drafts' one-at-a-time replay in `batching`. Every number is predicted, not timed."""
+    per_token = costs.assign(s=costs["seconds"] / costs["max_new_tokens"])
+    stored = per_token[per_token["kind"] == "replay"].groupby("draft")["s"].median()
+    parts = [("target", "target", "", per_token.loc[per_token["kind"] == "target", "s"].median(), target_batch)]
+    for d in drafts:
+        one = _per_token(batching, "replay", d, 1)
+        if d in stored.index:
+            base = stored[d]
+        elif "int4" in stored.index:
+            base = stored["int4"] * one / _per_token(batching, "replay", "int4", 1)
+        else:
+            raise ValueError(f"no stored replay unit of draft {d} or int4 to scale from; have {list(stored.index)}")
+        parts.append((f"replay ({d})", "replay", d, base, replay_batch))
+    rows = []
+    for part, measure, d, s, batch in parts:
+        factor = _per_token(batching, measure, d, 1) / _per_token(batching, measure, d, batch)
+        hours = prompts * length * s / workers / 3600
+        rows.append({"part": part, "batch": batch, "one_at_a_time_h": hours, "speedup": factor,
+                     "batched_h": hours / factor})
+    return pd.DataFrame(rows)

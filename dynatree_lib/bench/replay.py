@@ -35,9 +35,11 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..core import kvcache
-from ..core.draft import DraftState, draft_tree
+from ..core import kvcache, tree as tree_mod
+from ..core.draft import DraftState, _candidates, draft_tree
+from ..core.forward import forward
 from ..core.loop import generate
+from ..core.mask import tree_attention_mask
 from ..methods.base import Autoregressive, FixedTree, Linear, label
 
 # (branch, threshold, max_nodes, depth): what fixed_expand needs to draft a round.
@@ -363,30 +365,143 @@ class _Builder:
         return torch.tensor(keep, dtype=torch.long, device=new_nodes.device)
 
 
+def draft_supersets(model, cache, seq: list[int], roots: list[int], depths: list[int], spec: SupersetSpec,
+                    vocab: int | None = None) -> tuple[list[Superset], int]:
+    """The supersets below several roots of one token sequence, one batched draft forward per level for all of them.
+
+    `roots` (increasing) are indices into `seq` of the root tokens; the tree below roots[i] has at most depths[i]
+    levels. Every tree's nodes attend to seq[: roots[i] + 1] and their own ancestors only, at the positions a single
+    tree would have (root index + depth), so each superset is the one `SupersetDrafter(batch=1)` drafts, up to float
+    rounding (identical in the float32 tests). Where a real run pays about a fixed draft forward per level and
+    start, this pays one per level for all `roots`: the replay's draft cost becomes the nodes' compute.
+    Needs `cache` to hold at most seq[: roots[0]] (it is cropped to that); leaves it holding seq[: roots[-1] + 1].
+    Returns (supersets, draft forwards made)."""
+    device = model.device
+    width = spec.width
+    trimmed = getattr(model, "draft_vocab", None)  # a trimmed output layer's token ids (models/vocab.py)
+    clamp = (lambda ids: [min(t, vocab - 1) for t in ids]) if vocab is not None else (lambda ids: ids)
+
+    def feed(tokens, at, keep):
+        ids = torch.tensor([clamp(tokens)], dtype=torch.long, device=device)
+        positions = torch.arange(at, at + len(tokens), device=device).unsqueeze(0)
+        logits = forward(model, ids, cache, position_ids=positions, logits_to_keep=keep)
+        return logits[..., :vocab] if vocab is not None and logits.shape[-1] > vocab else logits
+
+    have = kvcache.cache_len(cache)
+    if have > roots[0]:
+        kvcache.crop(cache, roots[0])
+        have = roots[0]
+    forwards = 0
+    if have < roots[0]:  # the prefix before the first root: only its cache is needed
+        feed(seq[have: roots[0]], have, 1)
+        forwards += 1
+    span = feed(seq[roots[0]: roots[-1] + 1], roots[0], 0)  # every root's logits, causally, in one forward
+    forwards += 1
+    base = roots[-1] + 1
+    trees = [tree_mod.root(seq[r], device=device) for r in roots]
+    builders = [_Builder(spec) for _ in roots]
+    logits = [span[r - roots[0]].unsqueeze(0) for r in roots]
+    frontiers = [torch.zeros(1, dtype=torch.long, device=device) for _ in roots]
+    slots: list[dict[int, int]] = [{} for _ in roots]  # per tree: fed node -> its cache slot
+    active = [i for i, d in enumerate(depths) if d >= 1]
+    level = 0
+    while active:
+        level += 1
+        fed_now = []
+        for i in active:  # draft_tree's level step, tree by tree
+            cand_logp, cand_tokens = _candidates(logits[i], width, trimmed)
+            parents, tokens, logp = builders[i].expand(trees[i], frontiers[i], cand_logp, cand_tokens)
+            if parents.numel() == 0:
+                continue
+            n = len(trees[i])
+            trees[i] = tree_mod.add_level(trees[i], parents, tokens, logp)
+            if level == depths[i]:
+                continue
+            frontier = builders[i].select_frontier(trees[i], torch.arange(n, len(trees[i]), device=device))
+            if frontier.numel():
+                frontiers[i] = frontier
+                fed_now.append(i)
+        active = fed_now
+        if not active:
+            break
+        length = kvcache.cache_len(cache)
+        queries = sum(len(frontiers[i]) for i in active)
+        visible = torch.zeros(queries, length + queries, dtype=torch.bool, device=device)
+        row = 0
+        for i in active:
+            f = frontiers[i]
+            visible[row: row + len(f), : roots[i] + 1] = True
+            if slots[i]:
+                nodes = torch.tensor(list(slots[i]), dtype=torch.long, device=device)
+                cols = torch.tensor(list(slots[i].values()), dtype=torch.long, device=device)
+                visible[row: row + len(f), cols] = trees[i].ancestors[f][:, nodes]
+            for k, node in enumerate(f.tolist()):
+                slots[i][node] = length + row + k
+            row += len(f)
+        visible[:, length:] = torch.eye(queries, dtype=torch.bool, device=device)
+        tokens = torch.cat([trees[i].tokens[frontiers[i]] for i in active]).unsqueeze(0)
+        positions = torch.cat([trees[i].depth[frontiers[i]] + roots[i] for i in active]).unsqueeze(0)
+        out = forward(model, tokens, cache, positions, tree_attention_mask(visible, 0, model.dtype))
+        if vocab is not None and out.shape[-1] > vocab:
+            out = out[..., :vocab]
+        forwards += 1
+        row = 0
+        for i in active:
+            logits[i] = out[row: row + len(frontiers[i])]
+            row += len(frontiers[i])
+    kvcache.crop(cache, base)
+    return [Superset(t.tokens.cpu(), t.parents.cpu(), torch.tensor(b.ranks, dtype=torch.long), t.logp.float().cpu())
+            for t, b in zip(trees, builders)], forwards
+
+
 class SupersetDrafter:
     """Drafts the superset below the root of any start position of one prompt's greedy continuation, on one
-    incremental draft cache (increasing starts only read the new tokens; a lower start crops the cache)."""
+    incremental draft cache (increasing starts only read the new tokens; a lower start crops the cache).
 
-    def __init__(self, draft, prompt_ids, target_tokens, spec: SupersetSpec | None = None, vocab: int | None = None):
+    `batch` > 1: a start not drafted yet is drafted together with the next batch - 1 starts (draft_supersets), whether
+    or not a policy reaches them (most are reached: a grid's policies reach most positions); the rest wait in memory
+    until asked for. Fewer, wider forwards: on a CPU a draft forward's fixed cost dominates a small tree's."""
+
+    def __init__(self, draft, prompt_ids, target_tokens, spec: SupersetSpec | None = None, vocab: int | None = None,
+                 batch: int = 1):
+        if batch < 1:
+            raise ValueError(f"batch must be >= 1, got {batch}")
         self.model = draft
         self.vocab = vocab  # the pair's shared vocabulary (ModelPair.shared_vocab), as speculate passes it
         self.prompt_len = len(prompt_ids)
         self.seq = [int(t) for t in prompt_ids] + [int(t) for t in target_tokens]
         self.n = len(target_tokens)
         self.spec = spec or SupersetSpec()
+        self.batch = batch
         self.cache = kvcache.new_cache(draft)
         self.forwards = 0
         self.nodes = 0
+        self.drafted = 0  # supersets drafted (with batch > 1, also starts no policy asked for)
+        self.ready: dict[int, Superset] = {}
+
+    def _depth(self, start: int) -> int:
+        return min(self.spec.depth, self.n - start - 1)  # the deepest level any run of <= n tokens drafts here
 
     @torch.inference_mode()
     def __call__(self, start: int) -> Superset:
         if not 1 <= start < self.n:
             raise ValueError(f"start must be in [1, {self.n}), got {start}")
+        if start in self.ready:
+            return self.ready.pop(start)
         root_at = self.prompt_len + start - 1  # index of the root token in prompt + continuation
-        depth = min(self.spec.depth, self.n - start - 1)  # the deepest level any run of <= n tokens drafts here
-        if depth < 1:
+        if self._depth(start) < 1:
             return Superset(torch.tensor([self.seq[root_at]]), torch.tensor([-1]), torch.zeros(1, dtype=torch.long),
                             torch.zeros(1))
+        if self.batch > 1:
+            starts = [s for s in range(start, min(start + self.batch, self.n)) if self._depth(s) >= 1]
+            supersets, forwards = draft_supersets(self.model, self.cache, self.seq,
+                                                  [self.prompt_len + s - 1 for s in starts],
+                                                  [self._depth(s) for s in starts], self.spec, self.vocab)
+            self.forwards += forwards
+            self.nodes += sum(len(s) for s in supersets)
+            self.drafted += len(supersets)
+            self.ready = dict(zip(starts, supersets))  # starts below this one will not be asked for again
+            return self.ready.pop(start)
         have = kvcache.cache_len(self.cache)
         if have > root_at:
             kvcache.crop(self.cache, root_at)
@@ -395,11 +510,13 @@ class SupersetDrafter:
         if self.vocab is not None:
             state.vocab = self.vocab
         builder = _Builder(self.spec)
-        drafted = draft_tree(self.model, state, builder.expand, self.spec.width, depth, builder.select_frontier)
+        drafted = draft_tree(self.model, state, builder.expand, self.spec.width, self._depth(start),
+                             builder.select_frontier)
         kvcache.crop(self.cache, root_at + 1)
         self.forwards += drafted.forwards
         tree = drafted.tree
         self.nodes += len(tree)
+        self.drafted += 1
         return Superset(tree.tokens.cpu(), tree.parents.cpu(), torch.tensor(builder.ranks, dtype=torch.long),
                         tree.logp.float().cpu())
 
@@ -409,8 +526,41 @@ def greedy_continuation(pair, prompt_ids, n: int) -> list[int]:
     return generate(pair, list(prompt_ids), Autoregressive(), n, stop_at_eos=False).token_ids
 
 
-def live_replay(pair, prompt_ids, n: int, spec: SupersetSpec | None = None, target_tokens=None) -> Replay:
-    """A Replay of `n` tokens that drafts its supersets with the pair's draft on demand."""
+@torch.inference_mode()
+def greedy_continuations(pair, prompts, n: int) -> list[list[int]]:
+    """The target's greedy continuations of `n` tokens (EOS ignored) of several prompts, decoded as one left-padded
+    batch. On a CPU a decoding step's cost is mostly reading the weights, which a batch reads once for all its rows,
+    so a grid's target units cost a fraction of one-at-a-time decoding. Each row's positions and attention are its
+    own (the padding is masked), so the tokens are greedy_continuation's: identical in the float32 tests; in bf16
+    another batch shape can flip a near-tie, as a tree verification's can."""
+    prompts = [[int(t) for t in p] for p in prompts]
+    if len(prompts) == 1 or n < 1:
+        return [greedy_continuation(pair, p, n) for p in prompts]
+    model, device = pair.target, pair.device
+    width = max(len(p) for p in prompts)
+    ids = torch.zeros(len(prompts), width, dtype=torch.long)
+    mask = torch.zeros(len(prompts), width, dtype=torch.long)
+    for i, p in enumerate(prompts):
+        ids[i, width - len(p):] = torch.tensor(p)
+        mask[i, width - len(p):] = 1
+    ids, mask = ids.to(device), mask.to(device)
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    cache = kvcache.new_cache(model)
+    out = []
+    for step in range(n):
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                       use_cache=True, logits_to_keep=1).logits[:, -1]
+        ids = logits.argmax(dim=-1, keepdim=True)
+        out.append(ids)
+        if step + 1 < n:
+            mask = torch.cat([mask, torch.ones_like(ids)], dim=1)
+            positions = positions[:, -1:] + 1
+    return torch.cat(out, dim=1).tolist()
+
+
+def live_replay(pair, prompt_ids, n: int, spec: SupersetSpec | None = None, target_tokens=None,
+                batch: int = 1) -> Replay:
+    """A Replay of `n` tokens that drafts its supersets with the pair's draft on demand (`batch` starts at a time)."""
     target = list(target_tokens) if target_tokens is not None else greedy_continuation(pair, prompt_ids, n)
-    drafter = SupersetDrafter(pair.draft, prompt_ids, target[:n], spec, getattr(pair, "shared_vocab", None))
+    drafter = SupersetDrafter(pair.draft, prompt_ids, target[:n], spec, getattr(pair, "shared_vocab", None), batch)
     return Replay(prompt_ids, target[:n], drafter=drafter, spec=drafter.spec)
