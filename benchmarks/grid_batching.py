@@ -10,8 +10,9 @@ SupersetDrafter(batch=...)), measured as a sweep's Ray worker runs it: one torch
    the one-at-a-time one (bf16 can flip a near-tie).
 2. Replay units: every superset the grid's policies (bench.grid.grid_methods) reach on the first prompt's
    continuation of `--replay-tokens` tokens, drafted one start at a time and `batch` starts at a time; seconds per
-   token, draft forwards, supersets drafted against those the policies asked for, and how many of the grid's
-   replayed runs are identical to the one-at-a-time replay.
+   token, draft forwards, supersets drafted against those the policies asked for, how many of the grid's
+   replayed runs are identical to the one-at-a-time replay, and how far the others' tokens per round and drafted
+   nodes moved (relative to the one-at-a-time replay's; bf16 rounding can move a node across a threshold).
 
 Rows carry provenance (git state, versions, CPU, threads, load average before/after each measurement). The batch
 sizes a sweep uses by default (bench.grid.TARGET_BATCH, REPLAY_BATCH) come from this table.
@@ -62,6 +63,10 @@ def target_rows(pair, prompts, n: int, batches) -> list[dict]:
     return rows
 
 
+def _tokens_per_round(rounds) -> float:
+    return sum(r.committed for r in rounds) / len(rounds)
+
+
 def replay_rows(pair, prompt, n: int, draft: str, batches) -> list[dict]:
     ids = encode(pair, prompt)
     target = greedy_continuation(pair, ids, n)
@@ -74,12 +79,19 @@ def replay_rows(pair, prompt, n: int, draft: str, batches) -> list[dict]:
         runs = replay_grid(replay, methods, [n])
         seconds = time.perf_counter() - t0
         reference = reference or runs
+        # a bf16 near-tie (a node's cumulative probability at a threshold) changes one round of a run, so besides
+        # identical runs, how far each run's tokens per round and drafted nodes move, and in which direction
+        tpr = pd.Series({k: _tokens_per_round(runs[k]) / _tokens_per_round(reference[k]) - 1 for k in runs})
+        nodes = pd.Series({k: sum(r.nodes for r in runs[k]) / max(sum(r.nodes for r in reference[k]), 1) - 1
+                           for k in runs})
         rows.append({"measure": "replay", "draft": draft, "batch": batch, "prompts": 1, "tokens": n,
                      "seconds": seconds, "s_per_token": seconds / n, "draft_forwards": drafter.forwards,
                      "drafted_starts": drafter.drafted, "asked_starts": len(replay.supersets),
                      "superset_nodes": drafter.nodes,
                      "equal_share": sum(runs[k] == reference[k] for k in runs) / len(runs),
-                     "load_1m_before": load, "load_1m_after": _load()})
+                     "tokens_per_round_abs_diff_median": tpr.abs().median(), "tokens_per_round_diff_mean": tpr.mean(),
+                     "tokens_per_round_abs_diff_max": tpr.abs().max(), "nodes_abs_diff_median": nodes.abs().median(),
+                     "nodes_diff_mean": nodes.mean(), "load_1m_before": load, "load_1m_after": _load()})
     return rows
 
 

@@ -4,6 +4,7 @@ stopping the sweep, and an interrupted sweep resumed with nothing lost or repeat
 
 import pandas as pd
 import pytest
+import torch
 
 from dynatree_lib import FixedTree, Linear, generate, label
 from dynatree_lib.bench import grid, gridrun
@@ -68,6 +69,24 @@ def test_sweep_resume_and_failures(cluster, tmp_path):
     costs = gridrun.unit_costs(tmp_path)
     assert sorted(costs["kind"].value_counts().items()) == [("replay", 4), ("target", 4)]
     assert (costs["seconds"] > 0).all() and (costs[costs.kind == "replay"]["starts"] > 0).all()
+
+
+def test_a_batched_sweep_stores_the_same_grid(cluster, tmp_path):
+    """Target continuations decoded 3 prompts at a time and supersets drafted 4 starts at a time give the table of
+    the one-at-a-time sweep; a bad prompt in a batch fails alone (its batch-mates' targets are stored)."""
+    prompts = [("a", [1, 2, 3]), ("b", [40, 41]), ("c", BAD), ("d", [7, 7, 7, 7]), ("e", [9])]
+    kw = dict(loader=tiny_loader, drafts=("base",), lengths=LENGTHS, methods=METHODS, progress=False, calibrate=False)
+    gridrun.sweep("tiny-qwen2-perturbed", prompts, root=tmp_path / "one", **kw)
+    many = gridrun.sweep("tiny-qwen2-perturbed", prompts, root=tmp_path / "many", target_batch=3, replay_batch=4, **kw)
+    assert [r["status"] for r in many["target"]].count("error") == 1
+    targets = {f: sorted((tmp_path / f / "target").glob("*.pt")) for f in ("one", "many")}
+    assert [p.name for p in targets["one"]] == [p.name for p in targets["many"]] and len(targets["one"]) == 4
+    assert max(torch.load(p)["batch"] for p in targets["many"]) > 1
+    cols = ["prompt_id", "method", "max_new_tokens", "rounds", "drafted_nodes", "accepted_nodes"]
+    a, b = (pd.read_csv(tmp_path / f / "grid.csv", dtype={"prompt_id": str})[cols].sort_values(cols[:3])
+            .reset_index(drop=True) for f in ("one", "many"))
+    assert len(a) == 4 * len(METHODS) * len(LENGTHS)
+    pd.testing.assert_frame_equal(a, b)
 
 
 def test_projected_hours_scale_unit_costs_linearly():

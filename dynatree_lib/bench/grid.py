@@ -145,20 +145,37 @@ def run_targets(unit: Unit, root, loader, group: list[Unit]) -> list[dict]:
     if not todo:
         return []
     pair = _pair(loader, unit.pair, "base")
-    ids = [encode(pair, u.prompt) for u in todo]
-    n = max(u.max_new_tokens for u in todo)
+    if len(todo) > 1:
+        try:
+            ids = [encode(pair, u.prompt) for u in todo]
+            t0 = time.perf_counter()
+            tokens = greedy_continuations(pair, ids, max(u.max_new_tokens for u in todo))
+            return [_save_target(u, pair, p, t, (time.perf_counter() - t0) / len(todo), len(todo), root)
+                    for u, p, t in zip(todo, ids, tokens)]
+        except Exception:  # noqa: BLE001 - one bad prompt must not cost the others: one at a time, then raise
+            out, failed = [], None
+            for u in todo:
+                try:
+                    out += run_targets(u, root, loader, [u])
+                except Exception as e:  # noqa: BLE001
+                    failed = failed or e
+            if failed is not None:
+                raise failed
+            return out
+    u = todo[0]
+    ids = encode(pair, u.prompt)
     t0 = time.perf_counter()
-    tokens = greedy_continuations(pair, ids, n) if len(todo) > 1 else [greedy_continuation(pair, ids[0], n)]
-    seconds = (time.perf_counter() - t0) / len(todo)
-    out = []
-    for u, p, t in zip(todo, ids, tokens):
-        data = {"format": FORMAT, "unit": _unit_dict(u), "prompt_ids": torch.tensor(p, dtype=torch.int32),
-                "target": torch.tensor(t[: u.max_new_tokens], dtype=torch.int32), "seconds": seconds,
-                "batch": len(todo), "date_utc": utc_now(), "git_commit": git_state()["git_commit"],
-                "dtype": str(pair.dtype), "threads": torch.get_num_threads()}
-        _save_atomic(data, u.path(root))
-        out.append(data)
-    return out
+    tokens = greedy_continuation(pair, ids, u.max_new_tokens)
+    return [_save_target(u, pair, ids, tokens, time.perf_counter() - t0, 1, root)]
+
+
+def _save_target(unit: Unit, pair, ids, tokens, seconds: float, batch: int, root) -> dict:
+    data = {"format": FORMAT, "unit": _unit_dict(unit), "prompt_ids": torch.tensor(ids, dtype=torch.int32),
+            "target": torch.tensor(tokens[: unit.max_new_tokens], dtype=torch.int32), "seconds": seconds,
+            "batch": batch, "date_utc": utc_now(), "git_commit": git_state()["git_commit"], "dtype": str(pair.dtype),
+            "threads": torch.get_num_threads()}
+    _save_atomic(data, unit.path(root))
+    return data
 
 
 def run_replay(unit: Unit, root, loader, target: dict, spec: SupersetSpec, methods, lengths, batch: int = 1) -> dict:
