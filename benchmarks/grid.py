@@ -58,8 +58,8 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=1, help="timed runs per validation pair")
     p.add_argument("--target-batch", type=int, default=grid.TARGET_BATCH,
                    help="prompts whose target continuations are decoded as one batch (default: %(default)s)")
-    p.add_argument("--replay-batch", type=int, default=grid.REPLAY_BATCH,
-                   help="starts whose draft supersets are drafted together (default: %(default)s)")
+    p.add_argument("--replay-batch", type=int, default=None,
+                   help=f"starts whose draft supersets are drafted together (default, per draft: {grid.REPLAY_BATCH})")
     p.add_argument("--calibration", default="", help="draft=path.json,... Calibrations to use (e.g. from a GPU)")
     p.add_argument("--no-calibrate", action="store_true", help="do not measure this machine's cost curves")
     p.add_argument("--evaluate-only", action="store_true", help="run nothing: build the table from stored units")
@@ -91,7 +91,8 @@ def main(argv=None) -> int:
                            lengths=lengths, methods=methods, address=args.address, workers=args.workers,
                            validate=args.validate, validate_length=args.validate_length, calibrations=calibrations,
                            calibrate=not args.no_calibrate, repeats=args.repeats, out=out, progress=not args.quiet,
-                           target_batch=args.target_batch, replay_batch=args.replay_batch)
+                           target_batch=args.target_batch,
+                           replay_batch=grid.REPLAY_BATCH if args.replay_batch is None else args.replay_batch)
     summary = {phase: _counts(rows) for phase, rows in report.items() if isinstance(rows, list)}
     summary.update({k: v for k, v in report.items() if not isinstance(v, list)})
     summary["wall_s"] = round(time.perf_counter() - started, 1)

@@ -22,7 +22,7 @@ import pandas as pd
 from ..methods.base import FixedTree, Linear, label
 from ..models.provenance import provenance, row_provenance, utc_now
 from .grid import (DRAFT_BITS, LENGTHS, Unit, _calibrate, _target_then_replay, grid_methods, guarded, load_replay,
-                   run_targets, run_timed)
+                   replay_batch_of, run_targets, run_timed)
 from .replay import SupersetSpec, replay_grid
 from .storage import _write_atomic
 
@@ -204,11 +204,11 @@ def validation_units(pair: str, prompts, drafts, methods, k: int, length: int, s
 def sweep(pair: str, prompts, *, root, loader, drafts=("base", "int4"), lengths=LENGTHS, methods=None,
           spec: SupersetSpec | None = None, address=None, workers=None, validate: int = 0, validate_length: int = 200,
           calibrations: dict | None = None, calibrate: bool = True, repeats: int = 1, out=None, progress=True,
-          stop_after=None, target_batch: int = 1, replay_batch: int = 1) -> dict:
+          stop_after=None, target_batch: int = 1, replay_batch: int | dict = 1) -> dict:
     """The whole grid for one pair: replay units (parallel), calibration and timed validation (one per node),
     then the table (`out`, default <root>/grid.csv) and, with `validate`, <root>/grid_validation.csv.
     `target_batch` prompts' target continuations are decoded as one batch (a Ray task), `replay_batch` starts'
-    supersets are drafted together (bench.replay). `stop_after` (tests): interrupt the replay phase after that many
+    supersets are drafted together (bench.replay; a number, or {draft: number}). `stop_after` (tests): interrupt the replay phase after that many
     units."""
     from ..planning.predict import Calibration, error_summary, validate as validate_fn
 
@@ -220,7 +220,8 @@ def sweep(pair: str, prompts, *, root, loader, drafts=("base", "int4"), lengths=
         groups = [targets[i: i + target_batch] for i in range(0, len(targets), max(target_batch, 1))]
         report = {"target": execute([(run_targets, g[-1], (loader, g), {}) for g in groups], root,
                                     progress=progress, desc="target")}
-        report["replay"] = execute([(_target_then_replay, u, (loader, spec, methods, list(lengths), replay_batch), {})
+        report["replay"] = execute([(_target_then_replay, u, (loader, spec, methods, list(lengths),
+                                                              replay_batch_of(replay_batch, u.draft)), {})
                                     for u in replays], root, progress=progress, desc="replay", stop_after=stop_after)
         calibrations = dict(calibrations or {})
         if calibrate:
@@ -309,7 +310,7 @@ def _per_token(batching: pd.DataFrame, measure: str, draft: str, batch: int) -> 
 
 
 def projection(costs: pd.DataFrame, batching: pd.DataFrame, prompts: int, length: int, drafts, workers: int,
-               target_batch: int, replay_batch: int) -> pd.DataFrame:
+               target_batch: int, replay_batch: int | dict) -> pd.DataFrame:
     """Hours a grid of `prompts` x `length` would take on `workers` workers, per part (the target's continuations,
     each draft's replay), one unit at a time as the stored units were computed, and batched: the stored units'
     per-token costs scaled by the ratios `batching` (benchmarks/grid_batching.py, one process) measured between
@@ -326,7 +327,7 @@ def projection(costs: pd.DataFrame, batching: pd.DataFrame, prompts: int, length
             base = stored["int4"] * one / _per_token(batching, "replay", "int4", 1)
         else:
             raise ValueError(f"no stored replay unit of draft {d} or int4 to scale from; have {list(stored.index)}")
-        parts.append((f"replay ({d})", "replay", d, base, replay_batch))
+        parts.append((f"replay ({d})", "replay", d, base, replay_batch_of(replay_batch, d)))
     rows = []
     for part, measure, d, s, batch in parts:
         factor = _per_token(batching, measure, d, 1) / _per_token(batching, measure, d, batch)
