@@ -34,8 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from dynatree_lib import load_pair  # noqa: E402
 from dynatree_lib.bench.grid import grid_methods  # noqa: E402
 from dynatree_lib.bench.gridrun import write_table  # noqa: E402
-from dynatree_lib.bench.replay import (Replay, SupersetDrafter, greedy_continuation, greedy_continuations,  # noqa: E402
-                                       replay_grid)
+from dynatree_lib.bench.replay import Replay, replay_grid  # noqa: E402
+from dynatree_lib.bench.supersets import SupersetDrafter, greedy_continuation, greedy_continuations  # noqa: E402
 from dynatree_lib.core.loop import encode  # noqa: E402
 from grid import _ints, prompts_of  # noqa: E402
 

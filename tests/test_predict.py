@@ -6,7 +6,8 @@ import pandas as pd
 import pytest
 
 from dynatree_lib import Autoregressive, FixedTree, Linear, label
-from dynatree_lib.bench.replay import Round, live_replay
+from dynatree_lib.bench.replay import Round
+from dynatree_lib.bench.supersets import live_replay
 from dynatree_lib.planning.calibrate import DEFAULT_NODES, Costs
 from dynatree_lib.planning.predict import (Calibration, Overheads, calibration_columns, error_summary,
                                            measure_overheads, predict_ar, predict_run, round_seconds, validate)

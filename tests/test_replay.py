@@ -5,8 +5,9 @@ import torch
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from dynatree_lib import FixedTree, Linear, generate, label
-from dynatree_lib.bench.replay import (Replay, Superset, SupersetDrafter, SupersetSpec, greedy_continuation,
-                                       greedy_continuations, live_replay, params_of, replay_grid)
+from dynatree_lib.bench.replay import Replay, Superset, SupersetSpec, params_of, replay_grid
+from dynatree_lib.bench.supersets import (SupersetDrafter, greedy_continuation, greedy_continuations,
+                                          live_replay)
 from tiny import ARCHS, DRAFTS, linear_or_fixed_tree, tiny_pair, token_lists
 
 FIELDS = ("nodes", "depth", "accepted", "committed")

@@ -33,8 +33,8 @@ import torch
 from ..core.loop import encode
 from ..methods.base import FixedTree, Linear
 from ..models.provenance import git_state, utc_now
-from .replay import (Replay, Superset, SupersetDrafter, SupersetSpec, greedy_continuation, greedy_continuations,
-                     replay_grid)
+from .replay import Replay, Superset, SupersetSpec, replay_grid
+from .supersets import SupersetDrafter, greedy_continuation, greedy_continuations
 
 DEPTHS, BRANCHES, THRESHOLDS = range(3, 9), (2, 3, 4), (0.01, 0.02, 0.03, 0.05, 0.1)
 LENGTHS = (100, 200, 300, 500, 1000)
