@@ -32,14 +32,12 @@ from tqdm.auto import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dynatree_lib import load_pair  # noqa: E402
-from dynatree_lib.bench.grid import grid_methods  # noqa: E402
+from dynatree_lib.bench.grid import DRAFT_BITS, grid_methods  # noqa: E402
 from dynatree_lib.bench.gridrun import write_table  # noqa: E402
 from dynatree_lib.bench.replay import Replay, replay_grid  # noqa: E402
 from dynatree_lib.bench.supersets import SupersetDrafter, greedy_continuation, greedy_continuations  # noqa: E402
 from dynatree_lib.core.loop import encode  # noqa: E402
 from grid import _ints, prompts_of  # noqa: E402
-
-DRAFT_BITS = {"base": None, "int8": 8, "int4": 4}
 
 
 def _load() -> float:
@@ -52,8 +50,7 @@ def target_rows(pair, prompts, n: int, batches) -> list[dict]:
     for batch in tqdm(batches, desc="target batches"):
         load, t0, tokens = _load(), time.perf_counter(), []
         for i in range(0, len(ids), batch):
-            chunk = ids[i: i + batch]
-            tokens += greedy_continuations(pair, chunk, n) if batch > 1 else [greedy_continuation(pair, chunk[0], n)]
+            tokens += greedy_continuations(pair, ids[i: i + batch], n)
         seconds = time.perf_counter() - t0
         reference = reference or tokens
         rows.append({"measure": "target", "draft": "", "batch": batch, "prompts": len(ids), "tokens": n,

@@ -34,7 +34,7 @@ from ..core.loop import encode
 from ..methods.base import FixedTree, Linear
 from ..models.provenance import git_state, utc_now
 from .replay import Replay, Superset, SupersetSpec, replay_grid
-from .supersets import SupersetDrafter, greedy_continuation, greedy_continuations
+from .supersets import SupersetDrafter, greedy_continuations
 
 DEPTHS, BRANCHES, THRESHOLDS = range(3, 9), (2, 3, 4), (0.01, 0.02, 0.03, 0.05, 0.1)
 LENGTHS = (100, 200, 300, 500, 1000)
@@ -154,28 +154,24 @@ def run_targets(unit: Unit, root, loader, group: list[Unit]) -> list[dict]:
     if not todo:
         return []
     pair = _pair(loader, unit.pair, "base")
-    if len(todo) > 1:
-        try:
-            ids = [encode(pair, u.prompt) for u in todo]
-            t0 = time.perf_counter()
-            tokens = greedy_continuations(pair, ids, max(u.max_new_tokens for u in todo))
-            return [_save_target(u, pair, p, t, (time.perf_counter() - t0) / len(todo), len(todo), root)
-                    for u, p, t in zip(todo, ids, tokens)]
-        except Exception:  # noqa: BLE001 - one bad prompt must not cost the others: one at a time, then raise
-            out, failed = [], None
-            for u in todo:
-                try:
-                    out += run_targets(u, root, loader, [u])
-                except Exception as e:  # noqa: BLE001
-                    failed = failed or e
-            if failed is not None:
-                raise failed
-            return out
-    u = todo[0]
-    ids = encode(pair, u.prompt)
-    t0 = time.perf_counter()
-    tokens = greedy_continuation(pair, ids, u.max_new_tokens)
-    return [_save_target(u, pair, ids, tokens, time.perf_counter() - t0, 1, root)]
+    try:
+        ids = [encode(pair, u.prompt) for u in todo]
+        t0 = time.perf_counter()
+        tokens = greedy_continuations(pair, ids, max(u.max_new_tokens for u in todo))
+        seconds = (time.perf_counter() - t0) / len(todo)
+    except Exception:  # noqa: BLE001 - one bad prompt must not cost the others: one at a time, then raise
+        if len(todo) == 1:
+            raise
+        out, failed = [], None
+        for u in todo:
+            try:
+                out += run_targets(u, root, loader, [u])
+            except Exception as e:  # noqa: BLE001
+                failed = failed or e
+        if failed is not None:
+            raise failed
+        return out
+    return [_save_target(u, pair, p, t, seconds, len(todo), root) for u, p, t in zip(todo, ids, tokens)]
 
 
 def _save_target(unit: Unit, pair, ids, tokens, seconds: float, batch: int, root) -> dict:

@@ -208,8 +208,8 @@ def sweep(pair: str, prompts, *, root, loader, drafts=("base", "int4"), lengths=
     """The whole grid for one pair: replay units (parallel), calibration and timed validation (one per node),
     then the table (`out`, default <root>/grid.csv) and, with `validate`, <root>/grid_validation.csv.
     `target_batch` prompts' target continuations are decoded as one batch (a Ray task), `replay_batch` starts'
-    supersets are drafted together (bench.replay; a number, or {draft: number}). `stop_after` (tests): interrupt the replay phase after that many
-    units."""
+    supersets are drafted together (bench.supersets; a number, or {draft: number}). `stop_after` (tests): interrupt
+    the replay phase after that many units."""
     from ..planning.predict import Calibration, error_summary, validate as validate_fn
 
     methods, spec, root = methods or grid_methods(), spec or SupersetSpec(), Path(root)
@@ -320,14 +320,13 @@ def projection(costs: pd.DataFrame, batching: pd.DataFrame, prompts: int, length
     stored = per_token[per_token["kind"] == "replay"].groupby("draft")["s"].median()
     parts = [("target", "target", "", per_token.loc[per_token["kind"] == "target", "s"].median(), target_batch)]
     for d in drafts:
-        one = _per_token(batching, "replay", d, 1)
         if d in stored.index:
-            base = stored[d]
+            cost = stored[d]
         elif "int4" in stored.index:
-            base = stored["int4"] * one / _per_token(batching, "replay", "int4", 1)
+            cost = stored["int4"] * _per_token(batching, "replay", d, 1) / _per_token(batching, "replay", "int4", 1)
         else:
             raise ValueError(f"no stored replay unit of draft {d} or int4 to scale from; have {list(stored.index)}")
-        parts.append((f"replay ({d})", "replay", d, base, replay_batch_of(replay_batch, d)))
+        parts.append((f"replay ({d})", "replay", d, cost, replay_batch_of(replay_batch, d)))
     rows = []
     for part, measure, d, s, batch in parts:
         factor = _per_token(batching, measure, d, 1) / _per_token(batching, measure, d, batch)

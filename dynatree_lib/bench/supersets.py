@@ -94,11 +94,13 @@ def draft_supersets(model, cache, seq: list[int], roots: list[int], depths: list
     trimmed = getattr(model, "draft_vocab", None)  # a trimmed output layer's token ids (models/vocab.py)
     clamp = (lambda ids: [min(t, vocab - 1) for t in ids]) if vocab is not None else (lambda ids: ids)
 
+    def shared(logits):  # the draft's rows past the target's are padding: never proposed (as in draft_tree)
+        return logits[..., :vocab] if vocab is not None and logits.shape[-1] > vocab else logits
+
     def feed(tokens, at, keep):
         ids = torch.tensor([clamp(tokens)], dtype=torch.long, device=device)
         positions = torch.arange(at, at + len(tokens), device=device).unsqueeze(0)
-        logits = forward(model, ids, cache, position_ids=positions, logits_to_keep=keep)
-        return logits[..., :vocab] if vocab is not None and logits.shape[-1] > vocab else logits
+        return shared(forward(model, ids, cache, position_ids=positions, logits_to_keep=keep))
 
     have = kvcache.cache_len(cache)
     if have > roots[0]:
@@ -154,17 +156,19 @@ def draft_supersets(model, cache, seq: list[int], roots: list[int], depths: list
         visible[:, length:] = torch.eye(queries, dtype=torch.bool, device=device)
         tokens = torch.cat([trees[i].tokens[frontiers[i]] for i in active]).unsqueeze(0)
         positions = torch.cat([trees[i].depth[frontiers[i]] + roots[i] for i in active]).unsqueeze(0)
-        out = forward(model, tokens, cache, positions, tree_attention_mask(visible, 0, model.dtype))
-        if vocab is not None and out.shape[-1] > vocab:
-            out = out[..., :vocab]
+        out = shared(forward(model, tokens, cache, positions, tree_attention_mask(visible, 0, model.dtype)))
         forwards += 1
         row = 0
         for i in active:
             logits[i] = out[row: row + len(frontiers[i])]
             row += len(frontiers[i])
     kvcache.crop(cache, base)
-    return [Superset(t.tokens.cpu(), t.parents.cpu(), torch.tensor(b.ranks, dtype=torch.long), t.logp.float().cpu())
-            for t, b in zip(trees, builders)], forwards
+    return [_superset(t, b) for t, b in zip(trees, builders)], forwards
+
+
+def _superset(tree, builder: _Builder) -> Superset:
+    return Superset(tree.tokens.cpu(), tree.parents.cpu(), torch.tensor(builder.ranks, dtype=torch.long),
+                    tree.logp.float().cpu())
 
 
 class SupersetDrafter:
@@ -173,7 +177,8 @@ class SupersetDrafter:
 
     `batch` > 1: a start not drafted yet is drafted together with the next batch - 1 starts (draft_supersets), whether
     or not a policy reaches them (most are reached: a grid's policies reach most positions); the rest wait in memory
-    until asked for. Fewer, wider forwards: on a CPU a draft forward's fixed cost dominates a small tree's."""
+    until asked for. Fewer, wider forwards pay where a forward's cost is mostly reading the weights (the bf16 draft
+    on a CPU); where it grows with the rows multiplied (the int4 kernel) they do not (data/results/grid_batching.csv)."""
 
     def __init__(self, draft, prompt_ids, target_tokens, spec: SupersetSpec | None = None, vocab: int | None = None,
                  batch: int = 1):
@@ -227,11 +232,9 @@ class SupersetDrafter:
                              builder.select_frontier)
         kvcache.crop(self.cache, root_at + 1)
         self.forwards += drafted.forwards
-        tree = drafted.tree
-        self.nodes += len(tree)
+        self.nodes += len(drafted.tree)
         self.drafted += 1
-        return Superset(tree.tokens.cpu(), tree.parents.cpu(), torch.tensor(builder.ranks, dtype=torch.long),
-                        tree.logp.float().cpu())
+        return _superset(drafted.tree, builder)
 
 
 def greedy_continuation(pair, prompt_ids, n: int) -> list[int]:
