@@ -13,6 +13,7 @@ SupersetDrafter(batch=...)), measured as a sweep's Ray worker runs it: one torch
    token, draft forwards, supersets drafted against those the policies asked for, how many of the grid's
    replayed runs are identical to the one-at-a-time replay, and how far the others' tokens per round and drafted
    nodes moved (relative to the one-at-a-time replay's; bf16 rounding can move a node across a threshold).
+   In batches an int4/int8 draft drafts through its dense copy, as a sweep does (bench.grid.replay_draft).
 
 Rows carry provenance (git state, versions, CPU, threads, load average before/after each measurement). The batch
 sizes a sweep uses by default (bench.grid.TARGET_BATCH, REPLAY_BATCH) come from this table.
@@ -32,7 +33,7 @@ from tqdm.auto import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dynatree_lib import load_pair  # noqa: E402
-from dynatree_lib.bench.grid import DRAFT_BITS, grid_methods  # noqa: E402
+from dynatree_lib.bench.grid import DRAFT_BITS, grid_methods, replay_draft  # noqa: E402
 from dynatree_lib.bench.gridrun import write_table  # noqa: E402
 from dynatree_lib.bench.replay import Replay, replay_grid  # noqa: E402
 from dynatree_lib.bench.supersets import SupersetDrafter, greedy_continuation, greedy_continuations  # noqa: E402
@@ -64,13 +65,14 @@ def _tokens_per_round(rounds) -> float:
     return sum(r.committed for r in rounds) / len(rounds)
 
 
-def replay_rows(pair, prompt, n: int, draft: str, batches) -> list[dict]:
+def replay_rows(pair, prompt, n: int, name: str, batches) -> list[dict]:
     ids = encode(pair, prompt)
     target = greedy_continuation(pair, ids, n)
-    running = pair.with_draft_bits(DRAFT_BITS[draft])
+    running = pair.with_draft_bits(DRAFT_BITS[name])
     methods, rows, reference = grid_methods(), [], None
-    for batch in tqdm(batches, desc=f"replay batches ({draft})"):
-        drafter = SupersetDrafter(running.draft, ids, target, None, running.shared_vocab, batch)
+    for batch in tqdm(batches, desc=f"replay batches ({name})"):
+        draft = replay_draft(running, batch)  # as a sweep drafts: a quantized draft's dense copy in batches
+        drafter = SupersetDrafter(draft, ids, target, None, running.shared_vocab, batch)
         replay = Replay(ids, target, drafter=drafter)
         load, t0 = _load(), time.perf_counter()
         runs = replay_grid(replay, methods, [n])
@@ -81,7 +83,8 @@ def replay_rows(pair, prompt, n: int, draft: str, batches) -> list[dict]:
         tpr = pd.Series({k: _tokens_per_round(runs[k]) / _tokens_per_round(reference[k]) - 1 for k in runs})
         nodes = pd.Series({k: sum(r.nodes for r in runs[k]) / max(sum(r.nodes for r in reference[k]), 1) - 1
                            for k in runs})
-        rows.append({"measure": "replay", "draft": draft, "batch": batch, "prompts": 1, "tokens": n,
+        rows.append({"measure": "replay", "draft": name, "dense_draft": draft is not running.draft, "batch": batch,
+                     "prompts": 1, "tokens": n,
                      "seconds": seconds, "s_per_token": seconds / n, "draft_forwards": drafter.forwards,
                      "drafted_starts": drafter.drafted, "asked_starts": len(replay.supersets),
                      "superset_nodes": drafter.nodes,

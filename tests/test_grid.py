@@ -89,6 +89,28 @@ def test_a_batched_sweep_stores_the_same_grid(cluster, tmp_path):
     pd.testing.assert_frame_equal(a, b)
 
 
+def test_batched_replay_drafts_with_a_quantized_drafts_dense_copy():
+    """In batches a quantized draft drafts through its dense copy (one per draft, reused); one at a time, and for a
+    float draft, through the draft itself. The dense copy drafts the int4 kernel's supersets, not the float draft's."""
+    from dynatree_lib.bench.supersets import SupersetDrafter, greedy_continuation
+    from dynatree_lib.models.quant import is_quantized
+
+    base = tiny_loader("tiny-qwen2-perturbed")
+    pair = base.with_draft_bits(4)
+    assert grid.replay_draft(pair, 1) is pair.draft and grid.replay_draft(base, 8) is base.draft
+    dense = grid.replay_draft(pair, 8)
+    assert is_quantized(pair.draft) and not is_quantized(dense) and grid.replay_draft(pair, 32) is dense
+    ids = [5, 6, 7, 8]
+    target = greedy_continuation(base, ids, 40)
+    drafted = {name: [drafter(s) for s in range(1, 30)] for name, drafter in (
+        ("int4", SupersetDrafter(pair.draft, ids, target)), ("dense", SupersetDrafter(dense, ids, target, batch=8)),
+        ("float", SupersetDrafter(base.draft, ids, target, batch=8)))}
+    for a, b in zip(drafted["int4"], drafted["dense"]):  # float32 here: the same trees, to rounding
+        assert torch.equal(a.tokens, b.tokens) and torch.equal(a.parents, b.parents)
+        torch.testing.assert_close(a.logp, b.logp, rtol=0, atol=1e-4)
+    assert any(not torch.equal(a.tokens, b.tokens) for a, b in zip(drafted["int4"], drafted["float"]))
+
+
 def test_projected_hours_scale_unit_costs_linearly():
     costs = pd.DataFrame({"kind": ["target", "target", "replay", "replay", "replay"],
                           "draft": ["", "", "int4", "int4", "base"], "max_new_tokens": [100, 200, 100, 200, 100],

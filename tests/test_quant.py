@@ -10,7 +10,7 @@ import torch
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from dynatree_lib import FixedTree, Linear, ModelPair, Streaming, generate, label, model_memory_bytes, quantize_draft, quantize_int8
-from dynatree_lib.models.quant import Int4Linear, Int8Linear, bitsandbytes_available
+from dynatree_lib.models.quant import Int4Linear, Int8Linear, bitsandbytes_available, dense_copy, is_quantized
 from tiny import ARCHS, DRAFTS, VOCAB, reference_greedy, tiny_model, tiny_pair
 
 
@@ -123,6 +123,25 @@ def test_int4_linear_close_to_float(group_size):
     assert relative_error(int8(x), linear(x)) < 0.01
     # one row goes through the fused kernel, fifteen through the dense GEMM: the same numbers either way
     torch.testing.assert_close(int8(x[:1, :1]), int8(x)[:1, :1], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+@pytest.mark.parametrize("arch", ARCHS)
+def test_dense_copy_computes_the_quantized_draft(arch, bits):
+    draft = quantize_draft(tiny_model(arch, seed=1), bits=bits, group_size=32)
+    dense = dense_copy(draft)
+    assert is_quantized(draft) and not is_quantized(dense)  # the quantized model is left as it was
+    assert not any(isinstance(m, (Int8Linear, Int4Linear)) for m in dense.modules())
+    ids = torch.tensor([[3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5]])
+    with torch.inference_mode():
+        a, b = draft(ids).logits, dense(ids).logits
+    # the same weights, rounded once to the model's dtype (the int4 kernel also rounds its input to bf16)
+    assert relative_error(b, a) < (1e-2 if bits == 4 else 1e-5), relative_error(b, a)
+    float_model = tiny_model(arch, seed=1)
+    with torch.inference_mode():  # and not the float model's numbers: it really is the quantized draft
+        assert relative_error(b, float_model(ids).logits) > 10 * relative_error(b, a)
+    with pytest.raises(ValueError, match="int8/int4 layers"):
+        dense_copy(float_model)
 
 
 def test_int4_falls_back_to_int8_for_shapes_the_kernel_refuses():

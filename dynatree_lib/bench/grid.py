@@ -25,6 +25,7 @@ import os
 import re
 import time
 import traceback
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,9 +45,10 @@ FORMAT = 1
 # benchmarks/grid_batching.py measured on a 2-core CPU with one thread per worker (data/results/grid_batching.csv):
 # 8 prompts' target continuations decoded together ran 3.2x faster than one at a time; 32 starts' supersets drafted
 # together 3.8x faster with the bf16 draft, but not faster with the int4 draft (its kernel's cost grows with the
-# rows it multiplies, and a batch also drafts starts no policy asks for), so int4/int8 replay stays one at a time.
+# rows it multiplies, and a batch also drafts starts no policy asks for); batched int4/int8 replay therefore drafts
+# with the draft's dense copy (replay_draft).
 TARGET_BATCH = 8
-REPLAY_BATCH = {"base": 32, "int8": 1, "int4": 1}
+REPLAY_BATCH = {"base": 32, "int8": 32, "int4": 32}
 
 
 def replay_batch_of(replay_batch, draft: str) -> int:
@@ -139,6 +141,22 @@ def _pair(loader, name: str, draft: str):
     return running(pair, FixedTree(draft_bits=bits)) if running else pair.with_draft_bits(bits)
 
 
+_DENSE = weakref.WeakKeyDictionary()  # per worker process: a quantized draft's dense copy, made once
+
+
+def replay_draft(pair, batch: int):
+    """The draft a replay unit drafts `batch` starts at a time with: the pair's own, or for batch > 1 the dense copy
+    of a quantized one (models.quant.dense_copy: the same weights through the dense GEMM, which reads them once per
+    forward, where the int4/int8 kernels pass over them every row or two; data/results/grid_batching.csv)."""
+    from ..models.quant import dense_copy, is_quantized
+
+    if batch <= 1 or not is_quantized(pair.draft):
+        return pair.draft
+    if pair.draft not in _DENSE:
+        _DENSE[pair.draft] = dense_copy(pair.draft)
+    return _DENSE[pair.draft]
+
+
 def run_target(unit: Unit, root, loader) -> dict:
     path = unit.path(root)
     if path.exists():
@@ -188,7 +206,8 @@ def run_replay(unit: Unit, root, loader, target: dict, spec: SupersetSpec, metho
     pair = _pair(loader, unit.pair, unit.draft)
     ids, tokens = target["prompt_ids"].tolist(), target["target"].tolist()
     t0 = time.perf_counter()
-    drafter = SupersetDrafter(pair.draft, ids, tokens, spec, getattr(pair, "shared_vocab", None), batch)
+    draft = replay_draft(pair, batch)
+    drafter = SupersetDrafter(draft, ids, tokens, spec, getattr(pair, "shared_vocab", None), batch)
     replay = Replay(ids, tokens, drafter=drafter, spec=spec)
     replay_grid(replay, methods, [n for n in lengths if n <= unit.max_new_tokens])
     starts = sorted(replay.supersets)
@@ -203,7 +222,7 @@ def run_replay(unit: Unit, root, loader, target: dict, spec: SupersetSpec, metho
                                                                                         if hasattr(pair.draft, "dtype")
                                                                                         else pair.dtype),
             "target_seconds": target.get("seconds"), "threads": torch.get_num_threads(), "batch": batch,
-            "drafted_starts": drafter.drafted}
+            "drafted_starts": drafter.drafted, "dense_draft": draft is not pair.draft}
     _save_atomic(data, unit.path(root))
     return {"positions": len(starts), "nodes": int(sizes.sum()), "seconds": data["seconds"]}
 

@@ -178,7 +178,8 @@ class SupersetDrafter:
     `batch` > 1: a start not drafted yet is drafted together with the next batch - 1 starts (draft_supersets), whether
     or not a policy reaches them (most are reached: a grid's policies reach most positions); the rest wait in memory
     until asked for. Fewer, wider forwards pay where a forward's cost is mostly reading the weights (the bf16 draft
-    on a CPU); where it grows with the rows multiplied (the int4 kernel) they do not (data/results/grid_batching.csv)."""
+    on a CPU); where it grows with the rows multiplied (the int4 kernel) they do not (data/results/grid_batching.csv),
+    so a sweep drafts a quantized draft's batches through its dense copy (bench.grid.replay_draft)."""
 
     def __init__(self, draft, prompt_ids, target_tokens, spec: SupersetSpec | None = None, vocab: int | None = None,
                  batch: int = 1):

@@ -211,3 +211,47 @@ def model_memory_bytes(model) -> int:
                 seen.add(id(t))
                 total += t.numel() * t.element_size()
     return total
+
+
+def is_quantized(model) -> bool:
+    """True when `model` holds int8/int4 layers made by quantize_int8 / quantize_draft (torch kernels)."""
+    return any(isinstance(m, (Int8Linear, Int4Linear)) for m in model.modules())
+
+
+@torch.inference_mode()
+def dense_copy(model):
+    """A copy of a quantized `model` whose int8/int4 layers are plain nn.Linear layers holding the dequantized
+    weights: the same values, each rounded once to the model's dtype (int4: read back through the kernel itself, an
+    identity matrix's product, so the codes, scales and zeros are the kernel's). The quantized model stays as it is.
+
+    Why: the quantized kernels cost about one pass over the weights per row or two (FUSED_MAX_ROWS), so a forward
+    over many rows at once (the grid's batched superset drafting, bench.supersets) is several times cheaper through
+    the dense GEMM, which reads the weights once. The probabilities differ from the quantized kernel's by that
+    rounding only; a draft's numbers only move acceptance, never output."""
+    import copy
+
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.bfloat16)
+
+    def dense(layer):
+        if isinstance(layer, Int8Linear):
+            weight = layer.weight.to(torch.float32) * layer.scales.to(torch.float32)[:, None]
+        else:  # y = x @ W.T: the identity's product is W.T, each weight as the kernel dequantizes it
+            eye = torch.eye(layer.in_features, dtype=torch.bfloat16, device=layer.weight.device)
+            weight = torch.ops.aten._weight_int4pack_mm_for_cpu(eye, layer.weight, layer.group_size,
+                                                                layer.scales_and_zeros).T
+        out = nn.Linear(layer.in_features, layer.out_features, bias=layer.bias is not None, dtype=dtype,
+                        device=layer.weight.device)
+        out.weight.copy_(weight.to(dtype))
+        if layer.bias is not None:
+            out.bias.copy_(layer.bias.to(dtype))
+        return out.requires_grad_(False)
+
+    copied = copy.deepcopy(model)
+    layers = [(name, m) for name, m in copied.named_modules() if isinstance(m, (Int8Linear, Int4Linear))]
+    if not layers:
+        raise ValueError("dense_copy needs a model with int8/int4 layers (quantize_draft / quantize_int8); "
+                         "this one has none")
+    for name, module in layers:
+        parent_name, _, child = name.rpartition(".")
+        setattr(copied.get_submodule(parent_name) if parent_name else copied, child, dense(module))
+    return copied
