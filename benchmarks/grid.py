@@ -83,7 +83,10 @@ def main(argv=None) -> int:
             if d not in calibrations and stored.exists() and not args.no_calibrate:
                 calibrations[d] = Calibration.load(stored)
         df = gridrun.evaluate(root, methods, lengths, calibrations)
-        print(gridrun.write_table(df, out, {"pair": args.pair, "evaluate_only": True}), len(df), "rows")
+        params = {"pair": args.pair, "evaluate_only": True}
+        print(gridrun.write_table(df, out, params), len(df), "rows")
+        if calibrations and len(df):
+            print(json.dumps(gridrun.write_validation(root, df, params), indent=1, default=str))
         return 0
     loader = functools.partial(grid.load_named_pair, dtype=args.dtype)
     started = time.perf_counter()

@@ -138,6 +138,10 @@ def test_batched_projection_scales_each_part_by_its_measured_ratio():
     assert t.loc["replay (base)", "batched_h"] == pytest.approx(0.25 * hours)
     with pytest.raises(ValueError, match="batch 8"):
         gridrun.projection(costs, batching, 30, 1000, ["int4"], 2, 8, 32)
+    # units stored from batches are priced at their one-at-a-time cost first: the same projection
+    batched = costs.assign(seconds=[10.0, 50.0 / 3], batch=[4, 32])
+    pd.testing.assert_frame_equal(gridrun.projection(batched, batching, 30, 1000, ["int4", "base"], 2, 4, 32),
+                                  t.reset_index())
 
 
 @pytest.mark.slow  # calibrates the tiny pair and times runs: over a minute on the 2-core machine
@@ -152,10 +156,11 @@ def test_calibrated_sweep_with_timed_validation(cluster, tmp_path):
     v = pd.read_csv(tmp_path / "grid_validation.csv")
     assert len(v) >= 2 and report["validation"]["pairs"] == len(v)
     assert v["abs_error_speedup"].notna().all()
-    # stored calibration is reused: a second sweep measures nothing new
+    # stored calibration is reused: a second sweep measures nothing new and checks its table against stored timings
     again = gridrun.sweep("tiny-qwen2-unrelated", prompts, root=tmp_path, loader=tiny_loader, drafts=("base",),
                           lengths=LENGTHS, methods=METHODS, progress=False)
     assert {r["status"] for r in again["replay"] + again["calibration"]} == {"skipped"}
+    assert again["validation"]["pairs"] == len(v)  # checked again against the runs timed before
 
 
 def test_units_and_methods():

@@ -210,7 +210,7 @@ def sweep(pair: str, prompts, *, root, loader, drafts=("base", "int4"), lengths=
     `target_batch` prompts' target continuations are decoded as one batch (a Ray task), `replay_batch` starts'
     supersets are drafted together (bench.supersets; a number, or {draft: number}). `stop_after` (tests): interrupt
     the replay phase after that many units."""
-    from ..planning.predict import Calibration, error_summary, validate as validate_fn
+    from ..planning.predict import Calibration
 
     methods, spec, root = methods or grid_methods(), spec or SupersetSpec(), Path(root)
     prompts = [(str(pid), p) for pid, p in prompts]
@@ -241,16 +241,27 @@ def sweep(pair: str, prompts, *, root, loader, drafts=("base", "int4"), lengths=
         params = {"pair": pair, "drafts": list(drafts), "lengths": list(lengths), "spec": spec.to_dict(),
                   "prompts": [pid for pid, _ in prompts], "target_batch": target_batch, "replay_batch": replay_batch}
         report["table"] = str(write_table(df, out or root / "grid.csv", params)) if len(df) else None
-        if timed and calibrations and len(df):
-            v = validate_fn(df, timed_rows(root, timed))
-            report["validation_table"] = str(write_table(v, root / "grid_validation.csv", params))
-            report["validation"] = error_summary(v)
+        if calibrations and len(df):
+            report.update(write_validation(root, df, params, timed or None))
         return report
     finally:
         if started:
             import ray
 
             ray.shutdown()
+
+
+def write_validation(root, df: pd.DataFrame, params: dict, units=None) -> dict:
+    """<root>/grid_validation.csv: the predictions in `df` beside the timed runs of `units`, or of every timed unit
+    stored under `root` (a sweep that times nothing new checks its table against the runs timed before)."""
+    from ..planning.predict import error_summary, validate
+
+    timed = timed_rows(root, units)
+    v = validate(df, timed) if len(timed) else pd.DataFrame()
+    if v.empty:
+        return {}
+    return {"validation_table": str(write_table(v, Path(root) / "grid_validation.csv", params)),
+            "validation": error_summary(v)}
 
 
 def timed_rows(root, units=None) -> pd.DataFrame:
@@ -283,7 +294,8 @@ def unit_costs(root) -> pd.DataFrame:
             unit = d["unit"]
             rows.append({"kind": kind, "draft": unit.get("draft") if kind == "replay" else "",
                          "prompt_id": str(unit["prompt_id"]), "max_new_tokens": int(unit["max_new_tokens"]),
-                         "seconds": float(d["seconds"]), "starts": len(d["starts"]) if "starts" in d else None,
+                         "seconds": float(d["seconds"]), "batch": int(d.get("batch", 1)),
+                         "starts": len(d["starts"]) if "starts" in d else None,
                          "draft_forwards": d.get("draft_forwards"), "threads": d.get("threads"),
                          "date_utc": d.get("date_utc")})
     return pd.DataFrame(rows)
@@ -315,8 +327,12 @@ def projection(costs: pd.DataFrame, batching: pd.DataFrame, prompts: int, length
     each draft's replay), one unit at a time as the stored units were computed, and batched: the stored units'
     per-token costs scaled by the ratios `batching` (benchmarks/grid_batching.py, one process) measured between
     batch 1 and the given batches. A draft with no stored replay unit is priced from int4's stored cost times the
-    ratio of the two drafts' one-at-a-time replay in `batching`. Every number is predicted, not timed."""
-    per_token = costs.assign(s=costs["seconds"] / costs["max_new_tokens"])
+    ratio of the two drafts' one-at-a-time replay in `batching`; a unit stored from a batch (its `batch` column) is
+    first brought back to its one-at-a-time cost by the same ratios. Every number is predicted, not timed."""
+    batch = costs["batch"] if "batch" in costs else pd.Series(1, index=costs.index)
+    unbatch = [1.0 if b == 1 else _per_token(batching, k, d or "", 1) / _per_token(batching, k, d or "", b)
+               for k, d, b in zip(costs["kind"], costs["draft"].fillna(""), batch)]
+    per_token = costs.assign(s=costs["seconds"] / costs["max_new_tokens"] * pd.Series(unbatch, index=costs.index))
     stored = per_token[per_token["kind"] == "replay"].groupby("draft")["s"].median()
     parts = [("target", "target", "", per_token.loc[per_token["kind"] == "target", "s"].median(), target_batch)]
     for d in drafts:
