@@ -2,8 +2,8 @@
 import pandas as pd
 import pytest
 
-from dynatree_lib.book.grid import (ar_spread, best_per_length, grid_heatmaps, grid_summary, prediction_scatter,
-                                   rank_of)
+from dynatree_lib.book.grid import (ar_spread, ar_steps, best_per_length, grid_heatmaps, grid_summary,
+                                   prediction_scatter, rank_of)
 
 
 def _rows():
@@ -65,3 +65,11 @@ def test_ar_spread_over_prompts_timed_twice():
                           "max_new_tokens": 200, "wall_s": [40.0, 50.0, 45.0, 1.0, 9.0]})
     spread = ar_spread(timed)
     assert list(spread.index.get_level_values("prompt_id")) == ["a"] and spread.iloc[0] == pytest.approx(0.25)
+
+
+def test_ar_steps_leave_the_prefill_out():
+    timed = pd.DataFrame({"method": ["AR", "AR", "m"], "prompt_id": ["a", "b", "a"], "prompt_tokens": [100, 800, 100],
+                          "wall_s": [42.0, 70.0, 9.0], "ttft_s": [2.0, 10.0, 2.0], "new_tokens": [201, 201, 201]})
+    steps = ar_steps(timed)
+    assert list(steps["prompt_id"]) == ["a", "b"] and list(steps["prompt_tokens"]) == [100, 800]
+    assert steps["step_s"].tolist() == pytest.approx([0.2, 0.3])

@@ -122,6 +122,15 @@ def test_projected_hours_scale_unit_costs_linearly():
         gridrun.projected_hours(costs, 1, 100, ["int8"], 1)
 
 
+def test_acceptance_hours_span_the_units_from_first_start_to_last_end():
+    costs = pd.DataFrame({"kind": ["target", "target", "replay"], "draft": ["", "", "int4"], "batch": [2, 2, 32],
+                          "seconds": [900.0, 900.0, 1800.0], "date_utc": ["2026-01-01T01:00:00+00:00",
+                                                                          "2026-01-01T01:00:01+00:00",
+                                                                          "2026-01-01T02:00:00+00:00"]})
+    # the batch of two started at 00:30 (2 x 900 s before it was saved); the last unit (1800 s) ended at 02:00
+    assert gridrun.acceptance_hours(costs) == pytest.approx(1.5)
+
+
 def test_batched_projection_scales_each_part_by_its_measured_ratio():
     costs = pd.DataFrame({"kind": ["target", "replay"], "draft": ["", "int4"], "max_new_tokens": [100, 100],
                           "seconds": [40.0, 50.0]})  # per token: target 0.4 s, int4 replay 0.5 s
@@ -138,6 +147,7 @@ def test_batched_projection_scales_each_part_by_its_measured_ratio():
     assert t.loc["replay (base)", "batched_h"] == pytest.approx(0.25 * hours)
     with pytest.raises(ValueError, match="batch 8"):
         gridrun.projection(costs, batching, 30, 1000, ["int4"], 2, 8, 32)
+    assert gridrun._per_token(batching, "target", "", 3) == pytest.approx(0.4 - 2 / 3 * 0.3)  # between 1 and 4
     # units stored from batches are priced at their one-at-a-time cost first: the same projection
     batched = costs.assign(seconds=[10.0, 50.0 / 3], batch=[4, 32])
     pd.testing.assert_frame_equal(gridrun.projection(batched, batching, 30, 1000, ["int4", "base"], 2, 4, 32),

@@ -44,9 +44,9 @@ FORMAT = 1
 # A sweep's defaults for batching its acceptance work (benchmarks/grid.py), chosen from what
 # benchmarks/grid_batching.py measured on a 2-core CPU with one thread per worker (data/results/grid_batching.csv):
 # 8 prompts' target continuations decoded together ran 3.2x faster than one at a time; 32 starts' supersets drafted
-# together 3.8x faster with the bf16 draft, but not faster with the int4 draft (its kernel's cost grows with the
-# rows it multiplies, and a batch also drafts starts no policy asks for); batched int4/int8 replay therefore drafts
-# with the draft's dense copy (replay_draft).
+# together 3.4-3.8x faster with the bf16 draft, but not faster with the int4 kernel (its cost grows with the rows it
+# multiplies, and a batch also drafts starts no policy asks for); through the int4 draft's dense copy (replay_draft)
+# 32 starts together ran 1.7x faster than one at a time through the kernel.
 TARGET_BATCH = 8
 REPLAY_BATCH = {"base": 32, "int8": 32, "int4": 32}
 

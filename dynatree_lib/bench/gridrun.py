@@ -301,6 +301,16 @@ def unit_costs(root) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def acceptance_hours(costs: pd.DataFrame) -> float:
+    """Hours of wall time the stored units took, from their own timestamps: the first unit's start (its save time
+    less its seconds; a target unit's seconds are its share of its batch) to the last one's end. One sweep's
+    acceptance phase when the units come from one run; a resumed or extended store also counts the time between."""
+    end = pd.to_datetime(costs["date_utc"], utc=True)
+    batch = costs["batch"].where(costs["kind"] == "target", 1) if "batch" in costs else 1
+    start = end - pd.to_timedelta(costs["seconds"] * batch, unit="s")
+    return (end.max() - start.min()).total_seconds() / 3600
+
+
 def projected_hours(costs: pd.DataFrame, prompts: int, length: int, drafts, workers: int) -> float:
     """Hours `workers` parallel workers like these would need for a grid of `prompts` prompts at `length` new tokens
     with these drafts: per-token unit costs (medians over the stored units) scaled linearly in length."""
@@ -314,11 +324,15 @@ def projected_hours(costs: pd.DataFrame, prompts: int, length: int, drafts, work
 
 
 def _per_token(batching: pd.DataFrame, measure: str, draft: str, batch: int) -> float:
-    rows = batching[(batching["measure"] == measure) & (batching["draft"].fillna("") == draft)
-                    & (batching["batch"] == batch)]
-    if rows.empty:
+    """Seconds per token at `batch` as `batching` measured it: linear between the measured batch sizes (a sweep's
+    last group is often smaller than the others), never beyond them."""
+    import numpy as np
+
+    rows = batching[(batching["measure"] == measure) & (batching["draft"].fillna("") == draft)]
+    at = rows.groupby("batch")["s_per_token"].median()
+    if at.empty or not at.index.min() <= batch <= at.index.max():
         raise ValueError(f"grid_batching has no {measure} row for draft {draft!r} at batch {batch}")
-    return float(rows["s_per_token"].median())
+    return float(np.interp(batch, at.index.to_numpy(dtype=float), at.to_numpy()))
 
 
 def projection(costs: pd.DataFrame, batching: pd.DataFrame, prompts: int, length: int, drafts, workers: int,

@@ -145,3 +145,12 @@ def ar_spread(timed: pd.DataFrame) -> pd.Series:
     walls = ar.groupby(["prompt_id", "max_new_tokens"])["wall_s"]
     spread = walls.max() / walls.min() - 1
     return spread[walls.count() > 1]
+
+
+def ar_steps(timed: pd.DataFrame) -> pd.DataFrame:
+    """Per timed AR run: the prompt, its length and the seconds of one decoding step after the prefill
+    ((wall - time to first token) / (new tokens - 1)), the quantity a prediction's AR wall is built from."""
+    _require(timed, ["method", "prompt_id", "prompt_tokens", "wall_s", "ttft_s", "new_tokens"])
+    ar = timed[(timed["method"] == "AR") & (timed["new_tokens"] > 1)]
+    steps = (ar["wall_s"] - ar["ttft_s"]) / (ar["new_tokens"] - 1)
+    return ar[["prompt_id", "prompt_tokens"]].assign(step_s=steps.to_numpy()).reset_index(drop=True)

@@ -160,11 +160,16 @@ def quantize_draft(model, bits: int = 4, *, group_size: int = 128, lm_head: bool
 
 def _replace_linears(model, convert, *, lm_head: bool) -> None:
     head = model.get_output_embeddings()
-    targets = [(name, module) for name, module in model.named_modules()
-               if isinstance(module, nn.Linear) and (lm_head or module is not head)]
+    _replace(model, lambda m: isinstance(m, nn.Linear) and (lm_head or m is not head), convert)
+
+
+def _replace(model, select, convert) -> int:
+    """Every submodule that `select` picks is swapped for `convert(module)`; returns how many."""
+    targets = [(name, module) for name, module in model.named_modules() if name and select(module)]
     for name, module in targets:
         parent_name, _, child = name.rpartition(".")
         setattr(model.get_submodule(parent_name) if parent_name else model, child, convert(module))
+    return len(targets)
 
 
 def bitsandbytes_available() -> bool:
@@ -246,12 +251,9 @@ def dense_copy(model):
             out.bias.copy_(layer.bias.to(dtype))
         return out.requires_grad_(False)
 
-    copied = copy.deepcopy(model)
-    layers = [(name, m) for name, m in copied.named_modules() if isinstance(m, (Int8Linear, Int4Linear))]
-    if not layers:
+    if not is_quantized(model):
         raise ValueError("dense_copy needs a model with int8/int4 layers (quantize_draft / quantize_int8); "
                          "this one has none")
-    for name, module in layers:
-        parent_name, _, child = name.rpartition(".")
-        setattr(copied.get_submodule(parent_name) if parent_name else copied, child, dense(module))
+    copied = copy.deepcopy(model)
+    _replace(copied, lambda m: isinstance(m, (Int8Linear, Int4Linear)), dense)
     return copied
