@@ -38,7 +38,7 @@ def _gpu_costs():
 def calibrate_pair(name: str, dtype: torch.dtype, device: torch.device, *, shrink: bool, bits, nodes, prefix_len: int,
                    repeats: int, n: int, gc=None):
     from dynatree_lib import Autoregressive, FixedTree, ModelPair
-    from dynatree_lib.planning.calibrate import measure_costs
+    from dynatree_lib.planning.calibrate import context_scale, measure_costs
     from dynatree_lib.planning.predict import Calibration, measure_overheads
 
     gc = gc or _gpu_costs()
@@ -58,7 +58,11 @@ def calibrate_pair(name: str, dtype: torch.dtype, device: torch.device, *, shrin
             "random_weights": True, "shrunk": shrink, "torch_threads": torch.get_num_threads(),
             "hardware": (torch.cuda.get_device_name(device) if device.type == "cuda"
                          else gc.provenance(device)["device_name"])}
-    return Calibration(costs, overheads, info)
+    # the caches a short prompt .. a long prompt plus a long run read (128 .. 2048 at the default prefix)
+    contexts = tuple(prefix_len * k for k in (1, 4, 8, 16))
+    context = {role: context_scale(model, contexts, repeats=repeats)
+               for role, model in (("target", running.target), ("draft", running.draft))}
+    return Calibration(costs, overheads, info, context)
 
 
 def main(argv=None) -> int:

@@ -8,6 +8,7 @@ import torch
 
 from dynatree_lib import FixedTree, Linear, generate, label
 from dynatree_lib.bench import grid, gridrun
+from dynatree_lib.planning.predict import Calibration
 from tiny import tiny_pair
 
 ray = pytest.importorskip("ray")
@@ -158,8 +159,13 @@ def test_batched_projection_scales_each_part_by_its_measured_ratio():
 def test_calibrated_sweep_with_timed_validation(cluster, tmp_path):
     prompts = [("p0", [3, 1, 4, 1, 5]), ("p1", [2, 7, 1, 8])]
     report = gridrun.sweep("tiny-qwen2-unrelated", prompts, root=tmp_path, loader=tiny_loader, drafts=("base",),
-                           lengths=LENGTHS, methods=METHODS, validate=3, validate_length=30, progress=False)
+                           lengths=LENGTHS, methods=METHODS, validate=3, validate_length=30, repeats=2,
+                           progress=False)
     assert report["calibration"][0]["status"] == "done"
+    calib = Calibration.load(next((tmp_path / "calibration").glob("*.json")))
+    assert calib.context["target"]["contexts"] == [128]  # 512.. are past the tiny model's 256 positions
+    timed = pd.read_csv(next((tmp_path / "timed").glob("*.csv")))
+    assert timed["repeat"].tolist() == [0, 0, 1, 1] and timed["method"].iloc[0] == timed["method"].iloc[2] == "AR"
     df = pd.read_csv(tmp_path / "grid.csv", dtype={"prompt_id": str})
     assert set(df["measurement"]) == {"predicted"} and (df["predicted_speedup"] > 0).all()
     assert (df["speedup"] == df["predicted_speedup"]).all() and df["calibration_hardware"].notna().all()
@@ -179,7 +185,11 @@ def test_units_and_methods():
     assert "/" not in u.key and u.key.startswith("qwen2.5-coder-1.5b-0.5b__int4__HumanEval-0__1000")
     assert u.target_unit().key == "qwen2.5-coder-1.5b-0.5b__HumanEval-0__1000"
     timed = gridrun.validation_units("p", [("a", "x"), ("b", "y")], ["base", "int4"], grid.grid_methods(), 4, 200)
-    assert [t.draft for t in timed] == ["base", "base", "int4", "int4"] and "draft_bits=4" in timed[2].method
+    assert [t.draft for t in timed] == ["base", "int4", "base", "int4"] and "draft_bits=4" in timed[3].method
+    assert [t.prompt_id for t in timed] == ["a", "a", "b", "b"]
+    mixed = [(f"code{i}", "") for i in range(20)] + [(f"prose{i}", "") for i in range(10)]
+    spread = gridrun.validation_units("p", mixed, ["int4"], grid.grid_methods(), 20, 100)
+    assert sum(t.prompt_id.startswith("prose") for t in spread) == 6  # every kind of text, not the first 20 prompts
 
 
 def test_an_interrupt_removes_only_the_cancelled_units_temporary_files(cluster, tmp_path):

@@ -63,6 +63,39 @@ def test_replayed_chain_with_free_drafts_speeds_up_by_tokens_per_round():
     assert p["predicted_speedup"] == pytest.approx((1 + 24) / (1 + len(rounds)))
 
 
+CONTEXT = {"target": {"contexts": [100, 200], "scale": [1.0, 2.0]},
+           "draft": {"contexts": [100, 200], "scale": [1.0, 1.5]}}
+
+
+def test_context_curves_price_the_cache_each_forward_reads():
+    """A forward on a longer cache costs what the context curve says, relative to the cache of the AR run that
+    measured forward_scale (ar_context); before the first context flat, past the last the last slope continued."""
+    calib = Calibration(FLAT.costs, Overheads(0.0, 0.0, 0.0, {"ar_context": 100}), {}, CONTEXT)
+    assert calib.context_factors("target", [50, 100, 150, 200, 300]).tolist() == pytest.approx([1, 1, 1.5, 2, 3])
+    assert calib.context_factors("draft", [150]).tolist() == pytest.approx([1.25])
+    assert FLAT.context_factors("target", [10**6]).tolist() == [1.0]  # no curve: the old prediction
+    # AR: steps on caches 100 and 101; a round starting after 100 committed tokens reads 200 cached tokens
+    assert predict_ar(calib, 100, 3) == pytest.approx(0.010 + 0.010 * (1.0 + 1.01))
+    rounds = [Round(100, (2,), (), 1, 1)]
+    p = predict_run(rounds, calib, prompt_tokens=100, n=102)
+    assert p["predicted_verify_s"] == pytest.approx(2 * 0.010) and p["predicted_draft_s"] == pytest.approx(1.5 * 0.001)
+    assert predict_run(rounds, FLAT, prompt_tokens=100, n=102)["predicted_verify_s"] == pytest.approx(0.010)
+    # relative to the AR run's cache: the same curve measured from a run on 200 cached tokens halves the target's
+    late = Calibration(FLAT.costs, Overheads(0.0, 0.0, 0.0, {"ar_context": 200}), {}, CONTEXT)
+    assert late.context_factors("target", [100]).tolist() == pytest.approx([0.5])
+
+
+def test_context_scale_on_a_tiny_model():
+    from dynatree_lib.planning.calibrate import context_scale
+
+    pair = tiny_pair("llama", "perturbed")
+    curve = context_scale(pair.target, contexts=(16, 64, 240, 1000), nodes=(1, 4), repeats=1)
+    assert curve["contexts"] == [16, 64, 240]  # 1000 is past the tiny model's 256 positions
+    assert curve["scale"][0] == 1.0 and all(0 < x < 100 and math.isfinite(x) for x in curve["scale"])
+    with pytest.raises(ValueError, match="no context fits"):
+        context_scale(pair.target, contexts=(1000,), repeats=1)
+
+
 def test_calibration_json_round_trip(tmp_path):
     path = FLAT.save(tmp_path / "sub" / "calib.json")
     again = Calibration.load(path)
@@ -70,6 +103,8 @@ def test_calibration_json_round_trip(tmp_path):
     cols = calibration_columns(again)
     assert cols["measurement"] == "predicted" and cols["calibration_hardware"] == "Fake GPU"
     assert cols["calibration_date"] == "2025-01-01"
+    with_context = Calibration(FLAT.costs, FLAT.overheads, FLAT.info, CONTEXT)
+    assert Calibration.load(with_context.save(tmp_path / "ctx.json")).context == CONTEXT
 
 
 def test_validate_error_distribution():
@@ -117,6 +152,7 @@ def test_calibrate_costs_script_rehearsal(tmp_path):
                         "--nodes", "1,2,4", "--prefix-len", "8", "--out", str(tmp_path)]) == 0
     calib = Calibration.load(tmp_path / "calibration_pythia-2.8b-70m_float32_base.json")
     assert calib.costs.nodes == (1, 2, 4) and calib.info["random_weights"] and calib.info["shrunk"]
+    assert calib.context["target"]["contexts"][0] == 8 and calib.context["draft"]["scale"][0] == 1.0
     assert calibration_columns(calib)["calibration_hardware"] not in ("", "?")
     p = predict_run(ROUNDS, calib, prompt_tokens=4, n=6)
     assert p["predicted_wall_s"] > 0 and p["predicted_speedup"] > 0

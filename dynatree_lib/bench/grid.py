@@ -241,14 +241,20 @@ def load_replay(path) -> Replay:
 
 
 def run_timed(unit: Unit, root, loader, repeats: int = 1) -> dict:
+    """AR and the unit's policy on its prompt, `repeats` times interleaved (AR, policy, AR, policy, ...): each
+    repeat's speedup divides by the AR run beside it, so a machine whose speed drifts over minutes (a shared host's
+    memory bandwidth) moves both runs of a repeat together, and the median over repeats drops an odd one."""
+    import pandas as pd
+
     from .harness import run_benchmark
     from .specs import parse_method
 
     pair = _pair(loader, unit.pair, "base")
     method = parse_method(unit.method)
     torch.set_num_threads(os.cpu_count() or 1)  # a timed unit has the machine to itself (timing_slot)
-    df = run_benchmark(pair, [method], {unit.prompt_id: unit.prompt}, unit.max_new_tokens, repeats=repeats,
-                       progress=False)
+    frames = [run_benchmark(pair, [method], {unit.prompt_id: unit.prompt}, unit.max_new_tokens, repeats=1,
+                            progress=False).assign(repeat=r) for r in range(repeats)]
+    df = pd.concat(frames, ignore_index=True)
     df["draft"] = unit.draft
     _save_atomic(df.to_csv(index=False), unit.path(root))
     return {"rows": len(df)}
@@ -286,9 +292,10 @@ def _target_then_replay(unit: Unit, root, loader, spec, methods, lengths, batch:
 
 
 def _calibrate(unit: Unit, root, loader, prompt_ids) -> dict:
-    """Cost curves and overheads of (pair, draft) on this machine, saved as a Calibration (a timed unit)."""
+    """Cost curves, overheads and context curves of (pair, draft) on this machine, saved as a Calibration (a timed
+    unit)."""
     from ..methods.base import Autoregressive
-    from ..planning.calibrate import calibration_nodes, load_or_measure_costs
+    from ..planning.calibrate import calibration_nodes, context_scale, load_or_measure_costs
     from ..planning.predict import Calibration, measure_overheads
 
     pair = _pair(loader, unit.pair, unit.draft)
@@ -297,8 +304,9 @@ def _calibrate(unit: Unit, root, loader, prompt_ids) -> dict:
     bits = DRAFT_BITS[unit.draft]
     methods = [Autoregressive(), FixedTree(3, 2, 0.0, 6, draft_bits=bits), FixedTree(6, 3, 0.0, 64, draft_bits=bits)]
     over = measure_overheads(_pair(loader, unit.pair, "base"), methods, prompt_ids, n=unit.max_new_tokens)
+    context = {role: context_scale(model) for role, model in (("target", pair.target), ("draft", pair.draft))}
     calib = Calibration(costs, over, {"pair": unit.pair, "draft": unit.draft, "date_utc": utc_now(),
-                                      "threads": torch.get_num_threads()})
+                                      "threads": torch.get_num_threads()}, context)
     unit.path(root).parent.mkdir(parents=True, exist_ok=True)
     calib.save(unit.path(root))
     return {}

@@ -189,13 +189,14 @@ def plan_units(pair: str, prompts, drafts, max_new_tokens: int):
 
 
 def validation_units(pair: str, prompts, drafts, methods, k: int, length: int, seed: int = 0) -> list[Unit]:
-    """k (policy, prompt) pairs to time, spread over drafts and prompts (seeded)."""
+    """k (policy, prompt) pairs to time (policies seeded), spread evenly over the prompts in their order (so every kind
+    of text in a mixed list is timed, not only the first k prompts) and alternating between the drafts."""
     rng = random.Random(seed)
     trees = [m for m in methods if isinstance(m, FixedTree)] or list(methods)
     units = []
     for i in range(k):
-        pid, prompt = prompts[i % len(prompts)]
-        draft = drafts[(i // len(prompts)) % len(drafts)]
+        pid, prompt = prompts[(i * len(prompts)) // k % len(prompts)]
+        draft = drafts[i % len(drafts)]
         m = _with_bits(rng.choice(trees), draft)
         units.append(Unit("timed", pair, pid, length, draft=draft, method=label(m), prompt=prompt))
     return units

@@ -26,6 +26,7 @@ from ..models.embedded import cache_root
 from ..models.provenance import cpu_model
 
 DEFAULT_NODES = (1, 2, 4, 8, 16, 32, 64)
+DEFAULT_CONTEXTS = (128, 512, 1024, 2048)  # cached tokens: a short prompt .. a long prompt plus a long run
 MAX_AGE_DAYS = 30.0  # a machine's software and firmware change: re-measure a calibration older than this
 CALIBRATION_FORMAT = 1  # bump when what is measured changes, so old calibrations are not reused
 
@@ -139,6 +140,44 @@ def forward_costs(model, nodes=DEFAULT_NODES, prefix_len: int = 128, repeats: in
             times.append(_clock(device) - t0)
             kvcache.crop(cache, prefix_len)  # every forward starts from the same prefix
     return tuple(statistics.median(times[1:]) for times in samples)
+
+
+@torch.inference_mode()
+def context_scale(model, contexts=DEFAULT_CONTEXTS, nodes=(1, 8), repeats: int = 5, seed: int = 0) -> dict:
+    """How much one forward of `model` slows as its cache grows: for each context c (cached tokens before the
+    forward), the median over `nodes` of (median seconds over n tree tokens on c cached tokens) / (the same on
+    contexts[0]). The curves are measured on one short cache; a long prompt or a long run reads a longer one (an AR
+    step on this CPU costs about a quarter more on 1024 cached tokens than on 128). Every pass times every context
+    (a shared machine's drift spreads over all of them), after a warm-up pass. Contexts past the model's positions
+    are left out. Returns {"contexts": [...], "scale": [1.0, ...], "nodes": [...], "repeats": repeats}."""
+    limit = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    contexts = [c for c in contexts if limit is None or c + max(nodes) <= limit]
+    if not contexts:
+        raise ValueError(f"no context fits the model's {limit} positions")
+    device = model.device
+    vocab = model.get_output_embeddings().weight.shape[0]
+    generator = torch.Generator().manual_seed(seed)
+    caches, inputs = [], {}
+    for c in contexts:
+        cache = kvcache.new_cache(model)
+        forward(model, torch.randint(vocab, (1, c), generator=generator).to(device), cache, logits_to_keep=1)
+        caches.append(cache)
+        for n in nodes:
+            ancestors, depth = _heap_tree(n, device)
+            inputs[c, n] = (torch.randint(vocab, (1, n), generator=generator).to(device),
+                            tree_position_ids(depth, c), tree_attention_mask(ancestors, c, model.dtype))
+    samples = {key: [] for key in inputs}
+    for _ in range(repeats + 1):
+        for c, cache in zip(contexts, caches):
+            for n in nodes:
+                tokens, positions, mask = inputs[c, n]
+                t0 = _clock(device)
+                forward(model, tokens, cache, positions, mask)
+                samples[c, n].append(_clock(device) - t0)
+                kvcache.crop(cache, c)
+    med = {key: statistics.median(times[1:]) for key, times in samples.items()}
+    scale = [statistics.median(med[c, n] / med[contexts[0], n] for n in nodes) for c in contexts]
+    return {"contexts": list(contexts), "scale": scale, "nodes": list(nodes), "repeats": repeats}
 
 
 def monotone(times) -> tuple[float, ...]:

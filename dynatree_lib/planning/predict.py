@@ -14,12 +14,14 @@ a calibration says what each costs on some machine:
     speedup  = AR run / tree run
 
 Every forward is multiplied by the calibration's `forward_scale`: an AR step's forward inside a real run (measured
-by `measure_overheads`) over the curve's 1-token verify, because the curves time forwards in isolation.
+by `measure_overheads`) over the curve's 1-token verify, because the curves time forwards in isolation; and, when
+the calibration has context curves (calibrate.context_scale, per model), by how much more a forward costs on the
+cache it reads (prompt + tokens committed before it) than on the cache the AR run of `measure_overheads` read.
 
 This is planner.py's cost model, counted per round instead of expected. The per-round overheads are measured on
 the same machine as the curves (`measure_overheads`: wall time minus the time inside model forwards, fitted
 linearly in tree size over a few timed runs). Curves are measured on a cache of `prefix_len` tokens; a long run
-reads a longer cache, which the curves do not see (one reason a prediction can be off: see `validate`).
+reads a longer cache, which only the context curves see (without them a long prompt's runs are predicted too fast).
 
 A `Calibration` (costs + overheads + provenance) is JSON, so a calibration measured on another machine
 (scripts/calibrate_costs.py) predicts that machine's speedups from the acceptance replayed here: every such number
@@ -33,6 +35,8 @@ import os
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 from .calibrate import Costs
 
@@ -65,6 +69,21 @@ class Calibration:
     costs: Costs
     overheads: Overheads = Overheads()
     info: dict = field(default_factory=dict, compare=False, repr=False)
+    context: dict = field(default_factory=dict, compare=False, repr=False)  # {"target"/"draft": context_scale(...)}
+
+    def context_factors(self, role: str, contexts) -> np.ndarray:
+        """A forward's cost (`role` "target" or "draft") on caches of `contexts` tokens over its cost on the cache
+        the AR run of `measure_overheads` read (info "ar_context"), where forward_scale was measured; piecewise
+        linear between the measured contexts, the last slope continued past them. 1.0 without a context curve."""
+        c = np.asarray(contexts, dtype=float)
+        curve = self.context.get(role)
+        if not curve or len(curve["contexts"]) < 2:
+            return np.ones_like(c)
+        xs, ys = [float(x) for x in curve["contexts"]], [float(y) for y in curve["scale"]]
+        slope = max((ys[-1] - ys[-2]) / (xs[-1] - xs[-2]), 0.0)
+        xs, ys = xs + [xs[-1] + 1e9], ys + [ys[-1] + slope * 1e9]
+        ref = float(self.overheads.info.get("ar_context") or xs[0])
+        return np.interp(c, xs, ys) / np.interp(ref, xs, ys)
 
     @property
     def forward_scale(self) -> float:
@@ -81,13 +100,14 @@ class Calibration:
         return str(info.get("hardware") or info.get("gpu_name") or info.get("cpu") or info.get("device_name") or "?")
 
     def to_dict(self) -> dict:
-        return {"format": 1, "costs": self.costs.to_dict(), "overheads": self.overheads.to_dict(), "info": self.info}
+        return {"format": 1, "costs": self.costs.to_dict(), "overheads": self.overheads.to_dict(), "info": self.info,
+                "context": self.context}
 
     @classmethod
     def from_dict(cls, d: dict) -> "Calibration":
         return cls(Costs.from_dict(d["costs"]), Overheads.from_dict(d.get("overheads") or {"round_s": 0, "node_s": 0,
                                                                                            "step_s": 0}),
-                   d.get("info") or {})
+                   d.get("info") or {}, d.get("context") or {})
 
     def save(self, path) -> Path:
         path = Path(path)
@@ -106,25 +126,32 @@ class Calibration:
 # Prediction
 
 
-def round_seconds(r, costs: Costs, overheads: Overheads = Overheads(), scale: float = 1.0) -> dict:
+def round_seconds(r, costs: Costs, overheads: Overheads = Overheads(), scale: float = 1.0,
+                  draft_scale: float | None = None) -> dict:
     """Predicted seconds of one round, by part. `r` has draft (bool), root_tokens, fed (widths) and nodes;
-    `scale` multiplies every forward (Calibration.forward_scale)."""
+    `scale` multiplies every forward (Calibration.forward_scale), `draft_scale` the draft's instead when given."""
     draft = (costs.draft(r.root_tokens) + sum(costs.draft(w) for w in r.fed)) if r.draft else 0.0
-    return {"draft_s": scale * draft, "verify_s": scale * costs.verify(1 + r.nodes),
+    draft_scale = scale if draft_scale is None else draft_scale
+    return {"draft_s": draft_scale * draft, "verify_s": scale * costs.verify(1 + r.nodes),
             "overhead_s": overheads.round(r.nodes)}
 
 
 def predict_ar(calibration: Calibration, prompt_tokens: int, n: int) -> float:
+    """Predicted wall seconds of AR: the prefill, then n - 1 one-token forwards on caches of prompt_tokens ..
+    prompt_tokens + n - 2 tokens, each with the per-step overhead."""
     costs, over, scale = calibration.costs, calibration.overheads, calibration.forward_scale
-    return scale * costs.verify(prompt_tokens) + (n - 1) * (scale * costs.verify(1) + over.step_s)
+    steps = calibration.context_factors("target", prompt_tokens + np.arange(max(n - 1, 0))).sum()
+    return scale * costs.verify(prompt_tokens) + scale * costs.verify(1) * float(steps) + (n - 1) * over.step_s
 
 
 def predict_run(rounds, calibration: Calibration, prompt_tokens: int, n: int) -> dict:
     """Predicted wall seconds of a run (its rounds), of AR on the same prompt and length, and the speedup."""
     parts = {"draft_s": 0.0, "verify_s": 0.0, "overhead_s": 0.0}
     scale = calibration.forward_scale  # interpolates the curve: once per run, not per round
-    for r in rounds:
-        for k, v in round_seconds(r, calibration.costs, calibration.overheads, scale).items():
+    contexts = [prompt_tokens + getattr(r, "start", 0) for r in rounds]  # the cache each round's forwards read
+    target, draft = (calibration.context_factors(role, contexts) for role in ("target", "draft"))
+    for r, t, d in zip(rounds, target, draft):
+        for k, v in round_seconds(r, calibration.costs, calibration.overheads, scale * t, scale * d).items():
             parts[k] += v
     prefill = scale * calibration.costs.verify(prompt_tokens)
     wall = prefill + sum(parts.values())
@@ -232,9 +259,11 @@ def measure_overheads(pair, methods, prompt_ids, n: int = 64, repeats: int = 3) 
     ar = next((m for m in methods if getattr(m, "name", None) == "AR"), None)
     trees = [m for m in methods if m is not ar]
     step_s, _, ar_forward_s = outside(ar) if ar is not None else (0.0, 0.0, None)
+    ar_context = len(prompt_ids) + (n - 1) / 2  # the mean cache an AR step of those runs read
     points = [outside(m)[:2] for m in trees]
     if not points:
-        return Overheads(0.0, 0.0, step_s, {"n": n, "repeats": repeats, "ar_forward_s": ar_forward_s})
+        return Overheads(0.0, 0.0, step_s, {"n": n, "repeats": repeats, "ar_forward_s": ar_forward_s,
+                                            "ar_context": ar_context})
     xs, ys = [p[1] for p in points], [p[0] for p in points]
     if len(points) > 1 and max(xs) > min(xs):
         mx, my = statistics.fmean(xs), statistics.fmean(ys)
@@ -243,6 +272,6 @@ def measure_overheads(pair, methods, prompt_ids, n: int = 64, repeats: int = 3) 
         intercept = max(my - slope * mx, 0.0)
     else:
         slope, intercept = 0.0, max(statistics.fmean(ys), 0.0)
-    info = {"n": n, "repeats": repeats, "ar_forward_s": ar_forward_s,
+    info = {"n": n, "repeats": repeats, "ar_forward_s": ar_forward_s, "ar_context": ar_context,
             "points": [{"nodes_per_round": x, "outside_s_per_round": y} for x, y in zip(xs, ys)]}
     return Overheads(intercept, slope, max(step_s, 0.0), info)
