@@ -2,8 +2,8 @@
 import pandas as pd
 import pytest
 
-from dynatree_lib.book.grid import (ar_spread, ar_steps, best_per_length, grid_heatmaps, grid_summary,
-                                   prediction_scatter, rank_of)
+from dynatree_lib.book.grid import (ar_spread, ar_steps, best_per_length, context_curves, draft_of, error_table,
+                                   grid_heatmaps, grid_summary, prediction_scatter, rank_of, repeat_errors)
 
 
 def _rows():
@@ -73,3 +73,46 @@ def test_ar_steps_leave_the_prefill_out():
     steps = ar_steps(timed)
     assert list(steps["prompt_id"]) == ["a", "b"] and list(steps["prompt_tokens"]) == [100, 800]
     assert steps["step_s"].tolist() == pytest.approx([0.2, 0.3])
+    # beside the step the prediction priced for the same prompt and length (AR's wall less its prefill, per step)
+    predicted = pd.DataFrame({"prompt_id": ["a", "a", "b"], "max_new_tokens": [201, 100, 201],
+                              "predicted_ar_wall_s": [42.0, 1.0, 62.0], "predicted_prefill_s": [2.0, 0.0, 12.0]})
+    assert ar_steps(timed, predicted)["predicted_step_s"].tolist() == pytest.approx([0.2, 0.25])
+
+
+def _timed(walls):
+    """Timed rows of policy "m" on prompt "HumanEval/0": (AR wall, policy wall) per repeat."""
+    rows = []
+    for r, (ar, wall) in enumerate(walls):
+        rows += [{"method": "AR", "prompt_id": "HumanEval/0", "max_new_tokens": 100, "repeat": r, "wall_s": ar,
+                  "ar_wall_s": ar, "speedup": 1.0},
+                 {"method": "m", "prompt_id": "HumanEval/0", "max_new_tokens": 100, "repeat": r, "wall_s": wall,
+                  "ar_wall_s": ar, "speedup": ar / wall}]
+    return pd.DataFrame(rows)
+
+
+def test_errors_by_repeat_kind_and_draft():
+    predicted = pd.DataFrame({"method": ["m"], "prompt_id": ["HumanEval/0"], "max_new_tokens": [100],
+                              "predicted_wall_s": [10.0], "predicted_ar_wall_s": [20.0], "predicted_speedup": [2.0]})
+    e = repeat_errors(predicted, _timed([(20.0, 10.0), (30.0, 10.0), (22.0, 10.0)]))
+    assert e["timed"].tolist() == ["repeat 0 alone", "repeat 1 alone", "repeat 2 alone", "median of the repeats"]
+    # timed speedups 2.0, 3.0 and 2.2 against 2.0 predicted; their median is 2.2
+    assert e["median_abs_error_speedup"].tolist() == pytest.approx([0.0, 1 / 3, 1 - 2 / 2.2, 1 - 2 / 2.2])
+    assert draft_of("FixedTree(D=3,B=2,tau=0.1,N=128,draft_bits=4)") == "int4" and draft_of("Linear(K=5)") == "base"
+    v = pd.DataFrame({"method": ["a,draft_bits=4", "b", "c"], "prompt_id": ["HumanEval/1", "HumanEval/2", "prose/x"],
+                      "abs_error_speedup": [0.1, 0.2, 0.3], "error_wall": [0.0, 0.1, -0.1],
+                      "error_ar_wall": [0.0, -0.1, 0.2]})
+    t = error_table(v).set_index(["text", "draft"])
+    assert t.loc[("code", "int4"), "pairs"] == 1 and t.loc[("prose", "base"), "median_error_ar_wall"] == 0.2
+
+
+def test_context_curves_from_stored_calibrations(tmp_path):
+    from dynatree_lib.planning.calibrate import DEFAULT_NODES, Costs
+    from dynatree_lib.planning.predict import Calibration
+
+    costs = Costs(DEFAULT_NODES, tuple(0.01 for _ in DEFAULT_NODES), tuple(0.001 for _ in DEFAULT_NODES))
+    curve = {"contexts": [128, 1024], "scale": [1.0, 1.25]}
+    Calibration(costs, info={"draft": "int4"}, context={"target": curve}).save(tmp_path / "calibration" / "x.json")
+    c = context_curves(tmp_path)
+    assert c.to_dict("records") == [{"draft": "int4", "model": "target", "context": 128, "scale": 1.0},
+                                    {"draft": "int4", "model": "target", "context": 1024, "scale": 1.25}]
+    assert context_curves(tmp_path / "none").empty

@@ -169,10 +169,13 @@ def evaluate(root, methods=None, lengths=LENGTHS, calibrations: dict | None = No
 
 
 def write_table(df: pd.DataFrame, path, params: dict | None = None) -> Path:
-    """A results CSV with provenance columns on every row and a .meta.json sidecar (atomic writes)."""
+    """A results CSV with provenance columns on every row and a .meta.json sidecar (atomic writes). The sweep's
+    parameters (its prompt list, the superset spec) stay in the sidecar: repeated on each of a full grid's 28,200
+    rows they were half of the file."""
     path = Path(path)
     session = provenance(None, params or {})
-    df = df.assign(**{k: v for k, v in row_provenance(session).items() if k not in df.columns})
+    row = {k: v for k, v in row_provenance(session).items() if k != "params"}
+    df = df.assign(**{k: v for k, v in row.items() if k not in df.columns})
     _write_atomic(path, df.to_csv(index=False))
     _write_atomic(path.with_suffix(".meta.json"), json.dumps(session, indent=2, default=str) + "\n")
     return path

@@ -7,6 +7,7 @@ direct timings of the same (policy, prompt, length).
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -147,10 +148,66 @@ def ar_spread(timed: pd.DataFrame) -> pd.Series:
     return spread[walls.count() > 1]
 
 
-def ar_steps(timed: pd.DataFrame) -> pd.DataFrame:
+def ar_steps(timed: pd.DataFrame, predicted: pd.DataFrame | None = None) -> pd.DataFrame:
     """Per timed AR run: the prompt, its length and the seconds of one decoding step after the prefill
-    ((wall - time to first token) / (new tokens - 1)), the quantity a prediction's AR wall is built from."""
+    ((wall - time to first token) / (new tokens - 1)), the quantity a prediction's AR wall is built from; with
+    `predicted` (grid rows), the step the prediction priced for the same prompt and length beside it."""
     _require(timed, ["method", "prompt_id", "prompt_tokens", "wall_s", "ttft_s", "new_tokens"])
     ar = timed[(timed["method"] == "AR") & (timed["new_tokens"] > 1)]
     steps = (ar["wall_s"] - ar["ttft_s"]) / (ar["new_tokens"] - 1)
-    return ar[["prompt_id", "prompt_tokens"]].assign(step_s=steps.to_numpy()).reset_index(drop=True)
+    out = ar[["prompt_id", "prompt_tokens", "new_tokens"]].assign(step_s=steps.to_numpy()).reset_index(drop=True)
+    if predicted is not None:
+        p = predicted.assign(predicted_step_s=(predicted["predicted_ar_wall_s"] - predicted["predicted_prefill_s"])
+                             / (predicted["max_new_tokens"] - 1))
+        p = p.groupby(["prompt_id", "max_new_tokens"])["predicted_step_s"].median().rename_axis(
+            ["prompt_id", "new_tokens"]).reset_index()
+        out = out.merge(p, on=["prompt_id", "new_tokens"], how="left")
+    return out
+
+
+def draft_of(method: str) -> str:
+    """The draft variant a method label runs: "int4"/"int8" from its draft_bits, else "base"."""
+    match = re.search(r"draft_bits=(\d+)", str(method))
+    return f"int{match.group(1)}" if match else "base"
+
+
+def error_table(validation: pd.DataFrame) -> pd.DataFrame:
+    """The validation's errors by kind of text and draft: pairs, median |speedup error|, and the median signed
+    errors of the policy's wall and of AR's (predicted / timed - 1)."""
+    from .tables import text_kind
+
+    _require(validation, ["method", "prompt_id", "abs_error_speedup", "error_wall", "error_ar_wall"])
+    v = validation.assign(text=validation["prompt_id"].map(text_kind), draft=validation["method"].map(draft_of))
+    return (v.groupby(["text", "draft"])
+            .agg(pairs=("abs_error_speedup", "size"), median_abs_error_speedup=("abs_error_speedup", "median"),
+                 median_error_wall=("error_wall", "median"), median_error_ar_wall=("error_ar_wall", "median"))
+            .reset_index())
+
+
+def repeat_errors(predicted: pd.DataFrame, timed: pd.DataFrame) -> pd.DataFrame:
+    """Median |speedup error| with every pair checked against one timed repeat alone (each repeat in turn) and
+    against the median of its repeats: how much of a single check's error is the timing's own noise."""
+    from ..planning.predict import validate
+
+    _require(timed, ["repeat"])
+    rows = [{"timed": f"repeat {r} alone", "pairs": len(v), "median_abs_error_speedup": v["abs_error_speedup"].median()}
+            for r, part in timed.groupby("repeat") for v in [validate(predicted, part)]]
+    v = validate(predicted, timed)
+    rows.append({"timed": "median of the repeats", "pairs": len(v),
+                 "median_abs_error_speedup": v["abs_error_speedup"].median()})
+    return pd.DataFrame(rows)
+
+
+def context_curves(root) -> pd.DataFrame:
+    """The context curves of the calibrations stored under `root` (planning.calibrate.context_scale), tidy: draft
+    (whose calibration), model ("target" or "draft"), context (cached tokens) and scale (a forward's seconds over
+    the same forward's on the first context)."""
+    from ..planning.predict import Calibration
+
+    rows = []
+    for path in sorted((Path(root) / "calibration").glob("*.json")):
+        calib = Calibration.load(path)
+        for model, curve in calib.context.items():
+            rows += [{"draft": calib.info.get("draft", path.stem), "model": model, "context": c, "scale": x}
+                     for c, x in zip(curve["contexts"], curve["scale"])]
+    return pd.DataFrame(rows, columns=["draft", "model", "context", "scale"])
