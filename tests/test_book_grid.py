@@ -76,7 +76,9 @@ def test_ar_steps_leave_the_prefill_out():
     # beside the step the prediction priced for the same prompt and length (AR's wall less its prefill, per step)
     predicted = pd.DataFrame({"prompt_id": ["a", "a", "b"], "max_new_tokens": [201, 100, 201],
                               "predicted_ar_wall_s": [42.0, 1.0, 62.0], "predicted_prefill_s": [2.0, 0.0, 12.0]})
-    assert ar_steps(timed, predicted)["predicted_step_s"].tolist() == pytest.approx([0.2, 0.25])
+    both = ar_steps(timed, predicted)
+    assert both["predicted_step_s"].tolist() == pytest.approx([0.2, 0.25])
+    assert both["predicted_prefill_s"].tolist() == [2.0, 12.0] and both["ttft_s"].tolist() == [2.0, 10.0]
 
 
 def _timed(walls):

@@ -149,18 +149,19 @@ def ar_spread(timed: pd.DataFrame) -> pd.Series:
 
 
 def ar_steps(timed: pd.DataFrame, predicted: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Per timed AR run: the prompt, its length and the seconds of one decoding step after the prefill
-    ((wall - time to first token) / (new tokens - 1)), the quantity a prediction's AR wall is built from; with
-    `predicted` (grid rows), the step the prediction priced for the same prompt and length beside it."""
+    """Per timed AR run: the prompt, its length, its time to first token (the prefill) and the seconds of one
+    decoding step after it ((wall - time to first token) / (new tokens - 1)), what a prediction's AR wall is built
+    from; with `predicted` (grid rows), the step and prefill the prediction priced for the same prompt and length."""
     _require(timed, ["method", "prompt_id", "prompt_tokens", "wall_s", "ttft_s", "new_tokens"])
     ar = timed[(timed["method"] == "AR") & (timed["new_tokens"] > 1)]
     steps = (ar["wall_s"] - ar["ttft_s"]) / (ar["new_tokens"] - 1)
-    out = ar[["prompt_id", "prompt_tokens", "new_tokens"]].assign(step_s=steps.to_numpy()).reset_index(drop=True)
+    out = ar[["prompt_id", "prompt_tokens", "new_tokens", "ttft_s"]].assign(step_s=steps.to_numpy())
+    out = out.reset_index(drop=True)
     if predicted is not None:
         p = predicted.assign(predicted_step_s=(predicted["predicted_ar_wall_s"] - predicted["predicted_prefill_s"])
                              / (predicted["max_new_tokens"] - 1))
-        p = p.groupby(["prompt_id", "max_new_tokens"])["predicted_step_s"].median().rename_axis(
-            ["prompt_id", "new_tokens"]).reset_index()
+        p = p.groupby(["prompt_id", "max_new_tokens"])[["predicted_step_s", "predicted_prefill_s"]].median()
+        p = p.rename_axis(["prompt_id", "new_tokens"]).reset_index()
         out = out.merge(p, on=["prompt_id", "new_tokens"], how="left")
     return out
 
