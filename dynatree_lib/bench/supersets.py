@@ -10,7 +10,7 @@ import torch
 
 from ..core import kvcache, tree as tree_mod
 from ..core.draft import DraftState, _candidates, draft_tree
-from ..core.forward import forward
+from ..core.forward import forward, kept_positions
 from ..core.loop import generate
 from ..core.mask import tree_attention_mask
 from ..methods.base import Autoregressive
@@ -266,7 +266,7 @@ def greedy_continuations(pair, prompts, n: int) -> list[list[int]]:
     out = []
     for step in range(n):
         logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
-                       use_cache=True, logits_to_keep=1).logits[:, -1]
+                       use_cache=True, logits_to_keep=kept_positions(1, ids)).logits[:, -1]
         ids = logits.argmax(dim=-1, keepdim=True)
         out.append(ids)
         if step + 1 < n:

@@ -7,14 +7,20 @@ import time
 import torch
 
 
-def forward(model, input_ids, cache, position_ids=None, attention_mask=None, logits_to_keep=0):
+def kept_positions(logits_to_keep, input_ids):
+    """transformers' `logits_to_keep` for `input_ids`, the last positions given by index rather than by count. A
+    count makes transformers slice the hidden states, the kept positions keep the whole sequence's stride, and
+    torch's bf16 linear on CPU then takes a path some 40x slower (Qwen2.5-1.5B's output layer over one position:
+    1.1 s against 28 ms), paid by every prefill and every draft forward over pending tokens. Indexing copies them
+    into a fresh tensor: the same values, so the same logits."""
     n = input_ids.shape[-1]
     if isinstance(logits_to_keep, int) and 0 < logits_to_keep < n:
-        # The last positions by index, not by slice: a slice keeps the whole sequence's stride on the kept positions,
-        # and torch's bf16 linear on CPU then takes a path some 40x slower (Qwen2.5-1.5B's output layer over one
-        # position: 1.1 s against 28 ms), paid by every prefill and every draft forward over pending tokens.
-        # Indexing copies them into a fresh tensor: the same values, so the same logits.
-        logits_to_keep = torch.arange(n - logits_to_keep, n, device=input_ids.device)
+        return torch.arange(n - logits_to_keep, n, device=input_ids.device)
+    return logits_to_keep
+
+
+def forward(model, input_ids, cache, position_ids=None, attention_mask=None, logits_to_keep=0):
+    logits_to_keep = kept_positions(logits_to_keep, input_ids)
     return model(
         input_ids=input_ids,
         position_ids=position_ids,

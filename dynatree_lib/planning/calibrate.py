@@ -115,34 +115,42 @@ def _heap_tree(n: int, device) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @torch.inference_mode()
-def forward_costs(model, nodes=DEFAULT_NODES, prefix_len: int = 128, repeats: int = 3, seed: int = 0):
+def _time_forwards(model, prefixes, nodes, repeats: int, seed: int) -> dict:
     """Median seconds of one forward of `model` over n tree tokens (tree mask, all logits, as verify and each draft
-    level compute them) on a cache of `prefix_len` random tokens, for every n in `nodes`, after one warm-up pass.
-    Each pass times every size once, so a stall of a shared machine spoils one sample of several sizes rather than
-    every sample of one size."""
+    level compute them) on a cache of c random tokens, {(c, n): seconds} for every c in `prefixes` and n in `nodes`,
+    after one warm-up pass. Each pass times every (c, n) once, so a stall of a shared machine spoils one sample of
+    several sizes rather than every sample of one size."""
     device = model.device
     vocab = model.get_output_embeddings().weight.shape[0]
     generator = torch.Generator().manual_seed(seed)
-    cache = kvcache.new_cache(model)
-    prefix = torch.randint(vocab, (1, prefix_len), generator=generator).to(device)
-    forward(model, prefix, cache, logits_to_keep=1)
-    inputs = []
-    for n in nodes:
-        ancestors, depth = _heap_tree(n, device)
-        tokens = torch.randint(vocab, (1, n), generator=generator).to(device)
-        inputs.append((tokens, tree_position_ids(depth, prefix_len), tree_attention_mask(ancestors, prefix_len,
-                                                                                          model.dtype)))
-    samples = [[] for _ in nodes]
+    caches, inputs = [], {}
+    for c in prefixes:
+        cache = kvcache.new_cache(model)
+        forward(model, torch.randint(vocab, (1, c), generator=generator).to(device), cache, logits_to_keep=1)
+        caches.append(cache)
+        for n in nodes:
+            ancestors, depth = _heap_tree(n, device)
+            inputs[c, n] = (torch.randint(vocab, (1, n), generator=generator).to(device),
+                            tree_position_ids(depth, c), tree_attention_mask(ancestors, c, model.dtype))
+    samples = {key: [] for key in inputs}
     for _ in range(repeats + 1):
-        for times, (tokens, positions, mask) in zip(samples, inputs):
-            t0 = _clock(device)
-            forward(model, tokens, cache, positions, mask)
-            times.append(_clock(device) - t0)
-            kvcache.crop(cache, prefix_len)  # every forward starts from the same prefix
-    return tuple(statistics.median(times[1:]) for times in samples)
+        for c, cache in zip(prefixes, caches):
+            for n in nodes:
+                tokens, positions, mask = inputs[c, n]
+                t0 = _clock(device)
+                forward(model, tokens, cache, positions, mask)
+                samples[c, n].append(_clock(device) - t0)
+                kvcache.crop(cache, c)  # every forward starts from the same prefix
+    return {key: statistics.median(times[1:]) for key, times in samples.items()}
 
 
-@torch.inference_mode()
+def forward_costs(model, nodes=DEFAULT_NODES, prefix_len: int = 128, repeats: int = 3, seed: int = 0):
+    """Median seconds of one forward of `model` over n tree tokens on a cache of `prefix_len` random tokens, for
+    every n in `nodes` (`_time_forwards`)."""
+    med = _time_forwards(model, [prefix_len], nodes, repeats, seed)
+    return tuple(med[prefix_len, n] for n in nodes)
+
+
 def context_scale(model, contexts=DEFAULT_CONTEXTS, nodes=(1, 8), repeats: int = 5, seed: int = 0) -> dict:
     """How much one forward of `model` slows as its cache grows: for each context c (cached tokens before the
     forward), the median over `nodes` of (median seconds over n tree tokens on c cached tokens) / (the same on
@@ -154,28 +162,7 @@ def context_scale(model, contexts=DEFAULT_CONTEXTS, nodes=(1, 8), repeats: int =
     contexts = [c for c in contexts if limit is None or c + max(nodes) <= limit]
     if not contexts:
         raise ValueError(f"no context fits the model's {limit} positions")
-    device = model.device
-    vocab = model.get_output_embeddings().weight.shape[0]
-    generator = torch.Generator().manual_seed(seed)
-    caches, inputs = [], {}
-    for c in contexts:
-        cache = kvcache.new_cache(model)
-        forward(model, torch.randint(vocab, (1, c), generator=generator).to(device), cache, logits_to_keep=1)
-        caches.append(cache)
-        for n in nodes:
-            ancestors, depth = _heap_tree(n, device)
-            inputs[c, n] = (torch.randint(vocab, (1, n), generator=generator).to(device),
-                            tree_position_ids(depth, c), tree_attention_mask(ancestors, c, model.dtype))
-    samples = {key: [] for key in inputs}
-    for _ in range(repeats + 1):
-        for c, cache in zip(contexts, caches):
-            for n in nodes:
-                tokens, positions, mask = inputs[c, n]
-                t0 = _clock(device)
-                forward(model, tokens, cache, positions, mask)
-                samples[c, n].append(_clock(device) - t0)
-                kvcache.crop(cache, c)
-    med = {key: statistics.median(times[1:]) for key, times in samples.items()}
+    med = _time_forwards(model, contexts, nodes, repeats, seed)
     scale = [statistics.median(med[c, n] / med[contexts[0], n] for n in nodes) for c in contexts]
     return {"contexts": list(contexts), "scale": scale, "nodes": list(nodes), "repeats": repeats}
 
