@@ -100,7 +100,7 @@ def test_errors_by_repeat_kind_and_draft():
     # timed speedups 2.0, 3.0 and 2.2 against 2.0 predicted; their median is 2.2
     assert e["median_abs_error_speedup"].tolist() == pytest.approx([0.0, 1 / 3, 1 - 2 / 2.2, 1 - 2 / 2.2])
     assert draft_of("FixedTree(D=3,B=2,tau=0.1,N=128,draft_bits=4)") == "int4" and draft_of("Linear(K=5)") == "base"
-    v = pd.DataFrame({"method": ["a,draft_bits=4", "b", "c"], "prompt_id": ["HumanEval/1", "HumanEval/2", "prose/x"],
+    v = pd.DataFrame({"method": ["Linear(K=4,draft_bits=4)", "Linear(K=4)", "Linear(K=5)"], "prompt_id": ["HumanEval/1", "HumanEval/2", "prose/x"],
                       "abs_error_speedup": [0.1, 0.2, 0.3], "error_wall": [0.0, 0.1, -0.1],
                       "error_ar_wall": [0.0, -0.1, 0.2]})
     t = error_table(v).set_index(["text", "draft"])
@@ -118,3 +118,31 @@ def test_context_curves_from_stored_calibrations(tmp_path):
     assert c.to_dict("records") == [{"draft": "int4", "model": "target", "context": 128, "scale": 1.0},
                                     {"draft": "int4", "model": "target", "context": 1024, "scale": 1.25}]
     assert context_curves(tmp_path / "none").empty
+    from dynatree_lib.book.grid import forward_scales
+    from dynatree_lib.planning.predict import Overheads
+
+    Calibration(costs, Overheads(0.0, 0.0, 0.0, {"ar_forward_s": 0.012}), info={"draft": "base"}).save(
+        tmp_path / "calibration" / "y.json")
+    f = forward_scales(tmp_path).set_index("draft")
+    assert f.loc["base", "forward_scale"] == pytest.approx(1.2) and f.loc["int4", "forward_scale"] == 1.0
+    assert f.loc["base", "target_run_scale"] == pytest.approx(1.2)  # no tree runs' forwards stored: AR's scale
+
+
+def test_part_errors_split_the_policy_wall():
+    from dynatree_lib.book.grid import part_errors
+
+    timed = pd.DataFrame({"method": ["AR", "m(draft_bits=4)", "m(draft_bits=4)", "Linear(K=5)"],
+                          "prompt_id": "a", "max_new_tokens": 100, "wall_s": [30.0, 10.0, 12.0, 20.0],
+                          "ttft_s": [1.0, 1.0, 1.0, 2.0], "draft_forward_s": [0.0, 3.0, 3.0, 8.0],
+                          "target_forward_s": [28.0, 6.0, 8.0, 10.0]})
+    timed["method"] = timed["method"].replace({"m(draft_bits=4)": "Linear(K=5,draft_bits=4)"})
+    predicted = pd.DataFrame({"method": ["Linear(K=5,draft_bits=4)", "Linear(K=5)"], "prompt_id": "a",
+                              "max_new_tokens": 100, "predicted_prefill_s": [1.5, 2.0],
+                              "predicted_draft_s": [3.0, 4.0], "predicted_verify_s": [6.0, 8.0],
+                              "predicted_overhead_s": [1.0, 2.0]})
+    e = part_errors(timed, predicted).set_index(["draft", "part"])
+    # the int4 pair: median of its two repeats (wall 11, target forwards 7), AR left out
+    assert e.loc[("int4", "prefill"), "error"] == pytest.approx(0.5)
+    assert e.loc[("int4", "verify forwards"), "timed_s"] == pytest.approx(6.0)
+    assert e.loc[("int4", "outside forwards"), "timed_s"] == pytest.approx(1.0)
+    assert e.loc[("base", "draft forwards"), "error"] == pytest.approx(-0.5) and e["pairs"].max() == 1

@@ -44,6 +44,22 @@ def test_forwards_inside_a_run_scale_every_forward():
     assert p["predicted_wall_s"] == pytest.approx(1.5 * (0.010 + 0.003 + 0.030) + 0.0023)
 
 
+def test_tree_runs_forwards_price_the_policy_and_ar_steps_keep_their_scale():
+    """Forwards inside the calibration's tree runs (role, tokens fed, cached tokens, seconds) over the curves'
+    price: the target's ran 1.2x its curve, the draft's 0.8x; AR's one-token steps ran 1.5x theirs."""
+    forwards = [["target", 12, 0, 0.012], ["target", 7, 20, 0.012], ["draft", 3, 20, 0.0008],
+                ["draft", 1, 21, 0.0008]]
+    calib = Calibration(FLAT.costs, Overheads(0.0005, 0.0001, 0.0002, {"ar_forward_s": 0.015,
+                                                                        "forwards": forwards}))
+    assert calib.run_scales == pytest.approx({"target": 1.2, "draft": 0.8}) and calib.forward_scale == 1.5
+    p = predict_run(ROUNDS, calib, prompt_tokens=4, n=6)
+    assert p["predicted_prefill_s"] == pytest.approx(0.012) and p["predicted_verify_s"] == pytest.approx(0.036)
+    assert p["predicted_draft_s"] == pytest.approx(0.8 * 0.003)
+    assert predict_ar(calib, 4, 6) == pytest.approx(0.012 + 5 * (0.015 + 0.0002))  # the prefill is a policy's
+    assert Calibration.from_dict(calib.to_dict()).run_scales == calib.run_scales
+    assert FLAT.run_scales == {"target": 1.0, "draft": 1.0}  # not measured: forward_scale
+
+
 def test_costs_scale_with_tree_size():
     linear = Calibration(Costs(DEFAULT_NODES, tuple(0.001 * n for n in DEFAULT_NODES),
                                tuple(0.0001 * n for n in DEFAULT_NODES)))
@@ -136,6 +152,10 @@ def test_measure_overheads_on_a_tiny_pair():
     assert 0 < over.round(20) < 1 and math.isfinite(over.step_s)
     assert label(methods[1]) != label(methods[2])
     assert 0 < over.info["ar_forward_s"] < 1  # an AR step's forward inside the run, for forward_scale
+    roles = {f[0] for f in over.info["forwards"]}  # the tree runs' forwards, for run_scales; AR's left out
+    assert roles == {"target", "draft"} and all(f[1] >= 1 and f[2] >= 0 and f[3] > 0 for f in over.info["forwards"])
+    prefills = [f for f in over.info["forwards"] if f[2] == 0]
+    assert {f[0] for f in prefills} == {"target", "draft"} and all(f[1] >= 4 for f in prefills)
 
 
 def test_calibrate_costs_script_rehearsal(tmp_path):

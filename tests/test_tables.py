@@ -225,3 +225,18 @@ def test_headline_with_only_the_same_draft_peer_has_one_peer_column():
     text = tables.headline(part, length=longest)
     header = next(line for line in text.splitlines() if line.startswith("| method"))
     assert header.count("over HFAssisted(draft_bits=4)") == 1 and "over HFAssisted |" not in header
+
+
+def test_rerun_table_pairs_the_same_prompts():
+    from dynatree_lib.book.reruns import rerun_table
+
+    x = Linear(5)
+    first = rows({"HumanEval/1": {AR: 1.0, x: 2.0}, "prose/a": {AR: 1.0, x: 1.5}, "prose/b": {AR: 1.0, x: 1.2}})
+    second = rows({"HumanEval/1": {AR: 1.0, x: 2.2}, "prose/a": {AR: 1.0, x: 1.5}})  # prose/b not measured again
+    table = rerun_table(first, second, 32).set_index("method")
+    assert table.loc[label(x), "prompts"] == 2
+    assert table.loc[label(x), "speedup_first"] == pytest.approx(1.75)  # the shared prompts only
+    assert table.loc[label(x), "ratio_max"] == pytest.approx(1.1) and table.loc[label(x), "ratio_min"] == 1.0
+    assert list(rerun_table(first, second, 32, methods=[label(x), "AR"])["method"]) == [label(x), "AR"]
+    with pytest.raises(ValueError, match="max_new_tokens=64"):
+        rerun_table(first, second, 64)

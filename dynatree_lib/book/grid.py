@@ -7,7 +7,6 @@ direct timings of the same (policy, prompt, length).
 """
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pandas as pd
@@ -166,10 +165,40 @@ def ar_steps(timed: pd.DataFrame, predicted: pd.DataFrame | None = None) -> pd.D
     return out
 
 
+PARTS = {"prefill": ("ttft_s", "predicted_prefill_s"), "draft forwards": ("draft_forward_s", "predicted_draft_s"),
+         "verify forwards": ("verify_forward_s", "predicted_verify_s"),
+         "outside forwards": ("outside_s", "predicted_overhead_s")}
+
+
+def part_errors(timed: pd.DataFrame, predicted: pd.DataFrame) -> pd.DataFrame:
+    """Where a policy's predicted wall time is off, per draft variant and part of the run: the timed seconds (each
+    pair's median over its repeats, summed over pairs) of the prefill (time to first token), the draft's forwards,
+    the target's forwards after the prefill and the time outside forwards, beside what `predicted` (grid rows at
+    the same method, prompt and length) priced for each, and predicted / timed - 1."""
+    _require(timed, ["method", "prompt_id", "max_new_tokens", "wall_s", "ttft_s", "draft_forward_s",
+                     "target_forward_s"])
+    pol = timed[timed["method"] != "AR"]
+    pol = pol.assign(verify_forward_s=pol["target_forward_s"] - pol["ttft_s"],
+                     outside_s=pol["wall_s"] - pol["target_forward_s"] - pol["draft_forward_s"])
+    keys = ["method", "prompt_id", "max_new_tokens"]
+    runs = pol.groupby(keys)[[t for t, _ in PARTS.values()]].median().reset_index()
+    both = runs.merge(predicted[keys + [p for _, p in PARTS.values()]], on=keys)
+    both["draft"] = both["method"].map(draft_of)
+    rows = []
+    for draft, part in both.groupby("draft"):
+        for name, (t, p) in PARTS.items():
+            rows.append({"draft": draft, "part": name, "pairs": len(part), "timed_s": part[t].sum(),
+                         "predicted_s": part[p].sum(), "error": part[p].sum() / part[t].sum() - 1})
+    return pd.DataFrame(rows)
+
+
 def draft_of(method: str) -> str:
-    """The draft variant a method label runs: "int4"/"int8" from its draft_bits, else "base"."""
-    match = re.search(r"draft_bits=(\d+)", str(method))
-    return f"int{match.group(1)}" if match else "base"
+    """The grid's draft variant (`bench.grid.DRAFT_BITS`: "base", "int8", "int4") a method label runs."""
+    from ..bench.grid import DRAFT_BITS
+    from ..bench.specs import parse_method
+
+    bits = getattr(parse_method(str(method)), "draft_bits", None)
+    return {b: name for name, b in DRAFT_BITS.items()}[bits]
 
 
 def error_table(validation: pd.DataFrame) -> pd.DataFrame:
@@ -199,16 +228,34 @@ def repeat_errors(predicted: pd.DataFrame, timed: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _calibrations(root):
+    """(draft, Calibration) for each calibration stored under `root`."""
+    from ..planning.predict import Calibration
+
+    for path in sorted((Path(root) / "calibration").glob("*.json")):
+        calib = Calibration.load(path)
+        yield calib.info.get("draft", path.stem), calib
+
+
 def context_curves(root) -> pd.DataFrame:
     """The context curves of the calibrations stored under `root` (planning.calibrate.context_scale), tidy: draft
     (whose calibration), model ("target" or "draft"), context (cached tokens) and scale (a forward's seconds over
     the same forward's on the first context)."""
-    from ..planning.predict import Calibration
-
-    rows = []
-    for path in sorted((Path(root) / "calibration").glob("*.json")):
-        calib = Calibration.load(path)
-        for model, curve in calib.context.items():
-            rows += [{"draft": calib.info.get("draft", path.stem), "model": model, "context": c, "scale": x}
-                     for c, x in zip(curve["contexts"], curve["scale"])]
+    rows = [{"draft": draft, "model": model, "context": c, "scale": x}
+            for draft, calib in _calibrations(root) for model, curve in calib.context.items()
+            for c, x in zip(curve["contexts"], curve["scale"])]
     return pd.DataFrame(rows, columns=["draft", "model", "context", "scale"])
+
+
+def forward_scales(root) -> pd.DataFrame:
+    """Per stored calibration, how much slower forwards run inside real runs than on the cost curves: the target's
+    one-token forward inside an AR run (`measure_overheads`) beside the same forward on the curve and their ratio
+    (`forward_scale`, which prices AR's steps), and the tree runs' target and draft forwards over their curve
+    prices (`run_scales`, which price the prefill and a policy's forwards; equal to forward_scale where the
+    calibration predates them)."""
+    rows = [{"draft": draft, "ar_forward_s": calib.overheads.info.get("ar_forward_s"),
+             "curve_forward_s": calib.costs.verify(1), "forward_scale": calib.forward_scale,
+             "target_run_scale": calib.run_scales["target"], "draft_run_scale": calib.run_scales["draft"]}
+            for draft, calib in _calibrations(root)]
+    return pd.DataFrame(rows, columns=["draft", "ar_forward_s", "curve_forward_s", "forward_scale",
+                                       "target_run_scale", "draft_run_scale"])

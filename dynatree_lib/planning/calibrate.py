@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ..core import kvcache
@@ -46,6 +47,18 @@ def interpolate(xs, ys, x: float) -> float:
         return float(ys[-1] + slope * (x - xs[-1]))
     x0, x1, y0, y1 = xs[i - 1], xs[i], ys[i - 1], ys[i]
     return float(y0 + (y1 - y0) * (x - x0) / (x1 - x0))
+
+
+def interpolate_many(xs, ys, x) -> np.ndarray:
+    """`interpolate` at every point of the array `x` at once (its rule, vectorised: the predictions price every
+    AR step of a sweep's rows)."""
+    x = np.asarray(x, dtype=float)
+    xs, ys = [float(v) for v in xs], [float(v) for v in ys]
+    if len(xs) == 1:
+        return np.full_like(x, ys[0])
+    slope = max((ys[-1] - ys[-2]) / (xs[-1] - xs[-2]), 0.0)
+    far = max(float(x.max(initial=xs[-1])), xs[-1]) + 1.0  # a point past every x on the continued last segment
+    return np.interp(x, xs + [far], ys + [ys[-1] + slope * (far - xs[-1])])
 
 
 def _check_nodes(nodes) -> tuple[int, ...]:

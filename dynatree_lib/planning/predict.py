@@ -13,8 +13,10 @@ a calibration says what each costs on some machine:
     AR run   = t_verify(prompt) + (n - 1) (t_verify(1) + step_s)
     speedup  = AR run / tree run
 
-Every forward is multiplied by the calibration's `forward_scale`: an AR step's forward inside a real run (measured
-by `measure_overheads`) over the curve's 1-token verify, because the curves time forwards in isolation; and, when
+Every forward is multiplied by how much slower it runs inside a real run than in the curves' isolation, measured by
+`measure_overheads`: AR's steps by `forward_scale` (an AR step's forward over the curve's 1-token verify), the
+prefill and a policy's forwards by `run_scales` (the tree runs' target and draft forwards over what the curves
+price for the same forwards; on this CPU one-token steps lose more inside a run than bigger forwards do); and, when
 the calibration has context curves (calibrate.context_scale, per model), by how much more a forward costs on the
 cache it reads (prompt + tokens committed before it) than on the cache the AR run of `measure_overheads` read.
 
@@ -29,6 +31,7 @@ is a prediction and is labelled "predicted" with the calibration's hardware.
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -38,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .calibrate import Costs
+from .calibrate import Costs, interpolate, interpolate_many
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Calibration: cost curves plus per-round overheads, with provenance
@@ -79,11 +82,9 @@ class Calibration:
         curve = self.context.get(role)
         if not curve or len(curve["contexts"]) < 2:
             return np.ones_like(c)
-        xs, ys = [float(x) for x in curve["contexts"]], [float(y) for y in curve["scale"]]
-        slope = max((ys[-1] - ys[-2]) / (xs[-1] - xs[-2]), 0.0)
-        xs, ys = xs + [xs[-1] + 1e9], ys + [ys[-1] + slope * 1e9]
+        xs, ys = curve["contexts"], curve["scale"]
         ref = float(self.overheads.info.get("ar_context") or xs[0])
-        return np.interp(c, xs, ys) / np.interp(ref, xs, ys)
+        return interpolate_many(xs, ys, c) / interpolate(xs, ys, ref)
 
     @property
     def forward_scale(self) -> float:
@@ -93,6 +94,20 @@ class Calibration:
         ar = self.overheads.info.get("ar_forward_s")
         base = self.costs.verify(1)
         return float(ar) / base if ar and base > 0 else 1.0
+
+    @functools.cached_property
+    def run_scales(self) -> dict:
+        """Per role ("target", "draft"): the seconds of that model's forwards inside the calibration's tree runs
+        (`measure_overheads`) over what the curves price for the same forwards (tokens fed, on the cache read).
+        A policy's forwards are priced with it; AR's one-token steps keep `forward_scale`, which is larger on
+        this CPU. A role not measured (calibrations before the field) falls back to `forward_scale`."""
+        out = {}
+        for role, curve in (("target", self.costs.verify), ("draft", self.costs.draft)):
+            seen = [f for f in self.overheads.info.get("forwards") or () if f[0] == role]
+            factors = self.context_factors(role, [f[2] for f in seen])
+            priced = sum(curve(f[1]) * k for f, k in zip(seen, factors))
+            out[role] = sum(f[3] for f in seen) / priced if priced > 0 else self.forward_scale
+        return out
 
     @property
     def hardware(self) -> str:
@@ -141,19 +156,20 @@ def predict_ar(calibration: Calibration, prompt_tokens: int, n: int) -> float:
     prompt_tokens + n - 2 tokens, each with the per-step overhead."""
     costs, over, scale = calibration.costs, calibration.overheads, calibration.forward_scale
     steps = calibration.context_factors("target", prompt_tokens + np.arange(max(n - 1, 0))).sum()
-    return scale * costs.verify(prompt_tokens) + scale * costs.verify(1) * float(steps) + (n - 1) * over.step_s
+    prefill = calibration.run_scales["target"] * costs.verify(prompt_tokens)  # the same forward as a policy's
+    return prefill + scale * costs.verify(1) * float(steps) + (n - 1) * over.step_s
 
 
 def predict_run(rounds, calibration: Calibration, prompt_tokens: int, n: int) -> dict:
     """Predicted wall seconds of a run (its rounds), of AR on the same prompt and length, and the speedup."""
     parts = {"draft_s": 0.0, "verify_s": 0.0, "overhead_s": 0.0}
-    scale = calibration.forward_scale  # interpolates the curve: once per run, not per round
+    scale = calibration.run_scales  # computed once per calibration, not per run
     contexts = [prompt_tokens + getattr(r, "start", 0) for r in rounds]  # the cache each round's forwards read
-    target, draft = (calibration.context_factors(role, contexts) for role in ("target", "draft"))
+    target, draft = (scale[role] * calibration.context_factors(role, contexts) for role in ("target", "draft"))
     for r, t, d in zip(rounds, target, draft):
-        for k, v in round_seconds(r, calibration.costs, calibration.overheads, scale * t, scale * d).items():
+        for k, v in round_seconds(r, calibration.costs, calibration.overheads, t, d).items():
             parts[k] += v
-    prefill = scale * calibration.costs.verify(prompt_tokens)
+    prefill = scale["target"] * calibration.costs.verify(prompt_tokens)
     wall = prefill + sum(parts.values())
     ar = predict_ar(calibration, prompt_tokens, n)
     return {"predicted_wall_s": wall, "predicted_ar_wall_s": ar, "predicted_speedup": ar / wall if wall > 0 else
@@ -209,24 +225,35 @@ def error_summary(validation) -> dict:
 
 
 class _ForwardSeconds:
-    """Seconds spent inside the forwards of `models` (module hooks), to subtract from a run's wall time."""
+    """Seconds spent inside the forwards of `models` (module hooks), to subtract from a run's wall time; with
+    `roles` (one name per model), also each forward as (role, tokens fed, cached tokens, seconds) in `forwards`."""
 
-    def __init__(self, models):
+    def __init__(self, models, roles=None):
         from ..core.forward import clock
 
         self.models, self.clock, self.seconds, self._t0, self.handles = list(models), clock, 0.0, {}, []
+        self.roles, self.forwards = roles, []
 
     def __enter__(self):
+        from ..core.kvcache import cache_len
+
         for i, model in enumerate(self.models):
             device = next(model.parameters()).device
 
-            def pre(module, args, i=i, device=device):
-                self._t0[i] = self.clock(device)
+            def pre(module, args, kwargs, i=i, device=device):
+                ids, cache = kwargs.get("input_ids", args[0] if args else None), kwargs.get("past_key_values")
+                self._t0[i] = (self.clock(device), ids.shape[-1] if ids is not None else 0,
+                               cache_len(cache) if cache is not None else 0)
 
-            def post(module, args, out, i=i, device=device):
-                self.seconds += self.clock(device) - self._t0.pop(i)
+            def post(module, args, kwargs, out, i=i, device=device):
+                t0, tokens, cached = self._t0.pop(i)
+                seconds = self.clock(device) - t0
+                self.seconds += seconds
+                if self.roles is not None:
+                    self.forwards.append((self.roles[i], tokens, cached, seconds))
 
-            self.handles += [model.register_forward_pre_hook(pre), model.register_forward_hook(post)]
+            self.handles += [model.register_forward_pre_hook(pre, with_kwargs=True),
+                             model.register_forward_hook(post, with_kwargs=True)]
         return self
 
     def __exit__(self, *exc):
@@ -242,14 +269,19 @@ def measure_overheads(pair, methods, prompt_ids, n: int = 64, repeats: int = 3) 
     info["ar_forward_s"] (Calibration.forward_scale)."""
     from ..core import loop
 
+    forwards = []  # the tree runs' forwards: what `Calibration.run_scale` prices against the curves
+
     def outside(method):
         running = getattr(loop, "running_pair", lambda p, m: p)(pair, method)
-        models = {id(m): m for m in (running.target, running.draft) if m is not None}.values()
+        roles = {id(m): role for role, m in (("draft", running.draft), ("target", running.target)) if m is not None}
+        models = {id(m): m for m in (running.target, running.draft) if m is not None}
         loop.generate(pair, prompt_ids, method, min(n, 16), stop_at_eos=False)  # warm-up
         samples = []
         for _ in range(repeats):
-            with _ForwardSeconds(models) as fs:
+            with _ForwardSeconds(models.values(), [roles[k] for k in models]) as fs:
                 out = loop.generate(pair, prompt_ids, method, n, stop_at_eos=False)
+            if method is not ar:
+                forwards.extend(fs.forwards)
             rounds = max(len(out.trace), 1)
             # per AR step (the trace leaves the prefill out): its forward seconds, the prefill (TTFT) taken off
             samples.append(((out.stats["wall_s"] - fs.seconds) / rounds, out.stats["drafted_nodes"] / rounds,
@@ -273,5 +305,6 @@ def measure_overheads(pair, methods, prompt_ids, n: int = 64, repeats: int = 3) 
     else:
         slope, intercept = 0.0, max(statistics.fmean(ys), 0.0)
     info = {"n": n, "repeats": repeats, "ar_forward_s": ar_forward_s, "ar_context": ar_context,
-            "points": [{"nodes_per_round": x, "outside_s_per_round": y} for x, y in zip(xs, ys)]}
+            "points": [{"nodes_per_round": x, "outside_s_per_round": y} for x, y in zip(xs, ys)],
+            "forwards": [list(f) for f in forwards]}
     return Overheads(intercept, slope, max(step_s, 0.0), info)
