@@ -57,7 +57,7 @@ def interpolate_many(xs, ys, x) -> np.ndarray:
     if len(xs) == 1:
         return np.full_like(x, ys[0])
     slope = max((ys[-1] - ys[-2]) / (xs[-1] - xs[-2]), 0.0)
-    far = max(float(x.max(initial=xs[-1])), xs[-1]) + 1.0  # a point past every x on the continued last segment
+    far = float(x.max(initial=xs[-1])) + 1.0  # a point past every x (and xs[-1]) on the continued last segment
     return np.interp(x, xs + [far], ys + [ys[-1] + slope * (far - xs[-1])])
 
 

@@ -242,11 +242,11 @@ class _ForwardSeconds:
 
             def pre(module, args, kwargs, i=i, device=device):
                 ids, cache = kwargs.get("input_ids", args[0] if args else None), kwargs.get("past_key_values")
-                self._t0[i] = (self.clock(device), ids.shape[-1] if ids is not None else 0,
-                               cache_len(cache) if cache is not None else 0)
+                tokens, cached = ids.shape[-1] if ids is not None else 0, cache_len(cache) if cache is not None else 0
+                self._t0[i] = (tokens, cached, self.clock(device))  # the clock last: the forward alone is timed
 
             def post(module, args, kwargs, out, i=i, device=device):
-                t0, tokens, cached = self._t0.pop(i)
+                tokens, cached, t0 = self._t0.pop(i)
                 seconds = self.clock(device) - t0
                 self.seconds += seconds
                 if self.roles is not None:
@@ -269,16 +269,17 @@ def measure_overheads(pair, methods, prompt_ids, n: int = 64, repeats: int = 3) 
     info["ar_forward_s"] (Calibration.forward_scale)."""
     from ..core import loop
 
-    forwards = []  # the tree runs' forwards: what `Calibration.run_scale` prices against the curves
+    forwards = []  # the tree runs' forwards: what `Calibration.run_scales` prices against the curves
 
     def outside(method):
         running = getattr(loop, "running_pair", lambda p, m: p)(pair, method)
-        roles = {id(m): role for role, m in (("draft", running.draft), ("target", running.target)) if m is not None}
-        models = {id(m): m for m in (running.target, running.draft) if m is not None}
+        # one entry per distinct model; a draft that is the target is timed as the target
+        models = {id(m): (role, m) for role, m in (("draft", running.draft), ("target", running.target))
+                  if m is not None}
         loop.generate(pair, prompt_ids, method, min(n, 16), stop_at_eos=False)  # warm-up
         samples = []
         for _ in range(repeats):
-            with _ForwardSeconds(models.values(), [roles[k] for k in models]) as fs:
+            with _ForwardSeconds([m for _, m in models.values()], [r for r, _ in models.values()]) as fs:
                 out = loop.generate(pair, prompt_ids, method, n, stop_at_eos=False)
             if method is not ar:
                 forwards.extend(fs.forwards)
