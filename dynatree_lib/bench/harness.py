@@ -34,8 +34,8 @@ import statistics
 import pandas as pd
 import torch
 
-from ..core.forward import clock
 from ..core.loop import check_inputs, encode, generate, running_pair
+from ..core.timing import ForwardTimer
 from ..methods.base import Autoregressive, label
 from ..methods.hf import HFGenerate
 from ..models.provenance import pair_info, provenance, row_provenance, utc_now
@@ -167,48 +167,6 @@ def _lengths(max_new_tokens) -> list[int]:
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Measuring one configuration
-
-
-class ForwardTimer:
-    """Seconds and calls spent inside the target's and the draft's forward, via module hooks.
-
-    Everything else in a generation's wall time (tree building, masks, argmax, cache surgery, Python) is
-    bookkeeping. The hooks cost a few microseconds per forward, far below one forward of any real model. Give it
-    the pair that runs, `core.loop.running_pair(pair, method)`: a draft_bits method drafts with a copy of the draft.
-    """
-
-    def __init__(self, pair):
-        self.models = {"target": pair.target}
-        if pair.draft is not None and pair.draft is not pair.target:
-            self.models["draft"] = pair.draft
-        self.cuda = pair.device.type == "cuda"
-        self.handles = []
-        self.reset()
-
-    def reset(self):
-        self.seconds = {role: 0.0 for role in self.models}
-        self.calls = {role: 0 for role in self.models}
-        self._start = {}
-
-    def _clock(self):
-        return clock("cuda" if self.cuda else None)
-
-    def __enter__(self):
-        for role, model in self.models.items():
-            def pre(module, args, role=role):
-                self._start[role] = self._clock()
-
-            def post(module, args, output, role=role):
-                self.seconds[role] += self._clock() - self._start.pop(role)
-                self.calls[role] += 1
-
-            self.handles += [model.register_forward_pre_hook(pre), model.register_forward_hook(post)]
-        return self
-
-    def __exit__(self, *exc):
-        for handle in self.handles:
-            handle.remove()
-        self.handles = []
 
 
 class _PeakMemory:

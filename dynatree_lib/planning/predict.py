@@ -224,43 +224,6 @@ def error_summary(validation) -> dict:
 # Measuring the overheads
 
 
-class _ForwardSeconds:
-    """Seconds spent inside the forwards of `models` (module hooks), to subtract from a run's wall time; with
-    `roles` (one name per model), also each forward as (role, tokens fed, cached tokens, seconds) in `forwards`."""
-
-    def __init__(self, models, roles=None):
-        from ..core.forward import clock
-
-        self.models, self.clock, self.seconds, self._t0, self.handles = list(models), clock, 0.0, {}, []
-        self.roles, self.forwards = roles, []
-
-    def __enter__(self):
-        from ..core.kvcache import cache_len
-
-        for i, model in enumerate(self.models):
-            device = next(model.parameters()).device
-
-            def pre(module, args, kwargs, i=i, device=device):
-                ids, cache = kwargs.get("input_ids", args[0] if args else None), kwargs.get("past_key_values")
-                tokens, cached = ids.shape[-1] if ids is not None else 0, cache_len(cache) if cache is not None else 0
-                self._t0[i] = (tokens, cached, self.clock(device))  # the clock last: the forward alone is timed
-
-            def post(module, args, kwargs, out, i=i, device=device):
-                tokens, cached, t0 = self._t0.pop(i)
-                seconds = self.clock(device) - t0
-                self.seconds += seconds
-                if self.roles is not None:
-                    self.forwards.append((self.roles[i], tokens, cached, seconds))
-
-            self.handles += [model.register_forward_pre_hook(pre, with_kwargs=True),
-                             model.register_forward_hook(post, with_kwargs=True)]
-        return self
-
-    def __exit__(self, *exc):
-        for h in self.handles:
-            h.remove()
-
-
 def measure_overheads(pair, methods, prompt_ids, n: int = 64, repeats: int = 3) -> Overheads:
     """Per-round and per-step seconds outside forwards on this machine: `methods` (tree methods of several sizes:
     a least-squares line in nodes per round; AR is added for step_s) generate `n` tokens from `prompt_ids`,
@@ -268,25 +231,23 @@ def measure_overheads(pair, methods, prompt_ids, n: int = 64, repeats: int = 3) 
     recognised by its name "AR": planning does not import the methods). AR's forward seconds per step go to
     info["ar_forward_s"] (Calibration.forward_scale)."""
     from ..core import loop
+    from ..core.timing import ForwardTimer
 
     forwards = []  # the tree runs' forwards: what `Calibration.run_scales` prices against the curves
 
     def outside(method):
         running = getattr(loop, "running_pair", lambda p, m: p)(pair, method)
-        # one entry per distinct model; a draft that is the target is timed as the target
-        models = {id(m): (role, m) for role, m in (("draft", running.draft), ("target", running.target))
-                  if m is not None}
         loop.generate(pair, prompt_ids, method, min(n, 16), stop_at_eos=False)  # warm-up
         samples = []
         for _ in range(repeats):
-            with _ForwardSeconds([m for _, m in models.values()], [r for r, _ in models.values()]) as fs:
+            with ForwardTimer(running, log=True) as fs:
                 out = loop.generate(pair, prompt_ids, method, n, stop_at_eos=False)
             if method is not ar:
                 forwards.extend(fs.forwards)
             rounds = max(len(out.trace), 1)
             # per AR step (the trace leaves the prefill out): its forward seconds, the prefill (TTFT) taken off
-            samples.append(((out.stats["wall_s"] - fs.seconds) / rounds, out.stats["drafted_nodes"] / rounds,
-                            (fs.seconds - out.stats.get("ttft_s", 0.0)) / rounds))
+            samples.append(((out.stats["wall_s"] - fs.total) / rounds, out.stats["drafted_nodes"] / rounds,
+                            (fs.total - out.stats.get("ttft_s", 0.0)) / rounds))
         return tuple(statistics.median(s[i] for s in samples) for i in range(3))
 
     ar = next((m for m in methods if getattr(m, "name", None) == "AR"), None)
