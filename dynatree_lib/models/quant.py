@@ -100,12 +100,18 @@ class Int4Linear(nn.Module):
         return cls(packed, scales_and_zeros, bias, k, n, group_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        rows = x.reshape(-1, self.in_features).to(torch.bfloat16).contiguous()
+        # A draft level's rows are few, so each call's Python counts: convert only what needs converting.
+        rows = x.reshape(-1, self.in_features)
+        if rows.dtype != torch.bfloat16:
+            rows = rows.to(torch.bfloat16)
+        if not rows.is_contiguous():
+            rows = rows.contiguous()
         y = torch.ops.aten._weight_int4pack_mm_for_cpu(rows, self.weight, self.group_size, self.scales_and_zeros)
-        y = y.to(x.dtype)
+        if y.dtype != x.dtype:
+            y = y.to(x.dtype)
         if self.bias is not None:
-            y = y + self.bias.to(y.dtype)
-        return y.reshape(*x.shape[:-1], self.out_features)
+            y = y + (self.bias if self.bias.dtype == y.dtype else self.bias.to(y.dtype))
+        return y.view(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, int4 g{self.group_size}"
