@@ -55,7 +55,7 @@ def main() -> None:
     prov.update(loadavg_before=" ".join(f"{x:.2f}" for x in load_before),
                 loadavg_after=" ".join(f"{x:.2f}" for x in os.getloadavg()),
                 wall_s=round(time.perf_counter() - started, 1))
-    df = pd.concat(frames, ignore_index=True)[["model", "nodes", "part", "ms", "share", "wall_ms"]]
+    df = pd.concat(frames, ignore_index=True)[["model", "nodes", "part", "ms", "share", "wall_ms", "matmul_ms"]]
     df = df.assign(**prov)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_suffix(".tmp")
