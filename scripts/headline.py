@@ -29,6 +29,11 @@ def main(argv=None) -> None:
     else:
         quality = read_results(args.results / "quality.csv")
         text = headline(goal, quality if not quality.empty else None, source=f"data/results/{name}")
+        # longer generations measured on several prompts (single-prompt lengths stay in the benchmarks chapter)
+        prompts = goal.groupby("max_new_tokens")["prompt_id"].nunique()
+        for length in sorted(n for n, count in prompts.items() if n != 128 and count >= 3):
+            text += (f"\n\n**At {length} new tokens**, the same prompts:\n\n"
+                     + headline(goal, length=length, top=5, source=f"data/results/{name}"))
     args.out.write_text(text + "\n")
     print(f"headline: wrote {args.out}")
 

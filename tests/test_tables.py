@@ -189,6 +189,26 @@ def test_headline_script_without_results(tmp_path):
     assert "python benchmarks/goal.py" in out.read_text()
 
 
+def test_headline_script_adds_longer_lengths_measured_on_several_prompts(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+    from dynatree_lib import HFAssisted
+    hf4, fast = HFAssisted(draft_bits=4), Linear(5, draft_bits=4)
+    meta = dict(dtype="bfloat16", device="cpu", cpu="test cpu", torch_threads=2, pair="a/b", git_commit="abcdef123",
+                date_utc="2026-11-24T00:00:00", draft_s=1.0, verify_s=2.0, commit_s=0.1)
+    three = {f"p{i}": {AR: 1.0, hf4: 2.0, fast: 2.5 + i} for i in range(3)}
+    df = pd.concat([rows(three, n=128), rows(three, n=512), rows({"p0": {AR: 1.0, hf4: 2.0, fast: 4.0}}, n=1000)])
+    df.assign(**meta).to_csv(tmp_path / "speed.csv", index=False)
+    out = tmp_path / "h.md"
+    script = Path(__file__).resolve().parents[1] / "scripts" / "headline.py"
+    subprocess.run([sys.executable, str(script), str(out), "--results", str(tmp_path)], check=True)
+    text = out.read_text()
+    assert "3 prompts (3 other), 128 new tokens" in text and "**At 512 new tokens**" in text
+    assert "3 prompts (3 other), 512 new tokens" in text
+    assert "1000 new tokens" not in text  # one prompt: the benchmarks chapter shows it, the intro does not
+
+
 def test_text_kinds_and_the_speed_reference():
     assert [tables.text_kind(p) for p in ("HumanEval/3", "prose/hamlet", "technical/x", "t")] == [
         "code", "prose", "technical", "other"]
