@@ -18,7 +18,7 @@ import torch
 
 from ..core import kvcache
 from ..core.forward import clock, forward
-from ..core.mask import tree_attention_mask, tree_position_ids
+from ..planning.calibrate import tree_inputs
 
 PARTS = ("weight matmuls", "attention", "other ops", "outside ops")
 
@@ -30,22 +30,6 @@ def op_part(name: str) -> str:
     if "scaled_dot_product" in name or name == "aten::bmm":
         return "attention"
     return "other ops"
-
-
-def _inputs(model, nodes, prefix_len: int, seed: int):
-    from ..planning.calibrate import _heap_tree
-
-    device = model.device
-    vocab = model.get_output_embeddings().weight.shape[0]
-    generator = torch.Generator().manual_seed(seed)
-    cache = kvcache.new_cache(model)
-    forward(model, torch.randint(vocab, (1, prefix_len), generator=generator).to(device), cache, logits_to_keep=1)
-    inputs = {}
-    for n in nodes:
-        ancestors, depth = _heap_tree(n, device)
-        inputs[n] = (torch.randint(vocab, (1, n), generator=generator).to(device),
-                     tree_position_ids(depth, prefix_len), tree_attention_mask(ancestors, prefix_len, model.dtype))
-    return cache, inputs
 
 
 def _linears(model):
@@ -82,7 +66,7 @@ def forward_profile(model, nodes=(1, 4, 16), prefix_len: int = 128, repeats: int
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
     device = model.device
-    cache, inputs = _inputs(model, nodes, prefix_len, seed)
+    cache, inputs = tree_inputs(model, prefix_len, nodes, torch.Generator().manual_seed(seed))
 
     def run(n):
         tokens, positions, mask = inputs[n]

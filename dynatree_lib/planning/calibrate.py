@@ -128,23 +128,34 @@ def _heap_tree(n: int, device) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @torch.inference_mode()
+def tree_inputs(model, prefix_len: int, nodes, generator):
+    """A cache of `prefix_len` random tokens and, for every n in `nodes`, the (tokens, positions, tree mask) of n
+    random tree tokens on it (a heap-shaped tree): what the cost curves and `bench.profile` time a forward over."""
+    device = model.device
+    vocab = model.get_output_embeddings().weight.shape[0]
+    cache = kvcache.new_cache(model)
+    forward(model, torch.randint(vocab, (1, prefix_len), generator=generator).to(device), cache, logits_to_keep=1)
+    inputs = {}
+    for n in nodes:
+        ancestors, depth = _heap_tree(n, device)
+        inputs[n] = (torch.randint(vocab, (1, n), generator=generator).to(device),
+                     tree_position_ids(depth, prefix_len), tree_attention_mask(ancestors, prefix_len, model.dtype))
+    return cache, inputs
+
+
+@torch.inference_mode()
 def _time_forwards(model, prefixes, nodes, repeats: int, seed: int) -> dict:
     """Median seconds of one forward of `model` over n tree tokens (tree mask, all logits, as verify and each draft
     level compute them) on a cache of c random tokens, {(c, n): seconds} for every c in `prefixes` and n in `nodes`,
     after one warm-up pass. Each pass times every (c, n) once, so a stall of a shared machine spoils one sample of
     several sizes rather than every sample of one size."""
     device = model.device
-    vocab = model.get_output_embeddings().weight.shape[0]
     generator = torch.Generator().manual_seed(seed)
     caches, inputs = [], {}
     for c in prefixes:
-        cache = kvcache.new_cache(model)
-        forward(model, torch.randint(vocab, (1, c), generator=generator).to(device), cache, logits_to_keep=1)
+        cache, per_size = tree_inputs(model, c, nodes, generator)
         caches.append(cache)
-        for n in nodes:
-            ancestors, depth = _heap_tree(n, device)
-            inputs[c, n] = (torch.randint(vocab, (1, n), generator=generator).to(device),
-                            tree_position_ids(depth, c), tree_attention_mask(ancestors, c, model.dtype))
+        inputs.update({(c, n): tensors for n, tensors in per_size.items()})
     samples = {key: [] for key in inputs}
     for _ in range(repeats + 1):
         for c, cache in zip(prefixes, caches):
