@@ -10,8 +10,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from dynatree_lib import DynaTree, label
 from dynatree_lib.bench import read_results
 from dynatree_lib.book.tables import headline
+from dynatree_lib.book.versus import versus_line
 
 
 def main(argv=None) -> None:
@@ -34,6 +36,11 @@ def main(argv=None) -> None:
         for length in sorted(n for n, count in prompts.items() if n != 128 and count >= 3):
             text += (f"\n\n**At {length} new tokens**, the same prompts:\n\n"
                      + headline(goal, length=length, top=5, source=f"data/results/{name}"))
+    # a separate one-process run of the bf16-draft default beside its peer, where the table above lacks that peer
+    shipped = read_results(args.results / "speed_bf16.csv")
+    for length in sorted(set(shipped.get("max_new_tokens", []))):
+        text += ("\n\n**With the draft as shipped**, measured on its own: "
+                 + versus_line(shipped, label(DynaTree()), "HFAssisted", length, "data/results/speed_bf16.csv"))
     args.out.write_text(text + "\n")
     print(f"headline: wrote {args.out}")
 

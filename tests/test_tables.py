@@ -260,3 +260,40 @@ def test_rerun_table_pairs_the_same_prompts():
     assert list(rerun_table(first, second, 32, methods=[label(x), "AR"])["method"]) == [label(x), "AR"]
     with pytest.raises(ValueError, match="max_new_tokens=64"):
         rerun_table(first, second, 64)
+
+
+def test_versus_line_states_same_process_ratios_from_the_rows():
+    from dynatree_lib import HFAssisted
+    from dynatree_lib.book.versus import versus_line
+
+    hf, tree = HFAssisted(), DynaTree()
+    df = rows({"HumanEval/1": {AR: 1.0, tree: 2.0, hf: 0.8}, "prose/a": {AR: 1.0, tree: 2.5, hf: 1.25},
+               "technical/b": {AR: 1.0, tree: 3.0, hf: 1.0}}, n=512).assign(git_commit="abcdef123",
+                                                                             date_utc="2026-11-29T00:00:00")
+    text = versus_line(df, label(tree), "HFAssisted", 512, "data/results/x.csv")
+    assert "3 prompts (1 code, 1 prose, 1 technical)" in text
+    assert "2.50x over AR (worst prompt 2.00x)" in text  # medians and minima over prompts
+    assert "2.50x over `HFAssisted` (worst prompt 2.00x)" in text  # per prompt 2.5, 2.0, 3.0
+    assert "commit abcdef1, 2026-11-29" in text
+    with pytest.raises(ValueError, match="no rows at max_new_tokens=128"):
+        versus_line(df, label(tree), "HFAssisted", 128, "x")
+    with pytest.raises(ValueError, match="no Linear"):
+        versus_line(df, "Linear(K=5)", "HFAssisted", 512, "x")
+
+
+def test_headline_script_adds_the_shipped_draft_run(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+    from dynatree_lib import HFAssisted
+    meta = dict(git_commit="abcdef123", date_utc="2026-11-29T00:00:00", draft_s=1.0, verify_s=2.0, commit_s=0.1)
+    hf, tree = HFAssisted(), DynaTree()
+    rows({"p0": {AR: 1.0, hf: 1.0, tree: 1.5}}, n=128).assign(**meta).to_csv(tmp_path / "speed.csv", index=False)
+    rows({"p0": {AR: 1.0, hf: 0.8, tree: 2.0}}, n=512).assign(**meta).to_csv(tmp_path / "speed_bf16.csv",
+                                                                            index=False)
+    out = tmp_path / "h.md"
+    script = Path(__file__).resolve().parents[1] / "scripts" / "headline.py"
+    subprocess.run([sys.executable, str(script), str(out), "--results", str(tmp_path)], check=True)
+    text = out.read_text()
+    assert "**With the draft as shipped**" in text and "2.50x over `HFAssisted`" in text
+    assert "data/results/speed_bf16.csv" in text
