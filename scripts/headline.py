@@ -34,7 +34,7 @@ def main(argv=None) -> None:
         # longer generations measured on several prompts (single-prompt lengths stay in the benchmarks chapter)
         prompts = goal.groupby("max_new_tokens")["prompt_id"].nunique()
         for length in sorted(n for n, count in prompts.items() if n != 128 and count >= 3):
-            text += (f"\n\n**At {length} new tokens**, the same prompts:\n\n"
+            text += (f"\n\n**At {length} new tokens**:\n\n"
                      + headline(goal, length=length, top=5, source=f"data/results/{name}"))
     # a separate one-process run of the bf16-draft default beside its peer, where the table above lacks that peer
     shipped = read_results(args.results / "speed_bf16.csv")
