@@ -275,7 +275,7 @@ def test_versus_line_states_same_process_ratios_from_the_rows():
     assert "2.50x over AR (worst prompt 2.00x)" in text  # medians and minima over prompts
     assert "2.50x over `HFAssisted` (worst prompt 2.00x)" in text  # per prompt 2.5, 2.0, 3.0
     assert "commit abcdef1, 2026-11-29" in text
-    with pytest.raises(ValueError, match="no rows at max_new_tokens=128"):
+    with pytest.raises(ValueError, match=r"no rows at max_new_tokens=128; lengths stored: \[.*512"):
         versus_line(df, label(tree), "HFAssisted", 128, "x")
     with pytest.raises(ValueError, match="no Linear"):
         versus_line(df, "Linear(K=5)", "HFAssisted", 512, "x")

@@ -15,8 +15,8 @@ from .tables import _fmt_x, goal_table, prompts_described
 def versus_line(df: pd.DataFrame, method: str, peer: str, length: int, source: str) -> str:
     """Markdown: `method`'s median and worst-prompt speedup over AR and over `peer` (per prompt, the ratio of the two
     same-process speedups) at `length` new tokens, with what and where it was measured."""
+    table = goal_table(df, length, peer).set_index("method")  # refuses a length or peer without rows
     part = df[df["max_new_tokens"] == length]
-    table = goal_table(part, length, peer).set_index("method")  # refuses a length or peer without rows
     if method not in table.index:
         raise ValueError(f"no {method} rows at {length} tokens in {source}: methods stored {sorted(table.index)}")
     row = table.loc[method]
