@@ -7,7 +7,6 @@ in one process while two methods may come from different (resumed) sessions.
 """
 from __future__ import annotations
 
-import json
 import re
 
 import pandas as pd
@@ -300,11 +299,6 @@ def beside_research(reference: pd.DataFrame, ours: pd.DataFrame, mapping: dict, 
         values = mine[column] if column in mine.columns else pd.Series(dtype=float)
         side[f"ours_{column}"] = [values.get(mapping.get(m), float("nan")) for m in side.index]
     return side
-
-
-def params_of(method_params: str) -> dict:
-    """A row's method parameters (the JSON `method_params` column) as a dict."""
-    return json.loads(method_params) if isinstance(method_params, str) and method_params else {}
 
 
 def _fmt_x(value: float) -> str:
