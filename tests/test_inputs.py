@@ -94,3 +94,32 @@ def test_draft_context_shorter_than_the_output_refused():
     # within the draft's context, or a method that does not use the draft: fine
     assert len(generate(pair, [1] * 10, Linear(3), 6, stop_at_eos=False).token_ids) == 6
     assert len(generate(pair, [1] * 10, Autoregressive(), 20, stop_at_eos=False).token_ids) == 20
+
+
+@pytest.mark.parametrize("prompt, match", [
+    ([1.7, 2.2], "integer"),               # int() would run it as [1, 2]
+    (["1", "2"], "integer"),
+    ([True, False], "integer"),
+    (torch.tensor([1.0, 2.0]), "integer"),  # failed deep inside torch
+    (torch.tensor([True, False]), "integer"),
+    (None, "prompt"),                       # was "'NoneType' object is not iterable"
+    (5, "prompt"),
+])
+def test_prompt_that_is_not_token_ids_refused(prompt, match):
+    with pytest.raises(ValueError, match=match):
+        generate(tiny_pair("llama", "perturbed"), prompt, Autoregressive(), 3)
+
+
+def test_token_ids_of_any_integer_type_accepted():
+    import numpy as np
+
+    pair = tiny_pair("llama", "perturbed")
+    want = generate(pair, [1, 2], Autoregressive(), 3).token_ids
+    for prompt in (np.array([1, 2]), torch.tensor([[1, 2]], dtype=torch.int32), (1, 2)):
+        assert generate(pair, prompt, Autoregressive(), 3).token_ids == want
+
+
+@pytest.mark.parametrize("n", [True, False])
+def test_boolean_max_new_tokens_refused(n):  # True was one token
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        generate(tiny_pair("llama", "perturbed"), [1, 2], Autoregressive(), n)

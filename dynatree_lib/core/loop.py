@@ -7,6 +7,7 @@ runs on `speculate` samples exactly from the target's distribution.
 """
 from __future__ import annotations
 
+import numbers
 import time
 from dataclasses import dataclass, field
 from functools import singledispatch
@@ -130,12 +131,27 @@ def encode(pair: ModelPair, prompt, chat: bool = False) -> list[int]:
         if prompt.dim() > 2 or (prompt.dim() == 2 and prompt.shape[0] != 1):
             raise ValueError(f"a tensor prompt must be one sequence, shape (L,) or (1, L), got {tuple(prompt.shape)}: "
                              "batches are not supported, call generate once per prompt")
+        if prompt.dtype.is_floating_point or prompt.dtype.is_complex or prompt.dtype == torch.bool:
+            raise ValueError(f"a tensor prompt must hold integer token ids, got dtype {prompt.dtype}")
         ids = prompt.flatten().tolist()
     else:
-        ids = [int(t) for t in prompt]
+        ids = token_ids(prompt)
     if not ids:
         raise ValueError("prompt is empty (no tokens)")
     return ids
+
+
+def token_ids(prompt) -> list[int]:
+    """A sequence of integer token ids as a list; refuses what int() would silently round or coerce (1.7, "1", True)."""
+    try:
+        values = list(prompt)
+    except TypeError:
+        raise ValueError("prompt must be text, a sequence of integer token ids, a tensor of them or a list of "
+                         f"messages, got {type(prompt).__name__}") from None
+    bad = [t for t in values if isinstance(t, bool) or not isinstance(t, numbers.Integral)]
+    if bad:
+        raise ValueError(f"prompt token ids must be integers, got {bad[:5]!r}")
+    return [int(t) for t in values]
 
 
 def is_conversation(prompt) -> bool:
@@ -169,7 +185,7 @@ def chat_ids(pair: ModelPair, prompt) -> list[int]:
 
 
 def check_inputs(pair: ModelPair, prompt_ids: list[int], method, max_new_tokens: int) -> None:
-    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+    if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) or max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}")
     vocab = vocab_size(pair.target)
     bad = [t for t in prompt_ids if not 0 <= t < vocab]
