@@ -249,3 +249,54 @@ def test_executed_notebooks_show_no_setup_log(built_book: Path):
     assert executed, "the fixture's executed notebooks are missing"
     hits = {nb.name: setup_log_hits(nb) for nb in executed}
     assert not any(hits.values()), {name: found[:5] for name, found in hits.items() if found}
+
+
+# A Markdown table that a page shows as text: a row of pipes and dashes (em dashes once typography has run on it).
+_RAW_TABLE = re.compile(r"\|\s*(?::?-{3,}:?|[—–]{1,2})\s*\|")
+# The project's own history: readers need results and reasons. Provenance lines ("commit abc1234, 2026-11-29") stay.
+_HISTORY = re.compile(r"\b(?:issue|session)s? \d+|\b(?:before|after) (?:commit|the fix)\b|project's (?:target|goal)",
+                      re.I)
+
+
+def _page_text(page: Path) -> str:
+    """A page's visible text: scripts, styles and tags removed."""
+    html = page.read_text(encoding="utf-8")
+    html = re.sub(r"<(script|style)\b.*?</\1>", " ", html, flags=re.S | re.I)
+    return unescape(re.sub(r"<[^>]+>", " ", html))
+
+
+def test_raw_table_pattern_knows_a_raw_table():
+    assert _RAW_TABLE.search("| method | speedup |\n|---|---|")
+    assert _RAW_TABLE.search("| method | speedup | |—|—|")
+    assert not _RAW_TABLE.search("tokens | per round - fast")
+
+
+def test_no_page_shows_a_markdown_table_as_text(built_book: Path):
+    pages = sorted(built_book.parent.rglob("*.html"))
+    found = [f"{p.relative_to(built_book.parent)}: {m.group(0)}" for p in pages
+             for m in [_RAW_TABLE.search(_page_text(p))] if m]
+    assert not found, "tables that did not render:\n" + "\n".join(found)
+
+
+def _book_sources() -> list[Path]:
+    """Everything that becomes text on a page: notebooks, book pages, the library's page-writing helpers."""
+    return (sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")) + sorted((ROOT / "book").glob("*.md"))
+            + sorted((ROOT / "dynatree_lib" / "book").glob("*.py")) + [ROOT / "scripts" / "headline.py"])
+
+
+def test_history_pattern_knows_history():
+    for text in ("(issue 10's session 11 note)", "before commit 3c57d53", "The project's target was 3x"):
+        assert _HISTORY.search(text), text
+    assert not _HISTORY.search("measured at commit 5fca404 on 2026-11-29")
+
+
+def test_no_development_history_in_book_sources():
+    found = [f"{p.relative_to(ROOT)}: {m.group(0)}" for p in _book_sources()
+             for m in _HISTORY.finditer(p.read_text(encoding="utf-8"))]
+    assert not found, "development history in the book's text:\n" + "\n".join(found)
+
+
+def test_no_development_history_in_pages(built_book: Path):
+    found = [f"{p.relative_to(built_book.parent)}: {m.group(0)}" for p in sorted(built_book.parent.rglob("*.html"))
+             for m in _HISTORY.finditer(_page_text(p))]
+    assert not found, "development history on a page:\n" + "\n".join(found)
