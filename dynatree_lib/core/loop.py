@@ -187,6 +187,7 @@ def chat_ids(pair: ModelPair, prompt) -> list[int]:
 def check_inputs(pair: ModelPair, prompt_ids: list[int], method, max_new_tokens: int) -> None:
     if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) or max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}")
+    pair.ensure_eval()  # a model put back in training mode after the pair was built
     vocab = vocab_size(pair.target)
     bad = [t for t in prompt_ids if not 0 <= t < vocab]
     if bad:

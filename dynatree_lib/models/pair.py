@@ -34,6 +34,7 @@ class ModelPair:
     shared_vocab: int | None = field(default=None, init=False, repr=False, compare=False)  # ids both models score
 
     def __post_init__(self):
+        self.ensure_eval()
         if self.draft is not None:
             tv, dv = vocab_size(self.target), vocab_size(self.draft)
             if tv != dv:
@@ -47,6 +48,15 @@ class ModelPair:
                         f"{why}; speculative decoding needs one shared tokenizer"
                     )
             self.shared_vocab = min(tv, dv)
+
+    def ensure_eval(self) -> None:
+        """Switch a model left in training mode (as a freshly built transformers model is) to eval mode, with a
+        warning: with dropout on, outputs are random and differ from run to run instead of being the target's."""
+        for role, model in (("target", self.target), ("draft", self.draft)):
+            if model is not None and model.training:
+                warnings.warn(f"the {role} model was in training mode (dropout on, outputs random); switched to "
+                              "eval mode: call model.eval() before decoding", UserWarning, stacklevel=3)
+                model.eval()
 
     @property
     def device(self):
