@@ -1,48 +1,99 @@
-"""Writes the intro's headline results (Markdown) from the stored results, for scripts/build_book.sh.
+"""Writes the intro's verdict from the stored speed table, for scripts/build_book.sh; or prints its table.
 
-    python scripts/headline.py OUT.md [--results data/results]
+    python scripts/headline.py OUT.md [--results data/results]   # OUT.md and OUT's figure (_figure.html beside it)
+    python scripts/headline.py --print [--results data/results]  # the current table, as text (README)
 
-Reads data/results/goal.csv (benchmarks/goal.py) and, when present, data/results/quality.csv; every number comes
-from those rows (dynatree_lib.tables.headline). Without goal.csv the page says which command produces it.
+Every number comes from data/results/speed.csv (benchmarks/goal.py; the shipped draft's peer at 512 tokens from
+speed_bf16.csv) through dynatree_lib.book.verdict. Without speed.csv the page says which command produces it.
 """
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from dynatree_lib import DynaTree, label
+import pandas as pd
+
 from dynatree_lib.bench import read_results
-from dynatree_lib.book.tables import headline
-from dynatree_lib.book.versus import versus_line
+from dynatree_lib.bench.storage import distinct
+from dynatree_lib.book import verdict
+from dynatree_lib.book.tables import prompts_described
+
+MISSING = ("No speed table is stored yet: `python benchmarks/goal.py --sets humaneval:4,prose:3,technical:3 --skip 10 "
+           "--experiment speed` measures it, and this section is rebuilt from its rows.")
+
+
+def _fmt(table: pd.DataFrame) -> pd.DataFrame:
+    out = table.drop(columns=["Configuration", "Prompts"]).copy()
+    for column in ("Speedup", "Worst prompt", "Over transformers, same draft"):
+        out[column] = out[column].map(lambda v: "" if pd.isna(v) else f"{v:.2f}x")
+    out["Tokens per forward"] = out["Tokens per forward"].map("{:.1f}".format)
+    out["Identical to bf16 AR"] = out["Identical to bf16 AR"].map("{:.0%}".format)
+    return out
+
+
+def _markdown_table(table: pd.DataFrame) -> str:
+    lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
+    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in table.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def page(speed: pd.DataFrame, figure_file: str) -> str:
+    n = verdict.numbers(speed)
+    short, long = n["short"], n["long"]
+    table = verdict.summary(speed, long)
+    part = speed[speed["max_new_tokens"].isin([short, long])]
+    provenance = (f"{prompts_described(part)} none of which tuning saw; {', '.join(distinct(part, 'dtype'))} on "
+                  f"{', '.join(distinct(part, 'cpu'))} with {', '.join(distinct(part, 'torch_threads'))} threads; "
+                  f"`benchmarks/goal.py`, stored in `data/results/speed.csv` (commit "
+                  f"{', '.join(distinct(part, 'git_commit', 7))}, {', '.join(distinct(part, 'date_utc', 10))})")
+    return "\n".join([
+        verdict.verdict(n), "",
+        "```{raw} html", f":file: {figure_file}", "```", "",
+        f"**Figure 1.** Speedup over plain decoding against the number of new tokens, median over prompts; the band "
+        f"is the range over prompts (fewer prompts were measured past {long} tokens: hover for the count). The "
+        "buttons select a kind of text. Dashed: the draft as shipped (bf16); solid: its int4 copy.", "",
+        f":::{{table}} Each method at {long} new tokens, fastest first: speedup over plain decoding (median and "
+        "slowest prompt), over transformers' assisted generation given the same draft (per prompt, same process), "
+        "tokens committed per target forward, and the share of runs token-identical to plain decoding in bf16.",
+        ":name: headline-table", "",
+        _markdown_table(_fmt(table)), ":::", "",
+        f"Measured on {provenance}. The {{doc}}`benchmarks chapter <../notebooks/06_benchmarks>` has every method "
+        f"and length; the {{doc}}`quality chapter <../notebooks/08_quality>` the exactness checks.",
+    ])
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("out", type=Path)
+    parser.add_argument("out", type=Path, nargs="?")
+    parser.add_argument("--print", action="store_true", help="print the current table and verdict instead")
     parser.add_argument("--results", type=Path, default=Path(__file__).resolve().parents[1] / "data" / "results")
     args = parser.parse_args(argv)
-    # The speed table (three kinds of text, both plain decoders as reference) when it is stored, else the older
-    # HumanEval-only goal table.
-    name = "speed.csv" if (args.results / "speed.csv").exists() else "goal.csv"
-    goal = read_results(args.results / name)
-    if goal.empty:
-        text = ("No goal benchmark is stored yet: `python benchmarks/goal.py` measures it (about 3 minutes per "
-                "prompt on a 2-core CPU) and this section is rebuilt from its rows.")
-    else:
-        quality = read_results(args.results / "quality.csv")
-        text = headline(goal, quality if not quality.empty else None, source=f"data/results/{name}")
-        # longer generations measured on several prompts (single-prompt lengths stay in the benchmarks chapter)
-        prompts = goal.groupby("max_new_tokens")["prompt_id"].nunique()
-        for length in sorted(n for n, count in prompts.items() if n != 128 and count >= 3):
-            text += (f"\n\n**At {length} new tokens**:\n\n"
-                     + headline(goal, length=length, top=5, source=f"data/results/{name}"))
-    # a separate one-process run of the bf16-draft default beside its peer, where the table above lacks that peer
+    if not args.print and args.out is None:
+        parser.error("give OUT.md, or --print")
+    speed = read_results(args.results / "speed.csv")
+    if args.print:
+        if speed.empty:
+            print(MISSING)
+            return
+        n = verdict.numbers(speed)
+        print(verdict.verdict(n) + "\n")
+        print(_fmt(verdict.summary(speed, n["long"])).to_string(index=False))
+        return
+    figure_file = args.out.with_name(args.out.stem + "_figure.html")
+    if speed.empty:
+        args.out.write_text(MISSING + "\n")
+        return
     shipped = read_results(args.results / "speed_bf16.csv")
-    for length in sorted(set(shipped.get("max_new_tokens", []))):
-        text += ("\n\n**With the draft as shipped**, measured on its own: "
-                 + versus_line(shipped, label(DynaTree()), "HFAssisted", length, "data/results/speed_bf16.csv"))
-    args.out.write_text(text + "\n")
-    print(f"headline: wrote {args.out}")
+    peer = verdict.PEER_SHIPPED.label
+    # the shipped draft's peer where the speed table lacks it (each speedup is over its own process's AR)
+    extra = shipped[(shipped["method"] == peer) & ~shipped["max_new_tokens"].isin(
+        speed.loc[speed["method"] == peer, "max_new_tokens"])] if not shipped.empty else shipped
+    fig = verdict.figure(pd.concat([speed, extra], ignore_index=True))
+    # plotly.js once per site, from _static (scripts/build_book.sh copies it there); the intro is book/intro.html
+    figure_file.write_text('<script src="../_static/plotly.min.js"></script>\n' + fig.to_html(full_html=False, include_plotlyjs=False, div_id="verdict-figure",
+                                       config={"displaylogo": False}))
+    args.out.write_text(page(speed, figure_file.name) + "\n")
+    print(f"headline: wrote {args.out} and {figure_file}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,178 @@
+"""The book's verdict, computed from the speed table (data/results/speed.csv): does DynaTree beat the best chain and
+transformers' assisted generation, by how much, where, and why, as three sentences, one figure and one short table.
+
+Every number is a median over prompts of a per-prompt ratio measured in one process (`tables.per_prompt`); the
+band in the figure is the range over prompts. Methods appear under names a reader can say aloud; the full
+configuration is one hover away.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+import plotly.graph_objects as go
+
+from ..methods import DynaTree, HFAssisted, Linear, label
+from . import plots
+from .tables import per_prompt, text_kind
+
+
+@dataclass(frozen=True)
+class Contender:
+    name: str  # what a reader sees
+    method: object  # what was run (its label keys the stored rows)
+    color: str
+    dash: str = "solid"
+
+    @property
+    def label(self) -> str:
+        return label(self.method)
+
+
+# The methods the verdict compares, in legend order. The int4 draft is the library's own weight-only quantization of
+# the shipped 0.5B draft (methods' draft_bits=4); "as shipped" is that draft in bf16.
+CONTENDERS = (
+    Contender("DynaTree · int4 draft", DynaTree(draft_bits=4), "#d9622b"),
+    Contender("Chain of 5 · int4 draft", Linear(k=5, draft_bits=4), "#2f6db5"),
+    Contender("transformers assisted · int4 draft", HFAssisted(draft_bits=4), "#7b4fa6"),
+    Contender("DynaTree · draft as shipped", DynaTree(), "#d9622b", "dash"),
+    Contender("transformers assisted · draft as shipped", HFAssisted(), "#7b4fa6", "dash"),
+)
+LEAD, CHAIN, PEER, LEAD_SHIPPED, PEER_SHIPPED = CONTENDERS
+KIND_ORDER = ("all", "code", "prose", "technical")
+
+
+def speedups(speed: pd.DataFrame) -> pd.DataFrame:
+    """One row per contender, length and prompt: speedup over plain decoding (the run's own reference, measured in
+    the same process), tokens per round, whether the run was token-identical to bf16 AR, and the kind of text."""
+    pp = per_prompt(speed)
+    names = {c.label: c.name for c in CONTENDERS}
+    pp = pp[pp["method"].isin(names)].copy()
+    pp["name"] = pp["method"].map(names)
+    pp["kind"] = pp["prompt_id"].map(text_kind)
+    return pp[["name", "method", "max_new_tokens", "prompt_id", "kind", "speedup", "tokens_per_round", "match_ar"]]
+
+
+def _ratio(pp: pd.DataFrame, a: Contender, b: Contender, length: int, kind: str = "all") -> pd.Series:
+    """Per prompt at `length`: a's speedup over b's (both from one process)."""
+    part = pp[(pp["max_new_tokens"] == length) & ((pp["kind"] == kind) | (kind == "all"))]
+    s = part.pivot_table(index="prompt_id", columns="name", values="speedup")
+    if a.name not in s or b.name not in s:
+        return pd.Series(dtype=float)
+    return (s[a.name] / s[b.name]).dropna()
+
+
+def summary(speed: pd.DataFrame, length: int) -> pd.DataFrame:
+    """The short table at `length` new tokens, fastest first: speedup over plain decoding (median, worst prompt),
+    over transformers' assisted generation given the same draft, tokens per target forward, share of runs token-identical to AR in
+    the same dtype (bf16 here: batched verification can flip near-ties, see the quality chapter)."""
+    pp = speedups(speed)
+    part = pp[pp["max_new_tokens"] == length]
+    if part.empty:
+        raise ValueError(f"no speed rows at {length} new tokens; stored: {sorted(pp['max_new_tokens'].unique())}")
+    rows = []
+    for c in CONTENDERS:
+        mine = part[part["name"] == c.name]
+        if mine.empty:
+            continue
+        peer = PEER_SHIPPED if "shipped" in c.name else PEER
+        vs = _ratio(pp, c, peer, length) if c is not peer else pd.Series(dtype=float)
+        rows.append({"Method": c.name, "Speedup": mine["speedup"].median(), "Worst prompt": mine["speedup"].min(),
+                     "Over transformers, same draft": vs.median() if len(vs) else float("nan"),
+                     "Tokens per forward": mine["tokens_per_round"].median(),
+                     "Identical to bf16 AR": mine["match_ar"].mean(), "Prompts": mine["prompt_id"].nunique(),
+                     "Configuration": c.label})
+    return pd.DataFrame(rows).sort_values("Speedup", ascending=False).reset_index(drop=True)
+
+
+def numbers(speed: pd.DataFrame, short: int = 128, long: int = 512) -> dict:
+    """The verdict's numbers (for MyST-NB glue or a generated page), each a median over prompts."""
+    pp = speedups(speed)
+
+    def med(c, length, kind="all"):
+        part = pp[(pp["name"] == c.name) & (pp["max_new_tokens"] == length)]
+        part = part if kind == "all" else part[part["kind"] == kind]
+        return float(part["speedup"].median())
+
+    kinds = [k for k in KIND_ORDER[1:] if (pp["kind"] == k).any()]
+    over_chain = {k: float(_ratio(pp, LEAD, CHAIN, long, k).median()) for k in kinds}
+    best_kind = max(over_chain, key=over_chain.get)
+    worst_kind = min(over_chain, key=over_chain.get)
+    tpr = pp[pp["max_new_tokens"] == long].groupby("name")["tokens_per_round"].median()
+    vs_peer_long = _ratio(pp, LEAD, PEER, long)
+    return {
+        "short": short, "long": long, "prompts": int(pp[pp["max_new_tokens"] == short]["prompt_id"].nunique()),
+        "lead_short": med(LEAD, short), "lead_long": med(LEAD, long),
+        "lead_vs_peer_short": float(_ratio(pp, LEAD, PEER, short).median()),
+        "lead_vs_peer_long": float(vs_peer_long.median()), "lead_vs_peer_long_min": float(vs_peer_long.min()),
+        "lead_vs_chain_short": float(_ratio(pp, LEAD, CHAIN, short).median()),
+        "lead_vs_chain_long": float(_ratio(pp, LEAD, CHAIN, long).median()),
+        "shipped_short": med(LEAD_SHIPPED, short),
+        "shipped_vs_peer_short": float(_ratio(pp, LEAD_SHIPPED, PEER_SHIPPED, short).median()),
+        "best_kind": best_kind, "best_kind_vs_chain": over_chain[best_kind],
+        "worst_kind": worst_kind, "worst_kind_vs_chain": over_chain[worst_kind],
+        "lead_tokens_long": float(tpr.get(LEAD.name, float("nan"))),
+        "chain_tokens_long": float(tpr.get(CHAIN.name, float("nan"))),
+    }
+
+
+def verdict(n: dict) -> str:
+    """Three sentences: by how much, where, and why."""
+    return (
+        f"With the int4 draft, DynaTree decodes {n['lead_long']:.2f}x as fast as plain decoding at {n['long']} new "
+        f"tokens ({n['lead_short']:.2f}x at {n['short']}) and {n['lead_vs_peer_long']:.2f}x as fast as transformers' "
+        f"assisted generation given the same draft ({n['lead_vs_peer_short']:.2f}x at {n['short']}; slowest prompt "
+        f"{n['lead_vs_peer_long_min']:.2f}x); in float32 its output is token for token the target's own. "
+        f"Its lead over the best chain ({n['lead_vs_chain_short']:.2f}x at {n['short']} tokens, "
+        f"{n['lead_vs_chain_long']:.2f}x at {n['long']}) is largest on {n['best_kind']} "
+        f"({n['best_kind_vs_chain']:.2f}x) and smallest on {n['worst_kind']} ({n['worst_kind_vs_chain']:.2f}x), "
+        f"because the tree commits {n['lead_tokens_long']:.1f} tokens per target forward against the chain's "
+        f"{n['chain_tokens_long']:.1f} where the draft is often right but not always first. "
+        f"With the draft as shipped (bf16, a draft forward costing a large share of a target step on a CPU) the gain "
+        f"is smaller: {n['shipped_short']:.2f}x over plain decoding and {n['shipped_vs_peer_short']:.2f}x over "
+        f"transformers' assisted generation with that draft at {n['short']} tokens.")
+
+
+def figure(speed: pd.DataFrame, title: str | None = None) -> go.Figure:
+    """Speedup over plain decoding against generation length, one line per contender (median over prompts, the band
+    the range over prompts), with buttons for the kind of text."""
+    pp = speedups(speed)
+    fig = plots._figure(title, height=460, hovermode="x unified",
+                        xaxis=dict(title="new tokens generated", type="log", tickvals=sorted(pp["max_new_tokens"].unique())),
+                        yaxis=dict(title="speedup over plain decoding (x)", rangemode="tozero"))
+    kinds = [k for k in KIND_ORDER if k == "all" or (pp["kind"] == k).any()]
+    per_kind = []
+    for kind in kinds:
+        part = pp if kind == "all" else pp[pp["kind"] == kind]
+        traces = 0
+        for c in CONTENDERS:
+            mine = part[part["name"] == c.name]
+            if mine.empty:
+                continue
+            g = mine.groupby("max_new_tokens")["speedup"].agg(["median", "min", "max", "count"]).reset_index()
+            x = g["max_new_tokens"].tolist()
+            visible = kind == "all"
+            fill = c.color + "22"
+            fig.add_trace(go.Scatter(x=x + x[::-1], y=g["max"].tolist() + g["min"].tolist()[::-1], fill="toself",
+                                     fillcolor=fill, line=dict(width=0), hoverinfo="skip", showlegend=False,
+                                     visible=visible, legendgroup=c.name))
+            fig.add_trace(go.Scatter(
+                x=x, y=g["median"], mode="lines+markers", name=c.name, legendgroup=c.name, visible=visible,
+                line=dict(color=c.color, dash=c.dash, width=2.5),
+                customdata=g[["min", "max", "count"]].to_numpy(),
+                hovertemplate=(f"{c.name}: %{{y:.2f}}x (range %{{customdata[0]:.2f}}-%{{customdata[1]:.2f}}, "
+                               f"%{{customdata[2]}} prompts)<br><sub>{c.label}</sub><extra></extra>")))
+            traces += 2
+        per_kind.append(traces)
+    total = sum(per_kind)
+    buttons, start = [], 0
+    for kind, count in zip(kinds, per_kind):
+        mask = [start <= i < start + count for i in range(total)]
+        buttons.append(dict(label="all prompts" if kind == "all" else kind, method="update", args=[{"visible": mask}]))
+        start += count
+    fig.update_layout(
+        legend=dict(orientation="h", yanchor="top", y=-0.18, x=0),
+        margin=dict(l=60, r=20, t=70 if title else 50, b=130),
+        updatemenus=[dict(type="buttons", direction="right", buttons=buttons, x=0, xanchor="left", y=1.12,
+                          yanchor="top", showactive=True)])
+    return fig
