@@ -18,15 +18,13 @@ Rules every number obeys:
 Storage and resume: with `experiment=`, rows go to `<out>/<experiment>.csv` (default data/results/), one
 configuration (method x prompt x length, all repeats) at a time. Each append rewrites the whole file into a temp
 file and renames it over the old one (os.replace), so a killed sweep leaves the last finished configuration on
-disk and never a half-written file. A rerun skips configurations already stored, keyed on (method label, prompt id,
-max_new_tokens, pair, dtype, device). One process per experiment file at a time: two concurrent writers would
+disk and never a half-written file. A rerun skips configurations already stored, keyed on (method type, method
+parameters, prompt id, max_new_tokens, pair, dtype, device): storage.KEY. One process per experiment file at a time: two concurrent writers would
 overwrite each other's appends. The sidecar `<experiment>.meta.json` holds the full provenance of every session
 that wrote to the file.
 """
 from __future__ import annotations
 
-import dataclasses
-import json
 import math
 import os
 import statistics
@@ -39,7 +37,8 @@ from ..core.timing import ForwardTimer
 from ..methods.base import Autoregressive, label
 from ..methods.hf import HFGenerate
 from ..models.provenance import pair_info, provenance, row_provenance, utc_now
-from .storage import _append, _keys, _write_meta, read_results, results_path, stored_keys
+from ..methods.names import identity
+from .storage import _append, _keys, _write_meta, config_key, read_results, results_path, stored_keys
 
 def run_benchmark(
     pair,
@@ -81,7 +80,7 @@ def run_benchmark(
     if path is not None:
         _write_meta(path, session)
     done = stored_keys(table)
-    key = lambda m, pid, n: (label(m), pid, n, ident["pair"], ident["dtype"], ident["device"])  # noqa: E731
+    key = lambda m, pid, n: config_key(m, pid, n, ident)  # noqa: E731
     wanted = {key(m, pid, n) for pid, _ in prompt_list for n in lengths for m in methods}
 
     from tqdm.auto import tqdm
@@ -121,14 +120,15 @@ def run_benchmark(
 
 
 def with_ar(methods) -> list:
-    """The methods with Autoregressive first (added if absent); labels must be unique, they key the results."""
+    """The methods with Autoregressive first (added if absent); each method once (a method keys its results)."""
     methods = list(methods)
     ar = [m for m in methods if isinstance(m, Autoregressive)]
     methods = (ar[:1] or [Autoregressive()]) + [m for m in methods if not isinstance(m, Autoregressive)]
     labels = [label(m) for m in methods]
     dupes = sorted({x for x in labels if labels.count(x) > 1})
     if dupes:
-        raise ValueError(f"methods must have distinct labels (they key the stored results); duplicated: {dupes}")
+        raise ValueError(f"methods must have distinct labels (each method once: it keys its stored results); "
+                         f"duplicated: {dupes}")
     return methods
 
 
@@ -273,8 +273,8 @@ class _Bench:
         divergence = first_divergence(gen.token_ids, ar_tokens)
         return {
             "method": label(method),
-            "method_type": type(method).__name__,
-            "method_params": json.dumps(_fields(method), sort_keys=True),
+            "method_type": identity(method)[0],
+            "method_params": identity(method)[1],
             "prompt_id": pid,
             "prompt_tokens": len(ids),
             "max_new_tokens": n,
@@ -311,10 +311,6 @@ class _Bench:
             "match_ar": divergence == -1,
             "first_divergence": divergence,
         }
-
-
-def _fields(method) -> dict:
-    return dataclasses.asdict(method) if dataclasses.is_dataclass(method) else {}
 
 
 def first_divergence(tokens: list[int], reference: list[int]) -> int:

@@ -1,153 +1,294 @@
-"""Method specs on the command line and in stored rows: "AR,HFAssisted,Linear(K=4..8),FixedTree(D=5,B=2)".
+"""Methods as a person types them (CLI --method, benchmark scripts' --methods, notebook parameters): the
+constructor's own Python syntax, read with `ast`, never evaluated.
 
-`label(method)` output parses back to the same method."""
+    "AR, Linear(k=4, draft_bits=4), Streaming(Linear(k=4), cache_size=512), DynaTree"
+
+Names are the method classes dynatree_lib exports (and AR for Autoregressive); values are Python literals or
+nested method calls. A list or a range() as a value sweeps it: "Linear(k=[4, 5, 6])" and "Linear(k=range(4, 7))"
+are three methods each; one spec may name at most MAX_METHODS methods, counted before any is built.
+
+Old label spellings ("Linear(K=5,draft_bits=4)", "FixedTree(D=5,B=2,tau=0.03,N=128)", "Linear(K=4..8)",
+"DynaTree-P3(D=5..8,B=1/2/3,conf=0.9/0.4)", "Hybrid(FixedTree(...)+PL(n=3,K=8))") are translated into this syntax
+with a DeprecationWarning, then read by the same reader.
+
+Stored rows: `row_methods(table)` rebuilds each row's method from its `method_type` and `method_params`
+(methods.names.from_record); `canonical(table)` rewrites a table's method columns in today's spelling.
+"""
 from __future__ import annotations
 
 import ast
-import dataclasses
+import functools
+import itertools
+import json
+import math
 import re
 import warnings
 
-# label() abbreviations back to field names; CLASS_ALIASES first, for the classes whose labels use them otherwise.
-ALIASES = {"K": "k", "D": "depth", "B": "branch", "tau": "threshold", "N": "max_nodes"}
-CLASS_ALIASES = {
+from ..methods.names import ALIASES, describe, from_record, identity, method_classes, valid_fields
+
+MAX_METHODS = 1000
+
+# The abbreviations of the former labels, per class: read (with a DeprecationWarning) where the class has no such
+# field.
+OLD_KEYWORDS = {
+    "Linear": {"K": "k"},
+    "FixedTree": {"D": "depth", "B": "branch", "tau": "threshold", "N": "max_nodes"},
     "TopNTree": {"N": "max_nodes", "D": "max_depth", "k": "topk"},
     "PromptLookup": {"n": "max_ngram", "K": "k", "b": "branches"},
+    "HybridTree": {"n": "max_ngram", "K": "k", "b": "branches"},
     "HFPromptLookup": {"K": "k", "n": "max_ngram"},
     "HFAssisted": {"K": "num_assistant_tokens"},
     "Streaming": {"cache": "cache_size", "sinks": "sink_tokens"},
 }
 
 
-def _method_classes() -> dict:
-    import dynatree_lib
+class _Spec:
+    """One spec being read: the original text (for messages) and whether an old spelling was met."""
 
-    classes = {}
-    for obj in vars(dynatree_lib).values():
-        if isinstance(obj, type) and dataclasses.is_dataclass(obj) and callable(getattr(obj, "label", None)):
-            classes[obj.__name__] = obj
-            classes.setdefault(obj.name, obj)
-    return classes
+    def __init__(self, text: str):
+        self.text, self.old = text, False
 
-
-def _split_top(text: str) -> list[str]:
-    parts, depth, start = [], 0, 0
-    for i, ch in enumerate(text):
-        depth += ch in "([{"
-        depth -= ch in ")]}"
-        if ch == "," and depth == 0:
-            parts.append(text[start:i])
-            start = i + 1
-    parts.append(text[start:])
-    return [p.strip() for p in parts if p.strip()]
-
-
-def _value(text: str):
-    text = text.strip()
-    if re.fullmatch(r"-?\d+\.\.-?\d+", text):  # an inclusive integer range expands into several methods
-        low, high = map(int, text.split(".."))
-        return list(range(low, high + 1)), True
-    try:
-        return ast.literal_eval(text), False
-    except (ValueError, SyntaxError):
-        pass
-    if re.fullmatch(r"[A-Za-z_]\w*\s*\(.*\)", text, flags=re.S):  # a nested method, e.g. Streaming(method=Linear(K=4))
-        inner = parse_methods(text)
-        if len(inner) == 1:
-            return inner[0], False
-    return text, False
+    def error(self, message: str) -> ValueError:
+        return ValueError(f"{self.text!r}: {message}")
 
 
 def parse_methods(spec: str) -> list:
-    """Methods from a comma-separated spec; `label()` output parses back to the same method. A value `a..b`
-    expands to one method per integer, e.g. "Linear(K=4..8)" is five methods."""
-    import itertools
-
-    classes = _method_classes()
-    methods = []
-    for item in _split_top(spec):
-        special = _from_label(item, classes)
-        if special is not None:
-            methods.append(special)
-            continue
-        match = re.fullmatch(r"([A-Za-z_]\w*)\s*(?:\((.*)\))?", item, flags=re.S)
-        if not match or match.group(1) not in classes:
-            raise ValueError(f"unknown method {item!r}; known: {', '.join(sorted(classes))}")
-        cls = classes[match.group(1)]
-        names = [f.name for f in dataclasses.fields(cls)]
-        fields = set(names)
-        aliases = {**ALIASES, **CLASS_ALIASES.get(cls.__name__, {})}
-        renamed = getattr(cls, "renamed_parameters", {})
-        options = {}
-        for i, arg in enumerate(_split_top(match.group(2) or "")):
-            if "=" not in arg or (i == 0 and names[0] == "method" and re.match(r"[A-Za-z_][\w-]*\s*\(", arg)):
-                if i == 0 and names[0] == "method":  # Streaming(Linear(K=4),cache=...): the wrapped method first
-                    options["method"] = [parse_method(arg)]
-                    continue
-                raise ValueError(f"{item!r}: arguments must be key=value, got {arg!r}")
-            k, v = (s.strip() for s in arg.split("=", 1))
-            if k in renamed:
-                warnings.warn(f"{cls.__name__}({k}=...) is deprecated, use {renamed[k]}=", DeprecationWarning,
-                              stacklevel=2)
-                k = renamed[k]
-            k = k if k in fields else aliases.get(k, k)
-            if k not in fields:
-                raise ValueError(f"{item!r}: {cls.__name__} has no parameter {k!r}; parameters: {sorted(fields)}")
-            value, many = _value(v)
-            options[k] = value if many else [value]
-        for combo in itertools.product(*options.values()):
-            methods.append(cls(**dict(zip(options, combo))))
+    """The methods a spec names, in order (see the module docstring for the syntax)."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise ValueError(f"a method spec must be a non-empty string such as 'DynaTree(draft_bits=4)', got {spec!r}")
+    state = _Spec(spec)
+    text = _translate(spec, state)
+    try:
+        tree = ast.parse(f"[{text}\n]", mode="eval")
+    except SyntaxError as error:
+        raise state.error(f"not a method spec ({error.msg}); write methods as Python calls separated by commas, "
+                          "e.g. AR, Linear(k=4, draft_bits=4)") from None
+    if not isinstance(tree.body, ast.List):
+        raise state.error("write methods as Python calls separated by commas, e.g. AR, Linear(k=4, draft_bits=4)")
+    items = [_options(node, state) for node in tree.body.elts]
+    count = sum(math.prod(len(values) for values in options.values()) for _, options in items)
+    if count > MAX_METHODS:
+        raise state.error(f"names {count:,} methods; at most {MAX_METHODS} in one spec (sweep fewer values)")
+    methods = [_build(cls, dict(zip(options, combo)), state)
+               for cls, options in items for combo in itertools.product(*options.values())]
+    if state.old:
+        shown = ", ".join(describe(m) for m in methods[:4]) + (", ..." if len(methods) > 4 else "")
+        warnings.warn(f"{spec!r} is an old label spelling; write the constructor's own syntax: {shown}",
+                      DeprecationWarning, stacklevel=2)
     return methods
 
 
-def _from_label(item: str, classes: dict):
-    """The labels that are not Class(key=value,...): DynaTree-P<phase>(...) and Hybrid(<tree>+PL(...)). None for
-    any other item."""
-    match = re.fullmatch(r"DynaTree-P(\d+)\((.*)\)", item, flags=re.S)
-    if match:
-        return _dynatree(classes["DynaTree"], int(match.group(1)), match.group(2), item)
-    match = re.fullmatch(r"Hybrid\((.*)\+PL\((.*)\)\)", item, flags=re.S)
-    if match:
-        options = {}
-        for arg in _split_top(match.group(2)):
-            k, _, v = (s.strip() for s in arg.partition("="))
-            if k not in CLASS_ALIASES["PromptLookup"]:
-                raise ValueError(f"{item!r}: unknown PL setting {arg!r} (n=, K=, b=)")
-            options[CLASS_ALIASES["PromptLookup"][k]] = ast.literal_eval(v)
-        return classes["HybridTree"](tree=parse_method(match.group(1)), **options)
-    return None
-
-
-def _dynatree(cls, phase: int, args: str, item: str):
-    """DynaTree-P3(D=5..8,B=1/2/3,conf=0.9/0.4[,noprune][,nobudget][,field=value...]); phase 1 shows D=<base_depth>,
-    phase 4 D<=<max_depth>."""
-    options = {"phase": phase}
-    try:
-        for arg in _split_top(args):
-            if arg in ("noprune", "nobudget"):
-                options["pruning" if arg == "noprune" else "node_budget"] = False
-            elif arg.startswith("D<="):
-                options["max_depth"] = int(arg[3:])
-            elif arg.startswith("D="):
-                depth = arg[2:].split("..")
-                options["base_depth"] = int(depth[0])
-                if len(depth) == 2:
-                    options["max_depth"] = int(depth[1])
-            elif arg.startswith("B="):
-                options["min_branch"], options["default_branch"], options["max_branch"] = map(int, arg[2:].split("/"))
-            elif arg.startswith("conf="):
-                options["high_conf"], options["low_conf"] = map(float, arg[5:].split("/"))
-            else:
-                k, v = (s.strip() for s in arg.split("=", 1))
-                options[k] = ast.literal_eval(v)
-        return cls(**options)
-    except (ValueError, TypeError, SyntaxError) as error:
-        raise ValueError(f"{item!r} is not a DynaTree label: {error}") from error
-
-
 def parse_method(spec: str):
-    """Exactly one method from a spec such as "FixedTree(D=8, B=3, tau=0.03)" or "AR"."""
-    methods = parse_methods(spec)
+    """Exactly one method from a spec such as "FixedTree(depth=8, branch=3)" or "AR"."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        methods = parse_methods(spec)
+    for w in caught:  # re-raised at the caller of parse_method
+        warnings.warn(w.message, w.category, stacklevel=2)
     if len(methods) != 1:
         raise ValueError(f"{spec!r} names {len(methods)} methods; expected one")
     return methods[0]
+
+
+def _class(name: str, state: _Spec):
+    classes = method_classes()
+    cls = classes.get(ALIASES.get(name, name))
+    if cls is None:
+        raise state.error(f"unknown method {name!r}; known: {', '.join(sorted([*classes, *ALIASES]))}")
+    return cls
+
+
+def _options(node, state: _Spec, sweep: bool = True) -> tuple[type, dict]:
+    """(class, {field: candidate values}) of one method node; a sweep's values stay a range until built."""
+    if isinstance(node, ast.Name):
+        return _class(node.id, state), {}
+    if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)):
+        raise state.error(f"{ast.unparse(node)!r} is not a method; write e.g. Linear(k=4) or AR")
+    cls = _class(node.func.id, state)
+    fields = [f for f in cls.__dataclass_fields__.values() if f.init]
+    if len(node.args) > len(fields):
+        raise state.error(f"{cls.__name__} takes at most {len(fields)} positional arguments, got {len(node.args)}")
+    given = [(f.name, arg) for f, arg in zip(fields, node.args)]
+    for kw in node.keywords:
+        if kw.arg is None:
+            raise state.error("** arguments are not read; name each parameter")
+        given.append((_keyword(cls, kw.arg, state), kw.value))
+    options = {}
+    for name, value in given:
+        if name in options:
+            raise state.error(f"{cls.__name__}: {name} is given twice")
+        options[name] = _values(value, state, sweep)
+    return cls, options
+
+
+def _keyword(cls, name: str, state: _Spec) -> str:
+    valid = valid_fields(cls)
+    if name in valid:
+        return name
+    old = OLD_KEYWORDS.get(cls.__name__, {}).get(name)
+    if old is not None:
+        state.old = True
+        return old
+    raise state.error(f"{cls.__name__} has no parameter {name!r}; its parameters: "
+                      f"{', '.join(f.name for f in cls.__dataclass_fields__.values() if f.init)}")
+
+
+def _values(node, state: _Spec, sweep: bool):
+    """The candidate values of one argument: a list or range() sweeps (top level only), a method call is a method,
+    anything else a Python literal."""
+    if sweep and isinstance(node, ast.List):
+        return [_values(e, state, False)[0] for e in node.elts]
+    if sweep and isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "range":
+        try:
+            return range(*(ast.literal_eval(a) for a in node.args))
+        except (ValueError, TypeError) as error:
+            raise state.error(f"range() takes integer literals: {error}") from None
+    if isinstance(node, (ast.Call, ast.Name)):
+        cls, options = _options(node, state, sweep=False)
+        return [_build(cls, {k: v[0] for k, v in options.items()}, state)]
+    try:
+        return [ast.literal_eval(node)]
+    except (ValueError, SyntaxError):
+        raise state.error(f"{ast.unparse(node)!r} is not a literal or a method; values are numbers, strings, "
+                          "True/False/None, tuples or method calls") from None
+
+
+def _build(cls, kwargs: dict, state: _Spec):
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # renamed parameters: the spec's warning says it
+            if any(k in getattr(cls, "renamed_parameters", {}) for k in kwargs):
+                state.old = True
+            return cls(**kwargs)
+    except (TypeError, ValueError) as error:
+        raise state.error(f"{cls.__name__}: {error}") from None
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Old label spellings, translated into constructor syntax (their keyword abbreviations are OLD_KEYWORDS above)
+
+
+def _translate(text: str, state: _Spec) -> str:
+    new = _replace_calls(text, "DynaTree-P", _dynatree)
+    new = _replace_calls(new, "Hybrid", _hybrid)
+    new = re.sub(r"(?<![\w.])(-?\d+)\.\.(-?\d+)", lambda m: f"range({m[1]}, {int(m[2]) + 1})", new)
+    state.old = state.old or new != text
+    return new
+
+
+def _replace_calls(text: str, head: str, translate) -> str:
+    """`text` with every `head...(args)` (parentheses balanced) replaced by translate(prefix, args)."""
+    out, i = [], 0
+    for match in re.finditer(rf"(?<![\w]){re.escape(head)}(\w*)\(", text):
+        if match.start() < i:
+            continue
+        depth, end = 0, match.end() - 1
+        for end in range(match.end() - 1, len(text)):
+            depth += text[end] == "("
+            depth -= text[end] == ")"
+            if depth == 0:
+                break
+        if depth:
+            return text  # unbalanced: the reader reports it
+        out += [text[i:match.start()], translate(match[1], text[match.end():end])]
+        i = end + 1
+    return "".join(out) + text[i:]
+
+
+def _split(args: str) -> list[str]:
+    parts, depth, start = [], 0, 0
+    for i, ch in enumerate(args):
+        depth += ch in "([{"
+        depth -= ch in ")]}"
+        if ch == "," and depth == 0:
+            parts.append(args[start:i])
+            start = i + 1
+    return [p.strip() for p in [*parts, args[start:]] if p.strip()]
+
+
+def _dynatree(phase: str, args: str) -> str:
+    """DynaTree-P3(D=5..8,B=1/2/3,conf=0.9/0.4[,noprune][,nobudget][,field=value...]) -> DynaTree(phase=3, ...)."""
+    out = [f"phase={phase}"]
+    for arg in _split(args):
+        if arg in ("noprune", "nobudget"):
+            out.append("pruning=False" if arg == "noprune" else "node_budget=False")
+        elif arg.startswith("D<="):
+            out.append(f"max_depth={arg[3:]}")
+        elif arg.startswith("D="):
+            low, _, high = arg[2:].partition("..")
+            out += [f"base_depth={low}"] + ([f"max_depth={high}"] if high else [])
+        elif arg.startswith("B=") and arg.count("/") == 2:
+            out += [f"{k}={v}" for k, v in zip(("min_branch", "default_branch", "max_branch"), arg[2:].split("/"))]
+        elif arg.startswith("conf=") and arg.count("/") == 1:
+            out += [f"{k}={v}" for k, v in zip(("high_conf", "low_conf"), arg[5:].split("/"))]
+        else:
+            out.append(arg)
+    return f"DynaTree({', '.join(out)})"
+
+
+def _hybrid(suffix: str, args: str) -> str:
+    """Hybrid(<tree>+PL(n=3,K=8)) -> HybridTree(<tree>, n=3, K=8) (the abbreviations are HybridTree's OLD_KEYWORDS)."""
+    match = re.fullmatch(r"(.*)\+PL\((.*)\)", args, flags=re.S)
+    if suffix or not match:
+        return f"Hybrid{suffix}({args})"
+    return f"HybridTree({', '.join([match[1], *_split(match[2])])})"
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Stored rows
+
+
+@functools.lru_cache(maxsize=8192)
+def stored_method(method_type, method_params, method):
+    """The method of a stored row: from its method_type and method_params (JSON), else from its `method` text (files
+    that kept only that). Deprecation warnings are not repeated for stored data."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        if isinstance(method_type, str) and isinstance(method_params, str) and method_params:
+            return from_record(method_type, json.loads(method_params))
+        return parse_method(str(method))
+
+
+def _column(table, name):
+    return table[name] if name in table.columns else [None] * len(table)
+
+
+def row_methods(table, strict: bool = True) -> list:
+    """One method per row of a results table (see `stored_method`). strict=False gives None for a row whose method
+    cannot be rebuilt (a class or parameter that no longer exists) instead of raising."""
+    out = []
+    for t, p, m in zip(_column(table, "method_type"), _column(table, "method_params"), _column(table, "method")):
+        try:
+            out.append(stored_method(t, p, m))
+        except (ValueError, TypeError) as error:
+            if strict:
+                raise ValueError(f"stored row of {m!r} ({t}, {p}): {error}") from None
+            out.append(None)
+    return out
+
+
+def row_identities(table) -> list[tuple[str, str]]:
+    """methods.names.identity of every row's method; the stored (method_type, method_params) as they are where the
+    method cannot be rebuilt, so such a row still matches itself."""
+    return [identity(m) if m is not None else (t, p) for m, t, p in
+            zip(row_methods(table, strict=False), _column(table, "method_type"), _column(table, "method_params"))]
+
+
+def canonical(table):
+    """`table` with `method`, `method_type` and `method_params` written as today's code writes them (describe,
+    class name, identity's JSON), so that rows stored under an older spelling compare equal to new ones. Rows whose
+    method cannot be rebuilt keep their stored text, with a warning naming them."""
+    if table.empty or "method" not in table.columns:
+        return table
+    methods = row_methods(table, strict=False)
+    lost = sorted({str(m) for m, got in zip(table["method"], methods) if got is None})
+    if lost:
+        warnings.warn(f"stored rows whose method no longer exists are kept as stored: {lost}", stacklevel=2)
+    table = table.copy()
+    table["method"] = [describe(m) if m is not None else old for m, old in zip(methods, table["method"])]
+    if "method_type" in table.columns or "method_params" in table.columns:
+        ids = [identity(m) if m is not None else None for m in methods]
+        for i, column in enumerate(("method_type", "method_params")):
+            old = _column(table, column)
+            table[column] = [got[i] if got is not None else o for got, o in zip(ids, old)]
+    return table

@@ -9,7 +9,12 @@ from pathlib import Path
 
 import pandas as pd
 
-KEY = ("method", "prompt_id", "max_new_tokens", "pair", "dtype", "device")
+from ..methods.names import identity
+from .specs import canonical, row_identities
+
+# A stored configuration: the method's type and parameters (methods.names.identity), the prompt, the length, the
+# model pair as run. Rows stored under an older spelling of the same method have the same key (specs.row_identities).
+KEY = ("method_type", "method_params", "prompt_id", "max_new_tokens", "pair", "dtype", "device")
 
 
 def results_dir() -> Path:
@@ -39,15 +44,21 @@ def read_results(path) -> pd.DataFrame:
     if not path.exists():
         return pd.DataFrame()
     # Only empty cells are missing values: a prompt id such as "NA" stays a string.
-    return pd.read_csv(path, dtype={"prompt_id": str, "method": str, "pair": str}, keep_default_na=False,
-                       na_values=[""])
+    table = pd.read_csv(path, dtype={"prompt_id": str, "method": str, "pair": str}, keep_default_na=False,
+                        na_values=[""])
+    return canonical(table)  # method columns in today's spelling (rewritten so on the next append)
+
+
+def config_key(method, prompt_id, max_new_tokens: int, ident: dict) -> tuple:
+    """The KEY of `method` on one prompt and length with the pair `ident` (models.provenance.pair_info)."""
+    return (*identity(method), str(prompt_id), int(max_new_tokens), ident["pair"], ident["dtype"], ident["device"])
 
 
 def _keys(table: pd.DataFrame) -> list[tuple]:
     if table.empty:
         return []
-    cols = [table[c] for c in KEY]
-    return [(m, str(p), int(n), pair, d, dev) for m, p, n, pair, d, dev in zip(*cols)]
+    cols = [table[c] for c in KEY[2:]]
+    return [(*m, str(p), int(n), pair, d, dev) for m, p, n, pair, d, dev in zip(row_identities(table), *cols)]
 
 
 def stored_keys(table: pd.DataFrame) -> set[tuple]:

@@ -16,7 +16,7 @@ from ..methods.base import label
 from .plans import VARIANTS, MissingResults, Plan, _resolve, command, file_name, plan
 from .harness import run_benchmark, with_ar
 from ..models.provenance import pair_info, repo_relative
-from .storage import read_results, results_path, stored_keys
+from .storage import config_key, read_results, results_path, stored_keys
 
 def _show(markdown: str) -> None:
     try:
@@ -60,7 +60,7 @@ def _pending(pair, p: Plan, prompts: dict, path: Path, variant: str = "base") ->
     name = _variant_name(pair, variant)
     done = stored_keys(read_results(path))
     methods = with_ar(p.methods)
-    pending = [m for m in methods if any((label(m), pid, n, name, ident["dtype"], ident["device"]) not in done
+    pending = [m for m in methods if any(config_key(m, pid, n, {**ident, "pair": name}) not in done
                                          for pid in prompts for n in p.lengths)]
     if pending and pending[0] is not methods[0]:
         pending.insert(0, methods[0])  # AR is re-measured whenever a prompt has work left

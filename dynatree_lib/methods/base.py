@@ -129,17 +129,12 @@ class FixedTree:
 
 
 def label(method) -> str:
-    """A short human-readable label, e.g. 'FixedTree(D=5,B=2,tau=0.03,N=128)', used in tables, figures and as the
-    key of stored results: the method's own `label()` plus its draft_bits and draft_vocab when set. Parses back with
-    `bench.parse_method`."""
-    own = getattr(method, "label", None)
-    base = own() if callable(own) else getattr(method, "name", type(method).__name__)
-    # a wrapper (HybridTree) shows its inner method's settings already
-    extra = ",".join(f"{name}={value}" for name in ("draft_bits", "draft_vocab")
-                     if (value := getattr(method, name, None)) and f"{name}=" not in base)
-    if not extra:
-        return base
-    return base[:-1] + f",{extra})" if base.endswith(")") else f"{base}({extra})"
+    """The method's full configuration in constructor syntax, e.g. 'DynaTree(draft_bits=4)' (non-default
+    parameters only; methods.names.describe): what the `method` column of stored results holds, read back by
+    `bench.parse_method`. For readers, methods.names.display_name gives 'DynaTree · int4 draft'."""
+    from .names import describe
+
+    return describe(method)
 
 
 @renamed(num_tokens="k")
