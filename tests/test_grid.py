@@ -112,17 +112,6 @@ def test_batched_replay_drafts_with_a_quantized_drafts_dense_copy():
     assert any(not torch.equal(a.tokens, b.tokens) for a, b in zip(drafted["int4"], drafted["float"]))
 
 
-def test_projected_hours_scale_unit_costs_linearly():
-    costs = pd.DataFrame({"kind": ["target", "target", "replay", "replay", "replay"],
-                          "draft": ["", "", "int4", "int4", "base"], "max_new_tokens": [100, 200, 100, 200, 100],
-                          "seconds": [40.0, 80.0, 50.0, 110.0, 100.0]})
-    # per token: target 0.4 s, int4 0.5 s (median of 0.5 and 0.55 is 0.525), base 1.0 s
-    assert gridrun.projected_hours(costs, 30, 1000, ["int4"], 2) == pytest.approx(30 * 1000 * 0.925 / 2 / 3600)
-    assert gridrun.projected_hours(costs, 1, 3600, ["int4", "base"], 1) == pytest.approx(1.925)
-    with pytest.raises(ValueError, match="int8"):
-        gridrun.projected_hours(costs, 1, 100, ["int8"], 1)
-
-
 def test_acceptance_hours_span_the_units_from_first_start_to_last_end():
     costs = pd.DataFrame({"kind": ["target", "target", "replay"], "draft": ["", "", "int4"], "batch": [2, 2, 32],
                           "seconds": [900.0, 900.0, 1800.0], "date_utc": ["2026-01-01T01:00:00+00:00",

@@ -10,7 +10,7 @@ from dynatree_lib import (Autoregressive, DynaTree, FixedTree, HardwareAware, HF
 from dynatree_lib.bench import parse_method
 from dynatree_lib.models.pair import vocab_size
 from dynatree_lib.models.quant import Int4Linear, Int8Linear, quantize_draft
-from dynatree_lib.models.vocab import (data_dir, full_probs, keep_ids, rank_from_counts, to_full, token_ranking,
+from dynatree_lib.models.vocab import (data_dir, full_probs, keep_ids, rank_from_counts, token_ranking,
                                        trim_draft_vocab)
 from dynatree_lib.planning.calibrate import model_identity
 from test_sampling import PROMPT, SMALL_VOCAB, chi_square_pvalue, exact_first_three, run_counts
@@ -131,13 +131,12 @@ def test_keep_ids_keeps_special_tokens():
     assert torch.equal(keep_ids(pair, VOCAB), torch.arange(VOCAB))
 
 
-def test_probabilities_and_ids_map_to_full_vocabulary():
+def test_probabilities_map_to_full_vocabulary():
     model = trim_draft_vocab(tiny_model("llama", seed=0), torch.tensor([1, 4, 9]))
     q = torch.tensor([[0.2, 0.3, 0.5]])
     full = full_probs(model, q)
     assert full.shape == (1, VOCAB) and full.sum() == pytest.approx(1.0)
     assert full[0, [1, 4, 9]].tolist() == pytest.approx([0.2, 0.3, 0.5]) and full[0, 0] == 0
-    assert to_full(model, torch.tensor([2, 0])).tolist() == [9, 1]
 
 
 @pytest.mark.parametrize("method", [Linear(4, draft_vocab=K), FixedTree(depth=3, branch=3, draft_vocab=K, draft_bits=4),

@@ -315,18 +315,6 @@ def acceptance_hours(costs: pd.DataFrame) -> float:
     return (end.max() - start.min()).total_seconds() / 3600
 
 
-def projected_hours(costs: pd.DataFrame, prompts: int, length: int, drafts, workers: int) -> float:
-    """Hours `workers` parallel workers like these would need for a grid of `prompts` prompts at `length` new tokens
-    with these drafts: per-token unit costs (medians over the stored units) scaled linearly in length."""
-    per_token = costs.assign(s=costs["seconds"] / costs["max_new_tokens"])
-    target = per_token[per_token["kind"] == "target"]["s"].median()
-    replay = per_token[per_token["kind"] == "replay"].groupby("draft")["s"].median()
-    missing = [d for d in drafts if d not in replay.index]
-    if missing:
-        raise ValueError(f"no stored replay unit of draft(s) {missing} to scale from; have {list(replay.index)}")
-    return prompts * length * (target + sum(replay[d] for d in drafts)) / workers / 3600
-
-
 def _per_token(batching: pd.DataFrame, measure: str, draft: str, batch: int) -> float:
     """Seconds per token at `batch` as `batching` measured it: linear between the measured batch sizes (a sweep's
     last group is often smaller than the others), never beyond them."""

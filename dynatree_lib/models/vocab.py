@@ -236,12 +236,6 @@ def trim_draft_vocab(model, keep) -> nn.Module:
     return trimmed
 
 
-def to_full(model, indices: torch.Tensor) -> torch.Tensor:
-    """Token ids from indices into `model`'s output (unchanged for an untrimmed model)."""
-    ids = getattr(model, "draft_vocab", None)
-    return indices if ids is None else ids.to(indices.device)[indices]
-
-
 def full_probs(model, probs: torch.Tensor, size: int | None = None) -> torch.Tensor:
     """A distribution over the trimmed draft's output as one over the whole vocabulary (zero outside the kept ids),
     so that rejection sampling compares it with the target's token for token; `size` columns (default: the draft's
