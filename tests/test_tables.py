@@ -195,20 +195,6 @@ def test_headline_script_without_results(tmp_path):
     assert "python benchmarks/goal.py" in run_headline_script(tmp_path)
 
 
-def test_headline_script_adds_longer_lengths_measured_on_several_prompts(tmp_path):
-    from dynatree_lib import HFAssisted
-    hf4, fast = HFAssisted(draft_bits=4), Linear(5, draft_bits=4)
-    meta = dict(dtype="bfloat16", device="cpu", cpu="test cpu", torch_threads=2, pair="a/b", git_commit="abcdef123",
-                date_utc="2026-11-24T00:00:00", draft_s=1.0, verify_s=2.0, commit_s=0.1)
-    three = {f"p{i}": {AR: 1.0, hf4: 2.0, fast: 2.5 + i} for i in range(3)}
-    df = pd.concat([rows(three, n=128), rows(three, n=512), rows({"p0": {AR: 1.0, hf4: 2.0, fast: 4.0}}, n=1000)])
-    df.assign(**meta).to_csv(tmp_path / "speed.csv", index=False)
-    text = run_headline_script(tmp_path)
-    assert "3 prompts (3 other), 128 new tokens" in text and "**At 512 new tokens**" in text
-    assert "3 prompts (3 other), 512 new tokens" in text
-    assert "1000 new tokens" not in text  # one prompt: the benchmarks chapter shows it, the intro does not
-
-
 def test_text_kinds_and_the_speed_reference():
     assert [tables.text_kind(p) for p in ("HumanEval/3", "prose/hamlet", "technical/x", "t")] == [
         "code", "prose", "technical", "other"]
@@ -279,15 +265,3 @@ def test_versus_line_states_same_process_ratios_from_the_rows():
         versus_line(df, label(tree), "HFAssisted", 128, "x")
     with pytest.raises(ValueError, match="no Linear"):
         versus_line(df, "Linear(K=5)", "HFAssisted", 512, "x")
-
-
-def test_headline_script_adds_the_shipped_draft_run(tmp_path):
-    from dynatree_lib import HFAssisted
-    meta = dict(git_commit="abcdef123", date_utc="2026-11-29T00:00:00", draft_s=1.0, verify_s=2.0, commit_s=0.1)
-    hf, tree = HFAssisted(), DynaTree()
-    rows({"p0": {AR: 1.0, hf: 1.0, tree: 1.5}}, n=128).assign(**meta).to_csv(tmp_path / "speed.csv", index=False)
-    rows({"p0": {AR: 1.0, hf: 0.8, tree: 2.0}}, n=512).assign(**meta).to_csv(tmp_path / "speed_bf16.csv",
-                                                                            index=False)
-    text = run_headline_script(tmp_path)
-    assert "**With the draft as shipped**" in text and "2.50x over `HFAssisted`" in text
-    assert "data/results/speed_bf16.csv" in text

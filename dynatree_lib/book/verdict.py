@@ -69,7 +69,7 @@ def summary(speed: pd.DataFrame, length: int) -> pd.DataFrame:
     pp = speedups(speed)
     part = pp[pp["max_new_tokens"] == length]
     if part.empty:
-        raise ValueError(f"no speed rows at {length} new tokens; stored: {sorted(pp['max_new_tokens'].unique())}")
+        raise ValueError(f"no speed rows at {length} new tokens; stored: {sorted(map(int, pp['max_new_tokens'].unique()))}")
     rows = []
     for c in CONTENDERS:
         mine = part[part["name"] == c.name]
