@@ -1,0 +1,90 @@
+"""Spec-Bench's table, from our rows: one row per method, one column per task plus overall.
+
+Each cell holds what Spec-Bench reports: the speedup over plain decoding and the mean accepted tokens per target
+forward. Our speedup of a task is the median over its questions of each question's speedup over AR (the ratio of two
+walls measured in one process; a question's value is the median over its repeats); the accepted tokens are pooled
+over all the task's target forwards (the tokens committed in all rounds / the rounds), as Spec-Bench pools its
+decoding steps. `exact` is the share of a method's runs token-identical to AR's (Spec-Bench's equal.py asks the same
+of whole answers).
+"""
+from __future__ import annotations
+
+import pandas as pd
+
+from ..bench.prompts import data_dir
+from ..bench.spec_bench import TASKS, task_of_id
+
+COLUMNS = (*TASKS, "overall")
+
+
+def _with_task(df: pd.DataFrame) -> pd.DataFrame:
+    if df.empty:
+        raise ValueError("the DataFrame is empty")
+    df = df.copy()
+    df["task"] = df["prompt_id"].map(task_of_id)
+    # Older rows name the ratio over AR `speedup` only; rows written with HFGenerate measured keep it separately.
+    df["ratio"] = df["speedup_vs_ar"] if "speedup_vs_ar" in df.columns else df["speedup"]
+    df["committed"] = df["tokens_per_round"] * df["rounds"]
+    return df
+
+
+def _cells(df: pd.DataFrame) -> pd.DataFrame:
+    """Per method: questions, median per-question speedup, pooled tokens per round, exact share, over `df`."""
+    per_question = df.groupby(["method", "prompt_id"], sort=False)["ratio"].median()
+    grouped = df.groupby("method", sort=False)
+    return pd.DataFrame({
+        "questions": per_question.groupby(level="method", sort=False).size(),
+        "speedup": per_question.groupby(level="method", sort=False).median(),
+        "tokens_per_round": grouped["committed"].sum() / grouped["rounds"].sum(),
+        "exact": grouped["match_ar"].mean(),
+    })
+
+
+def spec_bench_table(df: pd.DataFrame, length: int = 128) -> pd.DataFrame:
+    """Long form: one row per (method, task) with task in TASKS plus "overall" (every question of every task):
+    questions, speedup (over AR), tokens_per_round, exact. Methods in the order of their first row."""
+    df = _with_task(df)
+    part = df[df["max_new_tokens"] == length]
+    if part.empty:
+        raise ValueError(f"no rows at {length} new tokens; lengths stored: {sorted(set(df['max_new_tokens']))}")
+    frames = [_cells(part[part["task"] == task]).assign(task=task) for task in TASKS if (part["task"] == task).any()]
+    frames.append(_cells(part).assign(task="overall"))
+    table = pd.concat(frames).rename_axis("method").reset_index()
+    table["order"] = table["method"].map({m: i for i, m in enumerate(dict.fromkeys(part["method"]))})
+    table["column"] = table["task"].map(COLUMNS.index)
+    return table.sort_values(["order", "column"], ignore_index=True)[
+        ["method", "task", "questions", "speedup", "tokens_per_round", "exact"]]
+
+
+def spec_bench_layout(table: pd.DataFrame) -> pd.DataFrame:
+    """Spec-Bench's layout of `spec_bench_table`'s rows: a row per method, a column per task and overall, each cell
+    "1.83x · 3.10" (speedup over AR · mean accepted tokens per target forward), and the exact share."""
+    cell = table.assign(text=[f"{s:.2f}x · {t:.2f}" for s, t in zip(table["speedup"], table["tokens_per_round"])])
+    methods = list(dict.fromkeys(table["method"]))
+    wide = cell.pivot(index="method", columns="task", values="text").reindex(methods)
+    wide = wide[[c for c in COLUMNS if c in wide.columns]]
+    overall = table[table["task"] == "overall"].set_index("method")
+    wide["exact"] = overall["exact"].reindex(methods).map(lambda v: f"{v:.0%}")
+    wide.columns = [str(c) for c in wide.columns]
+    return wide.reset_index()
+
+
+def spec_bench_versus(df: pd.DataFrame, method: str, peer: str, length: int = 128) -> pd.Series:
+    """Per task and overall: the median over questions of `method`'s speedup over `peer` (per question, the ratio of
+    the two same-process speedups over AR), as the issue's target "1.15x over the peer on every task" asks."""
+    df = _with_task(df)
+    part = df[df["max_new_tokens"] == length]
+    missing = [m for m in (method, peer) if m not in set(part["method"])]
+    if missing:
+        raise ValueError(f"no rows of {missing} at {length} new tokens; methods stored: {sorted(set(part['method']))}")
+    per = part.groupby(["method", "task", "prompt_id"], sort=False)["ratio"].median()
+    ratio = (per.xs(method, level="method") / per.xs(peer, level="method")).dropna()
+    by_task = ratio.groupby(level="task").median()
+    return pd.concat([by_task.reindex([t for t in TASKS if t in by_task.index]),
+                      pd.Series({"overall": ratio.median()})]).rename(f"{method} over {peer}")
+
+
+def spec_bench_reference() -> pd.DataFrame:
+    """Spec-Bench's published RTX 3090 / Vicuna-7B table (reference from other hardware and models; see
+    data/prompts/spec_bench/SOURCE.md)."""
+    return pd.read_csv(data_dir() / "prompts" / "spec_bench" / "leaderboard_rtx3090.csv")

@@ -1,0 +1,166 @@
+"""Spec-Bench: the stored question file, the prompt choice, the table in Spec-Bench's layout, the benchmark script."""
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from dynatree_lib.bench.prompts import data_dir
+from dynatree_lib.bench.spec_bench import TASKS, spec_bench_prompts, spec_bench_questions, task_of_id
+from dynatree_lib.book.spec_bench import (spec_bench_layout, spec_bench_reference, spec_bench_table,
+                                          spec_bench_versus)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_question_file_has_spec_benchs_six_tasks():
+    questions = spec_bench_questions()
+    assert len(questions) == 480 and questions["question_id"].is_unique
+    assert questions["task"].value_counts().to_dict() == {t: 80 for t in TASKS}
+
+
+def test_prompts_per_task_and_stable_ids():
+    prompts = spec_bench_prompts(5)
+    assert prompts["task"].value_counts().to_dict() == {t: 5 for t in TASKS}
+    # Spread over each task in file order: MT-bench's five come from five of its eight categories.
+    assert list(prompts["id"][:5]) == [f"spec_bench/mt_bench/{q}" for q in (81, 97, 113, 129, 145)]
+    assert list(prompts[prompts["task"] == "rag"]["question_id"]) == [481, 497, 513, 529, 545]
+    assert prompts[prompts["task"] == "mt_bench"]["category"].nunique() == 5
+    assert prompts.equals(spec_bench_prompts(5))
+    first = prompts.iloc[0]
+    assert first["prompt"] == [{"role": "user", "content": first["question"]}]
+    assert first["question"].startswith("Compose an engaging travel blog post about a recent trip to Hawaii")
+    assert all(task_of_id(i) == t for i, t in zip(prompts["id"], prompts["task"]))
+
+
+def test_a_subset_of_tasks_in_the_order_asked():
+    prompts = spec_bench_prompts(2, ["rag", "qa"])
+    assert list(prompts["id"]) == ["spec_bench/rag/481", "spec_bench/rag/521", "spec_bench/qa/321", "spec_bench/qa/361"]
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(tasks=["coding"]), "unknown Spec-Bench task"),
+    (dict(tasks=[]), "unknown Spec-Bench task"),
+    (dict(per_task=81), "has 80 questions"),
+    (dict(per_task=0), "positive int"),
+])
+def test_bad_requests_are_refused(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        spec_bench_prompts(**kwargs)
+
+
+def test_a_changed_question_file_is_refused(tmp_path, monkeypatch):
+    folder = tmp_path / "prompts" / "spec_bench"
+    folder.mkdir(parents=True)
+    text = (data_dir() / "prompts" / "spec_bench" / "question.jsonl").read_text(encoding="utf-8")
+    (folder / "question.jsonl").write_text(text.replace("Hawaii", "Hawai'i", 1), encoding="utf-8")
+    monkeypatch.setenv("DYNATREE_DATA", str(tmp_path))
+    with pytest.raises(ValueError, match="sha256"):
+        spec_bench_prompts(1)
+
+
+def test_prompt_ids_name_their_task():
+    assert task_of_id("spec_bench/math_reasoning/401") == "math_reasoning"
+    for bad in ("HumanEval/0", "spec_bench/coding/1", "spec_bench/qa"):
+        with pytest.raises(ValueError, match="not a Spec-Bench prompt id"):
+            task_of_id(bad)
+
+
+def rows(method, task, qid, ratio, tokens_per_round, rounds, match=True, length=128):
+    return dict(method=method, prompt_id=f"spec_bench/{task}/{qid}", max_new_tokens=length, speedup_vs_ar=ratio,
+                speedup=ratio, tokens_per_round=tokens_per_round, rounds=rounds, match_ar=match)
+
+
+@pytest.fixture
+def synthetic():
+    data = []
+    for q, task in enumerate(("qa", "qa", "qa", "rag"), start=1):
+        data.append(rows("AR", task, q, 1.0, 1.0, 128))
+    # Tree on qa: per-question ratios 2, 3 (the median of two repeats, 2.8 and 3.2) and 5 -> median 3.0
+    data += [rows("Tree", "qa", 1, 2.0, 4.0, 32), rows("Tree", "qa", 2, 2.8, 2.0, 64),
+             rows("Tree", "qa", 2, 3.2, 2.0, 64, match=False), rows("Tree", "qa", 3, 5.0, 8.0, 16),
+             rows("Tree", "rag", 4, 1.5, 2.0, 64)]
+    data += [rows("Peer", "qa", 1, 1.0, 2.0, 64), rows("Peer", "qa", 2, 2.0, 2.0, 64),
+             rows("Peer", "qa", 3, 2.5, 2.0, 64), rows("Peer", "rag", 4, 3.0, 2.0, 64)]
+    data.append(rows("Tree", "qa", 1, 9.0, 9.0, 1, length=512))  # another length: never in the 128-token table
+    return pd.DataFrame(data)
+
+
+def test_table_medians_pooled_tokens_and_exact_share(synthetic):
+    table = spec_bench_table(synthetic).set_index(["method", "task"])
+    assert list(dict.fromkeys(table.index.get_level_values(0))) == ["AR", "Tree", "Peer"]
+    tree_qa = table.loc[("Tree", "qa")]
+    assert tree_qa["questions"] == 3 and tree_qa["speedup"] == pytest.approx(3.0)
+    # pooled: (128 + 128 + 128 + 128) committed tokens / (32 + 64 + 64 + 16) rounds
+    assert tree_qa["tokens_per_round"] == pytest.approx(512 / 176)
+    assert tree_qa["exact"] == pytest.approx(3 / 4)
+    tree_all = table.loc[("Tree", "overall")]
+    assert tree_all["questions"] == 4 and tree_all["speedup"] == pytest.approx((2.0 + 3.0) / 2)
+    assert tree_all["exact"] == pytest.approx(4 / 5)
+    assert table.loc[("AR", "rag"), "tokens_per_round"] == 1.0
+    assert list(table.loc["Tree"].index) == ["qa", "rag", "overall"]
+
+
+def test_layout_is_spec_benchs(synthetic):
+    layout = spec_bench_layout(spec_bench_table(synthetic))
+    assert list(layout.columns) == ["method", "qa", "rag", "overall", "exact"]
+    tree = layout.set_index("method").loc["Tree"]
+    assert tree["qa"] == "3.00x · 2.91" and tree["rag"] == "1.50x · 2.00" and tree["exact"] == "80%"
+
+
+def test_versus_a_peer_per_task(synthetic):
+    versus = spec_bench_versus(synthetic, "Tree", "Peer")
+    # qa per question: 2/1, 3/2, 5/2.5 -> median 2.0; rag: 1.5/3 = 0.5; overall median of (2, 1.5, 2, 0.5)
+    assert versus.to_dict() == pytest.approx({"qa": 2.0, "rag": 0.5, "overall": 1.75})
+    with pytest.raises(ValueError, match="no rows of \\['Nope'\\]"):
+        spec_bench_versus(synthetic, "Nope", "Peer")
+
+
+def test_a_length_without_rows_is_refused(synthetic):
+    with pytest.raises(ValueError, match="lengths stored: \\[128, 512\\]"):
+        spec_bench_table(synthetic, 1000)
+
+
+def test_reference_rows_are_the_published_rtx3090_table():
+    ref = spec_bench_reference().set_index("method")
+    assert ref.loc["EAGLE2", "overall"] == 2.19 and ref.loc["PLD", "summarization"] == 2.46
+    assert {*TASKS, "mean_accepted_tokens", "overall", "device", "target_model"} <= set(ref.columns)
+    assert set(ref["device"]) == {"NVIDIA GeForce RTX 3090"}
+
+
+def script():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import spec_bench
+    finally:
+        sys.path.pop(0)
+    return spec_bench
+
+
+def test_dry_run_lists_the_units_and_loads_nothing(capsys):
+    script().main(["--dry-run", "--per-task", "2", "--tasks", "qa,rag"],
+                  load=lambda: pytest.fail("a dry run loaded a model"))
+    out = capsys.readouterr().out
+    assert "spec_bench/qa/361" in out and "7 methods x 4 questions x 128 tokens = 28 units" in out
+
+
+def test_script_end_to_end_on_a_tiny_chat_pair(tmp_path, capsys):
+    from test_chat import WORDS, tokenizer
+    from tiny import perturbed, tiny_model
+
+    from dynatree_lib import ModelPair
+
+    target = tiny_model("llama", seed=0, vocab=len(WORDS))
+    pair = ModelPair(target, perturbed(target, 0.3, seed=1), tokenizer(), name="tiny-chat")
+    # Two tasks with short questions: the tiny models hold 256 positions.
+    args = ["--per-task", "1", "--tasks", "qa,translation", "--tokens", "8", "--warmup", "0", "--quiet", "--out", str(tmp_path),
+            "--methods", "AR,Linear(k=3),FixedTree(depth=3, branch=2)"]
+    script().main(args, load=lambda: pair)
+    stored = pd.read_csv(tmp_path / "spec_bench.csv")
+    assert len(stored) == 6 and stored["match_ar"].all() and set(stored["prompt_id"]) == {
+        "spec_bench/qa/321", "spec_bench/translation/161"}
+    assert {"load_1m", "git_commit", "cpu"} <= set(stored.columns)
+    out = capsys.readouterr().out
+    assert "qa" in out and "overall" in out and "exact" in out
+    script().main(args, load=lambda: pair)  # resumes: every unit is stored, nothing is run or added
+    assert len(pd.read_csv(tmp_path / "spec_bench.csv")) == 6
