@@ -84,10 +84,18 @@ done
 cp "$(python -c 'import plotly, os; print(os.path.join(os.path.dirname(plotly.__file__), "package_data", "plotly.min.js"))')" \
   "$src/book/_static/plotly.min.js"
 python scripts/strip_plotlyjs.py --static-rel ../_static/plotly.min.js "$src"/notebooks/*.ipynb
+# Parameters (papermill's own and the injected ones) and imports run, but a reader meets the chapter's narrative
+# first: those cells are removed from the page (the downloadable notebook keeps them).
+python scripts/hide_setup_cells.py "$src"/notebooks/*.ipynb
 
 # --all: a full rebuild, so -W sees the warnings of every page, not only of the changed ones.
 jupyter-book build "$src" --path-output "$build" --all -W --keep-going
 html=$build/_build/html
+# The download button's .ipynb is the notebook as committed (parameters and narrative, no outputs): small, and what
+# a reader runs in JupyterLab; Sphinx's copy would be the executed one with every output again.
+for nb in "${notebooks[@]}"; do
+  cp "$nb" "$html/_sources/notebooks/$(basename "$nb")"
+done
 echo "build_book: site $(du -sk "$html" | cut -f1) KB; largest page $(find "$html" -name '*.html' -printf '%s %P\n' \
   | sort -n | tail -1 | awk '{printf "%s (%d KB)", $2, $1 / 1024}')"
 echo "$html/index.html"
