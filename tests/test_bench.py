@@ -51,7 +51,7 @@ def test_rows_cover_every_config_and_repeat(stored):
     df, _ = stored
     assert len(df) == 4 * len(PROMPTS) * 2  # AR added + 3 methods, 2 prompts, 2 repeats
     assert df["method"].iloc[0] == "AR"
-    assert set(df["method"]) == {"AR", "Linear(K=3)", "FixedTree(D=3,B=2,tau=0.03,N=128)", "Corrupted"}
+    assert set(df["method"]) == {"AR", "Linear(k=3)", "FixedTree(depth=3)", "Corrupted"}
     assert sorted(df["repeat"].unique()) == [0, 1]
     assert (df["new_tokens"] == N).all() and (df["max_new_tokens"] == N).all()
     assert set(df["prompt_tokens"]) == {4, 3}
@@ -71,7 +71,7 @@ def test_speedup_divides_the_faster_of_ar_and_transformers_generate(pair):
     from dynatree_lib import HFGenerate
 
     df = bench.run_benchmark(pair, [HFGenerate(), Linear(3)], PROMPTS, N, repeats=2, warmup=0, progress=False)
-    assert set(df["method"]) == {"AR", "HFGenerate", "Linear(K=3)"}
+    assert set(df["method"]) == {"AR", "HFGenerate", "Linear(k=3)"}
     assert df["match_ar"].all()  # transformers' greedy generate writes the same tokens
     for _, group in df.groupby("prompt_id"):
         ar = group.loc[group["method"] == "AR", "wall_s"].median()
@@ -109,7 +109,7 @@ def test_forward_counts_and_time_shares(stored):
     df, _ = stored
     ar = df[df["method"] == "AR"]
     assert (ar["target_forwards"] == N).all() and (ar["draft_forwards"] == 0).all()
-    spec = df[df["method"].isin(["Linear(K=3)", "FixedTree(D=3,B=2,tau=0.03,N=128)"])]
+    spec = df[df["method"].isin(["Linear(k=3)", "FixedTree(depth=3)"])]
     assert (spec["target_forwards"] == spec["rounds"] + 1).all()  # prefill + one verify per round
     assert (spec["draft_forwards"] >= spec["rounds"]).all()
     for col in ("bookkeeping_share", "commit_share"):
@@ -198,7 +198,7 @@ def test_resume_skips_finished_configs_and_loses_none(pair, monkeypatch, tmp_pat
         run()
     key = lambda df: set(zip(df["method"], df["prompt_id"]))  # noqa: E731
     first = bench.read_results(tmp_path / "sweep.csv")
-    labels = ["AR", "Linear(K=2)", "FixedTree(D=2,B=2,tau=0.03,N=128)"]
+    labels = ["AR", "Linear(k=2)", "FixedTree(depth=2)"]
     assert key(first) == {("AR", "a"), (labels[1], "a"), (labels[2], "a"), ("AR", "b"), (labels[1], "b")}
     assert not list(tmp_path.glob(".*.tmp"))
 
@@ -258,8 +258,8 @@ def test_bad_arguments_raise_before_running(pair, tmp_path):
 
 
 def test_with_ar_puts_ar_first_once():
-    assert [label(m) for m in bench.with_ar([Linear(2)])] == ["AR", "Linear(K=2)"]
-    assert [label(m) for m in bench.with_ar([Linear(2), Autoregressive()])] == ["AR", "Linear(K=2)"]
+    assert [label(m) for m in bench.with_ar([Linear(2)])] == ["AR", "Linear(k=2)"]
+    assert [label(m) for m in bench.with_ar([Linear(2), Autoregressive()])] == ["AR", "Linear(k=2)"]
 
 
 def test_as_prompts_accepts_frames_dicts_and_lists():
@@ -284,12 +284,15 @@ def test_parse_methods_round_trips_labels(method):
 
 
 def test_parse_methods_lists_and_ranges():
-    got = bench.parse_methods("AR, HFAssisted(num_assistant_tokens=5), Linear(K=4..6), FixedTree(D=3..4,B=2..3)")
+    got = bench.parse_methods("AR, HFAssisted(num_assistant_tokens=5), Linear(k=range(4, 7)), "
+                              "FixedTree(depth=[3, 4], branch=[2, 3])")
     assert got[:2] == [Autoregressive(), HFAssisted(5)]
     assert got[2:5] == [Linear(4), Linear(5), Linear(6)]
     assert got[5:] == [FixedTree(3, 2), FixedTree(3, 3), FixedTree(4, 2), FixedTree(4, 3)]
-    for bad, message in [("Nope", "unknown method"), ("Linear(Q=3)", "no parameter"), ("Linear(3)", "key=value"),
-                         ("Linear(K=0)", "k must")]:
+    with pytest.warns(DeprecationWarning, match="old label spelling"):
+        assert bench.parse_methods("Linear(K=4..6), FixedTree(D=3..4,B=2..3)") == got[2:]
+    for bad, message in [("Nope", "unknown method"), ("Linear(Q=3)", "no parameter"), ("Linear(3, 4, 5, 6)", "positional"),
+                         ("Linear(k=0)", "k must")]:
         with pytest.raises(ValueError, match=message):
             bench.parse_methods(bad)
 
@@ -341,10 +344,10 @@ def test_plots_return_figures_with_data(pair):
     frame = plots.timeline_frame(gens)
     assert {d.name for d in tl.data} >= {"prefill", "verify", "draft"}
     assert sum(len(d.x) for d in tl.data) == len(frame)
-    lin = frame[frame["method"] == "Linear(K=2)"]
+    lin = frame[frame["method"] == "Linear(k=2)"]
     assert lin["start_s"].is_monotonic_increasing
-    assert lin["seconds"].sum() == pytest.approx(gens["Linear(K=2)"].stats["ttft_s"]
-                                                 + sum(r["round_s"] for r in gens["Linear(K=2)"].trace))
+    assert lin["seconds"].sum() == pytest.approx(gens["Linear(k=2)"].stats["ttft_s"]
+                                                 + sum(r["round_s"] for r in gens["Linear(k=2)"].trace))
     colors = plots.color_map(df["method"])
     assert len(set(colors.values())) == 4
     with pytest.raises(ValueError, match="lacks column"):

@@ -72,8 +72,8 @@ def test_session_budget():
 
 def test_session_contents():
     methods = {label(m) for m in ex.plan("methods").methods}
-    for needed in ("HFAssisted", "HFPromptLookup", "Linear(K=4)", "Linear(K=6)", "TopNTree", "Hybrid", "PromptLookup",
-                   "DynaTree-P1", "DynaTree-P2", "DynaTree-P3"):
+    for needed in ("HFAssisted", "HFPromptLookup", "Linear(k=4)", "Linear(k=6)", "TopNTree", "HybridTree", "PromptLookup",
+                   "DynaTree(phase=1", "DynaTree(phase=2", "DynaTree(phase=3"):
         assert any(m.startswith(needed) for m in methods), needed
     assert ex.plan("methods").lengths == (128,)
     assert ex.plan("length").lengths == (64, 128, 256)
@@ -173,7 +173,7 @@ def test_load_filters_to_the_plan(pair, tmp_path):
     # a stray row from another configuration is stored but not loaded
     path = tmp_path / "sensitivity-smoke.csv"
     raw = pd.read_csv(path, dtype={"prompt_id": str})
-    stray = raw.iloc[[0]].assign(method="Linear(K=99)")
+    stray = raw.iloc[[0]].assign(method="Linear(k=99)", method_type="Linear", method_params='{"k": 99}')
     pd.concat([raw, stray]).to_csv(path, index=False)
     assert len(ex.load_experiment("sensitivity", "smoke", tmp_path)) == len(df)
     with pytest.raises(ex.MissingResults, match="dtype"):

@@ -1,19 +1,27 @@
-"""Every label parses back to the same method: parse_method(label(m)) == m, for every method type."""
+"""Method identity without a parser: every method reads back from its constructor string (methods.names.describe,
+what label() gives), old label spellings still read (with a DeprecationWarning), stored rows are keyed by their
+method's type and parameters, and display names are short and unique within a table."""
 import dataclasses
+import glob
+import json
+import warnings
 
+import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from dynatree_lib import (Autoregressive, DynaTree, FixedTree, HardwareAware, HFAssisted, HFPromptLookup, HybridTree,
-                          Linear, PromptLookup, Streaming, TopNTree, label)
-from dynatree_lib.bench import parse_method
+from dynatree_lib import (Autoregressive, DynaTree, FixedTree, HardwareAware, HFAssisted, HFGenerate, HFPromptLookup,
+                          HybridTree, Linear, PromptLookup, Streaming, TopNTree, label)
+from dynatree_lib.bench import parse_method, parse_methods, read_results
+from dynatree_lib.bench.specs import MAX_METHODS, row_methods
+from dynatree_lib.bench.storage import KEY, config_key, stored_keys
+from dynatree_lib.methods.names import (NAMES, describe, display_name, display_names, from_record, identity,
+                                        method_classes)
 
-# Labels print probabilities with :g (6 significant digits): values on a grid survive the round trip.
 probs = st.integers(0, 99).map(lambda i: i / 100)
 bits = st.sampled_from([None, 4, 8])
 vocab = st.sampled_from([None, 64, 1000])
 small = st.integers(1, 12)
-DYNATREE_FIELDS = {f.name for f in dataclasses.fields(DynaTree)}
 
 linears = st.builds(Linear, k=small, draft_bits=bits, draft_vocab=vocab)
 fixeds = st.builds(FixedTree, depth=small, branch=small, threshold=probs, max_nodes=st.integers(1, 200),
@@ -24,52 +32,181 @@ topns = st.builds(TopNTree, max_nodes=st.integers(1, 64), max_depth=small, topk=
 
 @st.composite
 def dynatrees(draw):
-    phase = draw(st.sampled_from([1, 2, 3, 4]))
     lo, hi = sorted((draw(probs), draw(probs)))
     b = sorted(draw(st.lists(st.integers(1, 4), min_size=3, max_size=3)))
     base = draw(st.integers(1, 6))
-    # phase 1's label shows base_depth only, so max_depth keeps its default there
-    max_depth = None if phase == 1 else draw(st.integers(base, 12))
-    return DynaTree(phase=phase, high_conf=hi, low_conf=lo, min_branch=b[0], default_branch=b[1], max_branch=b[2],
-                    base_depth=base, max_depth=max_depth, stop_threshold=draw(probs),
-                    extend_threshold=draw(probs), learning_rate=draw(probs), target_acceptance=draw(probs),
-                    window=draw(small), max_nodes=draw(st.integers(1, 200)), threshold=draw(probs),
-                    pruning=draw(st.booleans()), node_budget=draw(st.booleans()), draft_bits=draw(bits),
-                    **({"draft_vocab": draw(vocab)} if "draft_vocab" in DYNATREE_FIELDS else {}))
+    return DynaTree(phase=draw(st.sampled_from([1, 2, 3, 4])), high_conf=hi, low_conf=lo, min_branch=b[0],
+                    default_branch=b[1], max_branch=b[2], base_depth=base,
+                    max_depth=draw(st.one_of(st.none(), st.integers(base, 12))), window=draw(small),
+                    max_nodes=draw(st.integers(1, 200)), threshold=draw(probs), pruning=draw(st.booleans()),
+                    node_budget=draw(st.booleans()), draft_bits=draw(bits), draft_vocab=draw(vocab))
 
 
 trees = st.one_of(linears, fixeds, topns, dynatrees())
 lookups = st.builds(PromptLookup, max_ngram=small, k=small, branches=st.integers(1, 4))
 hybrids = st.builds(HybridTree, tree=trees, max_ngram=small, k=small, branches=st.integers(1, 4))
-hardware = st.builds(HardwareAware, max_depth=small, max_branch=small, max_nodes=st.integers(1, 128),
-                     threshold=probs, warmup_rounds=st.integers(0, 5), probe_every=small, prior_accept=probs,
-                     prior_weight=st.integers(1, 9).map(float), decay=st.integers(1, 100).map(lambda i: i / 100),
-                     adapt_costs=st.booleans(), allow_ar=st.booleans(), draft_bits=bits)
+hardware = st.builds(HardwareAware, max_depth=st.one_of(st.none(), small), max_nodes=st.integers(1, 128),
+                     threshold=probs, prior_weight=st.integers(1, 9).map(float), adapt_costs=st.booleans(),
+                     draft_bits=bits, shapes=st.sampled_from(["fixed", "confidence"]))
 hf = st.one_of(st.builds(HFAssisted, num_assistant_tokens=st.one_of(st.none(), small), draft_bits=bits),
-               st.builds(HFPromptLookup, k=small, max_ngram=small))
+               st.builds(HFPromptLookup, k=small, max_ngram=small), st.just(HFGenerate()))
 inner = st.one_of(st.just(Autoregressive()), trees, lookups, hybrids, hardware)
 
 
 @st.composite
 def streamings(draw):
     size = draw(st.integers(2, 2048))
-    # slack is not in the label (it never changes the output), so it keeps its default
-    return Streaming(draw(inner), cache_size=size, sink_tokens=draw(st.integers(0, size - 1)))
+    return Streaming(draw(inner), cache_size=size, sink_tokens=draw(st.integers(0, size - 1)),
+                     slack=draw(st.one_of(st.none(), st.integers(0, 64))))
 
 
 methods = st.one_of(st.just(Autoregressive()), trees, lookups, hybrids, hardware, hf, streamings())
 
 
 @given(methods)
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-def test_label_parses_back_to_the_same_method(method):
-    assert parse_method(label(method)) == method, label(method)
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_every_method_reads_back_from_its_constructor_string_and_its_record(method):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # today's spelling never warns
+        assert parse_method(describe(method)) == method, describe(method)
+    assert label(method) == describe(method)
+    kind, params = identity(method)
+    assert from_record(kind, json.loads(params)) == method
+    assert display_name(method)
 
 
-@pytest.mark.parametrize("text", [
-    "DynaTree-P3(D=5..8,B=1/2/3,conf=0.9/0.4)", "DynaTree-P1(D=5,B=1/2/3,conf=0.9/0.4,noprune)",
-    "TopNTree(N=32,D=8,k=8)", "Hybrid(FixedTree(D=5,B=2,tau=0.03,N=128)+PL(n=3,K=8))",
-    "Streaming(Linear(K=5),cache=1024,sinks=4)", "HFPromptLookup(K=10,n=2)", "PromptLookup(n=3,K=8,b=2)",
+def test_constructor_syntax_as_a_person_types_it():
+    assert parse_methods("AR, DynaTree, HFAssisted") == [Autoregressive(), DynaTree(), HFAssisted()]
+    assert parse_method("DynaTree(draft_bits=4)") == DynaTree(draft_bits=4)
+    assert parse_method("Linear(k=5, draft_bits=4)") == Linear(5, draft_bits=4)
+    assert parse_method("Streaming(method=Linear(k=4), cache_size=512)") == Streaming(Linear(4), cache_size=512)
+    assert parse_method("Streaming(Linear(4), 512)") == Streaming(Linear(4), cache_size=512)
+    assert parse_methods("Linear(k=[4, 5, 6])") == [Linear(4), Linear(5), Linear(6)]
+    assert parse_methods("FixedTree(depth=range(3, 5), branch=[2, 3])") == [
+        FixedTree(3, 2), FixedTree(3, 3), FixedTree(4, 2), FixedTree(4, 3)]
+    # the former HardwareAware labels were constructor syntax already
+    assert parse_method("HardwareAware(max_depth=8,max_branch=3,max_nodes=64,shapes='fixed',draft_bits=4)") == \
+        HardwareAware(shapes="fixed", draft_bits=4)
+    assert describe(DynaTree(draft_bits=4)) == "DynaTree(draft_bits=4)" and describe(Autoregressive()) == "AR"
+    assert describe(DynaTree(phase=3)) == "DynaTree(phase=3)"  # max_depth 8 follows from phase 3: not shown
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("FixedTree(depth=5, depth=6)", "depth is given twice"),
+    ("FixedTree(D=5,D=6)", "depth is given twice"),
+    ("FixedTree(dept=5)", "no parameter 'dept'; its parameters: depth, branch, threshold"),
+    ("Nope(k=1)", "unknown method 'Nope'; known: AR, Autoregressive"),
+    ("__import__('os').system('true')", "is not a method"),
+    ("Linear(k=len([1]))", "unknown method 'len'"),
+    ("Linear(k=1..1000000000)", f"1,000,000,000 methods; at most {MAX_METHODS}"),
+    ("Linear(k=range(1, 10**9))", "range"),
+    ("FixedTree(depth=range(1, 40), branch=range(1, 40))", f"1,521 methods; at most {MAX_METHODS}"),
+    ("Linear(k=0)", "k must"),
+    ("Linear(k=", "not a method spec"),
+    ("Linear(**{'k': 3})", r"\*\* arguments"),
+    ("Linear(1, 2, 3, 4)", "at most 3 positional"),
+    ("", "non-empty string"),
 ])
-def test_stored_labels_parse(text):
-    assert label(parse_method(text)) == text
+def test_bad_specs_are_refused_with_what_is_wrong(spec, message):
+    with pytest.raises(ValueError, match=message):
+        parse_methods(spec)
+
+
+@pytest.mark.parametrize("old, method", [
+    ("Linear(K=5,draft_bits=4)", Linear(5, draft_bits=4)),
+    ("FixedTree(D=5,B=2,tau=0.03,N=128)", FixedTree()),
+    ("DynaTree-P4(D<=32,B=1/2/3,conf=0.9/0.4,draft_bits=4)", DynaTree(draft_bits=4)),
+    ("DynaTree-P3(D=5..8,B=1/2/3,conf=0.9/0.4)", DynaTree(phase=3)),
+    ("DynaTree-P1(D=4,B=1/2/3,conf=0.9/0.4,noprune)", DynaTree(phase=1, base_depth=4, pruning=False)),
+    ("DynaTree-P3(D=5..8,B=1/2/3,conf=0.9/0.4,nobudget)", DynaTree(phase=3, node_budget=False)),
+    ("TopNTree(N=32,D=8,k=8)", TopNTree()),
+    ("Hybrid(FixedTree(D=5,B=2,tau=0.03,N=128)+PL(n=3,K=8))", HybridTree()),
+    ("Streaming(Linear(K=6),cache=64,sinks=4)", Streaming(Linear(6), cache_size=64)),
+    ("Streaming(AR,cache=64,sinks=4)", Streaming(Autoregressive(), cache_size=64)),
+    ("HFPromptLookup(K=10,n=2)", HFPromptLookup()),
+    ("PromptLookup(n=3,K=8,b=2)", PromptLookup(branches=2)),
+    ("HFAssisted(K=5)", HFAssisted(5)),
+    ("TopNTree(nodes=16)", TopNTree(max_nodes=16)),
+])
+def test_old_label_spellings_still_read_with_a_warning(old, method):
+    with pytest.warns(DeprecationWarning, match="old label spelling"):
+        assert parse_method(old) == method
+
+
+def test_old_ranges_expand_only_after_their_size_is_checked():
+    with pytest.warns(DeprecationWarning):
+        assert parse_methods("Linear(K=4..6)") == [Linear(4), Linear(5), Linear(6)]
+
+
+STORED = sorted(glob.glob("data/results/*.csv"))
+
+
+@pytest.mark.parametrize("path", STORED)
+def test_stored_rows_rebuild_and_key_as_the_method_constructed_from_them(path):
+    """Nothing stored is measured twice: every stored row's key is the key of the method rebuilt from that row."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # stored data never raises deprecation warnings
+        table = read_results(path)
+    if "method" not in table.columns:
+        return
+    rebuilt = row_methods(table)  # raises if a row cannot be rebuilt
+    assert [describe(m) for m in rebuilt] == list(table["method"])
+    if set(KEY) <= set(table.columns):
+        keys = stored_keys(table)
+        for m, row in zip(rebuilt, table.itertuples()):
+            ident = {"pair": row.pair, "dtype": row.dtype, "device": row.device}
+            assert config_key(m, row.prompt_id, row.max_new_tokens, ident) in keys
+
+
+def test_rows_stored_under_old_spellings_key_as_new_rows(tmp_path):
+    """A row written before draft_vocab existed, with renamed parameters, an untyped nested method and an old label
+    matches the same method written today."""
+    old = pd.DataFrame([
+        {"method": "Streaming(Linear(K=6),cache=64,sinks=4)", "method_type": "Streaming",
+         "method_params": '{"cache_size": 64, "method": {"draft_bits": null, "k": 6}, "sink_tokens": 4, "slack": null}'},
+        {"method": "TopNTree(N=32,D=8,k=8)", "method_type": "TopNTree",
+         "method_params": '{"draft_bits": null, "max_depth": 8, "nodes": 32, "topk": 8}'},
+        {"method": "Streaming(AR,cache=64,sinks=4)", "method_type": "Streaming",
+         "method_params": '{"cache_size": 64, "method": {}, "sink_tokens": 4, "slack": null}'},
+        {"method": "Linear(K=5,draft_bits=4)", "method_type": None, "method_params": None},
+    ]).assign(prompt_id="p", max_new_tokens=8, pair="a/b", dtype="bfloat16", device="cpu", wall_s=1.0)
+    old.to_csv(tmp_path / "x.csv", index=False)
+    table = read_results(tmp_path / "x.csv")
+    new = [Streaming(Linear(6), cache_size=64), TopNTree(), Streaming(Autoregressive(), cache_size=64),
+           Linear(5, draft_bits=4)]
+    assert list(table["method"]) == [label(m) for m in new]
+    ident = {"pair": "a/b", "dtype": "bfloat16", "device": "cpu"}
+    assert stored_keys(table) == {config_key(m, "p", 8, ident) for m in new}
+
+
+def test_display_names_are_readable_and_unique_in_a_table():
+    assert display_name(DynaTree(draft_bits=4)) == "DynaTree · int4 draft"
+    assert display_name(DynaTree()) == "DynaTree"
+    assert display_name(Linear(5, draft_bits=4)) == "Chain of 5 · int4 draft"
+    assert display_name(HFAssisted(draft_bits=4)) == "transformers assisted · int4 draft"
+    assert display_name(Autoregressive()) == "Plain decoding"
+    assert display_name(Streaming(Linear(6), cache_size=64)) == "Chain of 6 · 64-token window"
+    shown = display_names([DynaTree(draft_bits=4), DynaTree(phase=3, draft_bits=4), Linear(5), Linear(6)])
+    assert shown == ["DynaTree · int4 draft", "DynaTree · int4 draft (phase=3)", "Chain of 5", "Chain of 6"]
+    # a parameter is shown where it is not the default, and on every member where two non-defaults are swept
+    sweep = [FixedTree(d, b) for d in (4, 5) for b in (2, 3)]
+    assert display_names(sweep) == ["Fixed tree (depth=4)", "Fixed tree (depth=4, branch=3)", "Fixed tree",
+                                    "Fixed tree (branch=3)"]
+    assert display_names([FixedTree(d) for d in (3, 5, 8)]) == [
+        "Fixed tree (depth=3)", "Fixed tree (depth=5)", "Fixed tree (depth=8)"]
+
+
+def test_every_method_class_has_a_display_name_entry():
+    """A class without one falls back to its class name; the exported classes all have a short name."""
+    assert set(method_classes()) <= set(NAMES)
+
+
+def test_a_class_without_an_entry_is_shown_by_its_class_name():
+    @dataclasses.dataclass(frozen=True)
+    class Newcomer:
+        depth: int = 3
+        draft_bits: int | None = None
+        needs_draft = True
+
+    assert display_name(Newcomer(draft_bits=8)) == "Newcomer · int8 draft"
+    assert describe(Newcomer(depth=4)) == "Newcomer(depth=4)"

@@ -21,11 +21,11 @@ def test_old_parameter_names_warn_and_give_equal_methods(cls, old, new, value):
         cls(**{old: value, new: value})
 
 
-def test_labels_unchanged():
-    assert label(TopNTree(max_nodes=16)) == "TopNTree(N=16,D=8,k=8)"
-    assert label(PromptLookup(k=6, branches=2)) == "PromptLookup(n=3,K=6,b=2)"
-    assert label(HybridTree(FixedTree(), k=6)) == "Hybrid(FixedTree(D=5,B=2,tau=0.03,N=128)+PL(n=3,K=6))"
-    assert label(HFPromptLookup(k=4)) == "HFPromptLookup(K=4,n=2)"
+def test_labels_use_the_new_names():
+    assert label(TopNTree(max_nodes=16)) == "TopNTree(max_nodes=16)"
+    assert label(PromptLookup(k=6, branches=2)) == "PromptLookup(k=6, branches=2)"
+    assert label(HybridTree(FixedTree(depth=4), k=6)) == "HybridTree(tree=FixedTree(depth=4), k=6)"
+    assert label(HFPromptLookup(k=4)) == "HFPromptLookup(k=4)"
 
 
 def test_bad_values_name_the_new_parameter():

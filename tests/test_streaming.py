@@ -153,7 +153,7 @@ def test_validation_and_label():
         Streaming(Streaming(Linear(3)))
     with pytest.raises(ValueError, match="method"):
         Streaming(Linear)
-    assert label(Streaming(Linear(6), cache_size=512)) == "Streaming(Linear(K=6),cache=512,sinks=4)"
+    assert label(Streaming(Linear(6), cache_size=512)) == "Streaming(method=Linear(k=6), cache_size=512)"
     assert Streaming(Autoregressive()).needs_draft is False and Streaming(Linear(2)).needs_draft is True
 
 

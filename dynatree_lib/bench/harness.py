@@ -19,8 +19,8 @@ Storage and resume: with `experiment=`, rows go to `<out>/<experiment>.csv` (def
 configuration (method x prompt x length, all repeats) at a time. Each append rewrites the whole file into a temp
 file and renames it over the old one (os.replace), so a killed sweep leaves the last finished configuration on
 disk and never a half-written file. A rerun skips configurations already stored, keyed on (method type, method
-parameters, prompt id, max_new_tokens, pair, dtype, device): storage.KEY. One process per experiment file at a time: two concurrent writers would
-overwrite each other's appends. The sidecar `<experiment>.meta.json` holds the full provenance of every session
+parameters, prompt id, max_new_tokens, pair, dtype, device): storage.KEY. One process per experiment file at a time:
+two concurrent writers would overwrite each other's appends. The sidecar `<experiment>.meta.json` holds the full provenance of every session
 that wrote to the file.
 """
 from __future__ import annotations
@@ -38,7 +38,7 @@ from ..methods.base import Autoregressive, label
 from ..methods.hf import HFGenerate
 from ..models.provenance import pair_info, provenance, row_provenance, utc_now
 from ..methods.names import identity
-from .storage import _append, _keys, _write_meta, config_key, read_results, results_path, stored_keys
+from .storage import _append, _keys, _write_meta, config_key, read_meta, read_results, results_path, stored_keys
 
 def run_benchmark(
     pair,
@@ -76,9 +76,9 @@ def run_benchmark(
     session = provenance(pair, {**(params or {}), "repeats": repeats, "warmup": warmup})
     ident = pair_info(pair)
     path = results_path(experiment, out) if experiment is not None else None
-    table = read_results(path) if path is not None else pd.DataFrame()
+    table = read_results(path, keyed=True) if path is not None else pd.DataFrame()
     if path is not None:
-        _write_meta(path, session)
+        read_meta(path)  # a damaged sidecar is refused now, not after the first configuration was measured
     done = stored_keys(table)
     key = lambda m, pid, n: config_key(m, pid, n, ident)  # noqa: E731
     wanted = {key(m, pid, n) for pid, _ in prompt_list for n in lengths for m in methods}
@@ -108,6 +108,8 @@ def run_benchmark(
                              "date_utc": utc_now()} for row in rows]
                     new_rows.extend(rows)
                     if path is not None:
+                        if len(new_rows) == len(rows):  # this session's first rows: record it (a no-op rerun does not)
+                            _write_meta(path, session)
                         table = _append(path, table, rows)
                     bar.update(1)
     finally:
