@@ -20,8 +20,8 @@ configuration (method x prompt x length, all repeats) at a time. Each append rew
 file and renames it over the old one (os.replace), so a killed sweep leaves the last finished configuration on
 disk and never a half-written file. A rerun skips configurations already stored, keyed on (method type, method
 parameters, prompt id, max_new_tokens, pair, dtype, device): storage.KEY. One process per experiment file at a time:
-two concurrent writers would overwrite each other's appends. The sidecar `<experiment>.meta.json` holds the full provenance of every session
-that wrote to the file.
+two concurrent writers would overwrite each other's appends. The sidecar `<experiment>.meta.json` holds the full
+provenance of every session that wrote to the file.
 """
 from __future__ import annotations
 
