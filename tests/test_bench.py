@@ -15,6 +15,8 @@ import torch
 from dynatree_lib import Autoregressive, FixedTree, HFAssisted, Linear, bench, generate, label
 from dynatree_lib.book import plots
 from dynatree_lib.core.loop import decode
+from dynatree_lib.models import provenance
+from dynatree_lib.models.provenance import write_atomic
 from tiny import VOCAB, tiny_pair
 
 PROMPTS = {"p0": [5, 17, 3, 42], "p1": [7, 7, 1]}
@@ -220,20 +222,20 @@ def test_resume_skips_finished_configs_and_loses_none(pair, monkeypatch, tmp_pat
             .iloc[0]).all()
     calls.clear()
     run()
-    assert calls == []  # a finished sweep does nothing
-    assert len(json.loads((tmp_path / "sweep.meta.json").read_text())["sessions"]) == 3
+    assert calls == []  # a finished sweep does nothing, and records no session
+    assert len(json.loads((tmp_path / "sweep.meta.json").read_text())["sessions"]) == 2
 
 
 def test_interrupted_write_keeps_the_old_file(tmp_path, monkeypatch):
     path = tmp_path / "x.csv"
-    bench.storage._write_atomic(path, "old\n")
+    write_atomic(path, "old\n")
 
     def boom(*args):
         raise OSError("disk gone")
 
-    monkeypatch.setattr(bench.storage.os, "replace", boom)
+    monkeypatch.setattr(provenance.os, "replace", boom)
     with pytest.raises(OSError):
-        bench.storage._write_atomic(path, "new\n")
+        write_atomic(path, "new\n")
     assert path.read_text() == "old\n" and os.listdir(tmp_path) == ["x.csv"]
 
 

@@ -42,3 +42,69 @@ def test_a_model_put_back_in_training_mode_is_caught_by_generate():
     with pytest.warns(UserWarning, match="target.*training mode"):
         assert generate(pair, [1, 2, 3], FixedTree(), 24).token_ids == want
     assert not pair.target.training
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Damaged result files
+
+
+def sweep(out):
+    """A two-method benchmark of one tiny prompt, stored as out/sweep.csv (+ sweep.meta.json)."""
+    from dynatree_lib.bench import run_benchmark
+    from dynatree_lib import Linear
+    from tiny import tiny_pair
+
+    return run_benchmark(tiny_pair("llama", "perturbed"), [Linear(2)], {"a": [1, 2, 3]}, 4, warmup=0, out=out,
+                         experiment="sweep", progress=False)
+
+
+def test_a_csv_cut_off_mid_row_is_refused_and_left_as_it_is(tmp_path):
+    sweep(tmp_path)
+    path = tmp_path / "sweep.csv"
+    cut = path.read_bytes()[:-40]  # the last row loses its end (a crash during a copy, a full disk)
+    path.write_bytes(cut)
+    with pytest.raises(ValueError, match=r"sweep\.csv.*cut off"):
+        sweep(tmp_path)  # was: measured Linear again and stored it twice, the broken row kept
+    assert path.read_bytes() == cut
+
+
+def _edit(text: str, change) -> str:
+    import io
+
+    import pandas as pd
+
+    return change(pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)).to_csv(index=False)
+
+
+DAMAGE = {
+    "empty": lambda text: "",
+    "binary": lambda text: "\x00\xff\xfe garbage \x89PNG\n",
+    "missing key column": lambda text: _edit(text, lambda df: df.drop(columns="dtype")),
+    "malformed row": lambda text: text + "a,b,c," * 200 + "\n",
+    "empty key cell": lambda text: _edit(text, lambda df: df.assign(prompt_id=["a"] * (len(df) - 1) + [""])),
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGE, ids=list(DAMAGE))
+def test_a_damaged_results_csv_is_refused_with_its_name(tmp_path, damage):
+    sweep(tmp_path)
+    path = tmp_path / "sweep.csv"
+    path.write_bytes(DAMAGE[damage](path.read_text()).encode("latin-1"))
+    with pytest.raises(ValueError, match=r"sweep\.csv: "):
+        sweep(tmp_path)
+
+
+def test_a_truncated_meta_json_is_refused_with_its_name(tmp_path):
+    sweep(tmp_path)
+    meta = tmp_path / "sweep.meta.json"
+    meta.write_text(meta.read_text()[:50])
+    with pytest.raises(ValueError, match=r"sweep\.meta\.json: .*JSON"):
+        sweep(tmp_path)
+
+
+def test_a_rerun_that_measures_nothing_records_no_session(tmp_path):
+    sweep(tmp_path)
+    meta = tmp_path / "sweep.meta.json"
+    before = meta.read_text()
+    sweep(tmp_path)
+    assert meta.read_text() == before

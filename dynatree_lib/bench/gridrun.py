@@ -20,11 +20,10 @@ from pathlib import Path
 import pandas as pd
 
 from ..methods.base import FixedTree, Linear, label
-from ..models.provenance import provenance, row_provenance, utc_now
+from ..models.provenance import provenance, row_provenance, utc_now, write_atomic
 from .grid import (DRAFT_BITS, LENGTHS, Unit, _calibrate, _target_then_replay, grid_methods, guarded, load_replay,
                    replay_batch_of, run_targets, run_timed)
 from .replay import SupersetSpec, replay_grid
-from .storage import _write_atomic
 
 
 def init_ray(address: str | None = None, workers: int | None = None, pythonpath=None) -> bool:
@@ -68,8 +67,7 @@ def execute(jobs, root, *, timing: bool = False, progress: bool = True, desc: st
                 result = ray.get(ready[0])
             except Exception as e:  # noqa: BLE001 - a worker that died (memory, signal): record it, go on
                 record = {"unit": dataclasses.asdict(unit) | {"prompt": None}, "error": repr(e), "date_utc": utc_now()}
-                unit.error_path(root).parent.mkdir(parents=True, exist_ok=True)
-                _write_atomic(unit.error_path(root), json.dumps(record, indent=1, default=str) + "\n")
+                write_atomic(unit.error_path(root), json.dumps(record, indent=1, default=str) + "\n")
                 result = {"key": unit.key, "kind": unit.kind, "status": "error", "error": repr(e)}
             results.append(result)
             bar.update(1)
@@ -176,8 +174,8 @@ def write_table(df: pd.DataFrame, path, params: dict | None = None) -> Path:
     session = provenance(None, params or {})
     row = {k: v for k, v in row_provenance(session).items() if k != "params"}
     df = df.assign(**{k: v for k, v in row.items() if k not in df.columns})
-    _write_atomic(path, df.to_csv(index=False))
-    _write_atomic(path.with_suffix(".meta.json"), json.dumps(session, indent=2, default=str) + "\n")
+    write_atomic(path, df.to_csv(index=False))
+    write_atomic(path.with_suffix(".meta.json"), json.dumps(session, indent=2, default=str) + "\n")
     return path
 
 

@@ -1,15 +1,15 @@
 """Stored results: one CSV per experiment under data/results/, appended atomically, keyed for resume."""
 from __future__ import annotations
 
+import io
 import json
-import os
 import re
-import tempfile
 from pathlib import Path
 
 import pandas as pd
 
 from ..methods.names import identity
+from ..models.provenance import data_dir, write_atomic
 from .specs import canonical, row_identities
 
 # A stored configuration: the method's type and parameters (methods.names.identity), the prompt, the length, the
@@ -19,8 +19,6 @@ KEY = ("method_type", "method_params", "prompt_id", "max_new_tokens", "pair", "d
 
 def results_dir() -> Path:
     """data/results/ (under $DYNATREE_DATA when set)."""
-    from .prompts import data_dir
-
     return data_dir() / "results"
 
 
@@ -38,15 +36,36 @@ def distinct(df: pd.DataFrame, column: str, width: int | None = None) -> list[st
     return sorted({str(v)[:width] for v in df[column].dropna()})
 
 
-def read_results(path) -> pd.DataFrame:
-    """A results CSV as written by run_benchmark (empty DataFrame when absent)."""
+def read_results(path, keyed: bool = False) -> pd.DataFrame:
+    """A results CSV as written by run_benchmark (empty DataFrame when absent). A damaged file (empty, not text, its
+    last row cut off, a malformed row; with `keyed`, as resume reads it, a KEY column missing or empty) is refused
+    with its name and what to do: resuming from it would measure again and store a configuration twice."""
     path = Path(path)
     if not path.exists():
         return pd.DataFrame()
-    # Only empty cells are missing values: a prompt id such as "NA" stays a string.
-    table = pd.read_csv(path, dtype={"prompt_id": str, "method": str, "pair": str}, keep_default_na=False,
-                        na_values=[""])
+    raw = path.read_bytes()
+    if raw and not raw.endswith(b"\n"):  # every writer ends a row with a newline: a crash mid-copy, a full disk
+        raise damaged(path, "its last row is cut off (the file does not end with a newline)")
+    try:
+        # Only empty cells are missing values: a prompt id such as "NA" stays a string.
+        table = pd.read_csv(io.BytesIO(raw), dtype={"prompt_id": str, "method": str, "pair": str},
+                            keep_default_na=False, na_values=[""], encoding="utf-8")
+    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
+        raise damaged(path, f"not a readable CSV ({str(e).strip()})") from None
+    if keyed:
+        needed = ("method", *KEY[2:])  # the rest of a row's identity is rebuilt from its method (specs)
+        missing = [c for c in needed if c not in table.columns]
+        if missing:
+            raise damaged(path, f"it has no {missing} column (a results file keys its rows on {list(needed)})")
+        empty = table.index[table[list(needed)].isna().any(axis=1)]
+        if len(empty):
+            raise damaged(path, f"row(s) {[int(i) + 2 for i in empty[:5]]} (file lines) have empty key cells")
     return canonical(table)  # method columns in today's spelling (rewritten so on the next append)
+
+
+def damaged(path: Path, problem: str) -> ValueError:
+    return ValueError(f"{path}: {problem}. Restore it from git (git checkout -- FILE) or a copy, or "
+                      "move it away to measure afresh; resuming from it would measure again and store rows twice")
 
 
 def config_key(method, prompt_id, max_new_tokens: int, ident: dict) -> tuple:
@@ -67,27 +86,32 @@ def stored_keys(table: pd.DataFrame) -> set[tuple]:
 
 def _append(path: Path, table: pd.DataFrame, rows: list[dict]) -> pd.DataFrame:
     table = pd.concat([table, pd.DataFrame(rows)], ignore_index=True) if not table.empty else pd.DataFrame(rows)
-    _write_atomic(path, table.to_csv(index=False))
+    write_atomic(path, table.to_csv(index=False))
     return table
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+def meta_path(path: Path) -> Path:
+    return Path(path).with_suffix(".meta.json")
+
+
+def read_meta(path: Path) -> dict:
+    """The `.meta.json` sidecar of results file `path` (a fresh one when absent); a damaged one is refused with its
+    name, before anything is measured."""
+    sidecar = meta_path(path)
+    if not sidecar.exists():
+        return {"experiment": Path(path).stem, "sessions": []}
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        meta = json.loads(sidecar.read_bytes())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise damaged(sidecar, f"not readable JSON ({e})") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("sessions"), list):
+        raise damaged(sidecar, 'not a results sidecar (a JSON object with a "sessions" list)')
+    return meta
 
 
 def _write_meta(path: Path, session: dict) -> None:
-    meta_path = path.with_suffix(".meta.json")
-    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {"experiment": path.stem, "sessions": []}
+    """Record one session that wrote rows to `path` in its sidecar."""
+    meta = read_meta(path)
     meta["sessions"].append(session)
     meta["updated_utc"] = session["date_utc"]
-    _write_atomic(meta_path, json.dumps(meta, indent=2, default=str) + "\n")
+    write_atomic(meta_path(path), json.dumps(meta, indent=2, default=str) + "\n")

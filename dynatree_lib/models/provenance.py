@@ -1,4 +1,5 @@
-"""Where a number came from: code version, software, hardware, settings and time, attached to every result row.
+"""Where a number came from: code version, software, hardware, settings and time, attached to every result row; and
+where and how the project's files are written (data_dir, write_atomic).
 
 Results are only comparable when their provenance matches, and a resumed sweep can mix processes (even commits),
 so each row carries its own copy rather than trusting one header for the whole file.
@@ -7,10 +8,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import platform
 import re
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -18,6 +23,42 @@ import torch
 REPO = Path(__file__).resolve().parents[2]
 # Results written by the benchmarks themselves must not make the tree look dirty.
 _NOT_SOURCE = (":(exclude)data/results",)
+
+
+def data_dir() -> Path:
+    """The data/ folder: $DYNATREE_DATA if set, else data/ next to dynatree_lib/ in a checkout."""
+    env = os.environ.get("DYNATREE_DATA")
+    return Path(env) if env else REPO / "data"
+
+
+@contextmanager
+def atomic_path(path) -> Iterator[Path]:
+    """A temporary file beside `path` for the block to write (by any writer: pandas, torch.save, a stream); synced to
+    disk and renamed over `path` when the block ends, removed when it fails. A reader, or a writer killed at any
+    moment, sees the old file or the new one, never half of one. Temporary names: `.<name>.<random>.tmp`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())  # the data on disk before the rename makes it visible (a power cut keeps one or other)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_atomic(path, data: str | bytes) -> Path:
+    """Write text (UTF-8) or bytes to `path` atomically (atomic_path): every file the project writes goes through
+    here or through atomic_path."""
+    with atomic_path(path) as tmp:
+        if isinstance(data, bytes):
+            tmp.write_bytes(data)
+        else:
+            tmp.write_text(data, encoding="utf-8")
+    return Path(path)
 
 
 def utc_now() -> str:
