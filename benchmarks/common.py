@@ -11,7 +11,8 @@ from dynatree_lib.bench import parse_methods, read_results, results_path, result
 
 def add_common_args(parser: argparse.ArgumentParser, *, experiment: str | None, methods: str) -> None:
     parser.add_argument("--methods", default=methods,
-                        help='comma-separated method labels; "a..b" expands integer ranges (default: %(default)s)')
+                        help='methods in constructor syntax separated by commas, e.g. "AR, DynaTree(draft_bits=4)"; '
+                             'a list value sweeps, "Linear(k=[4, 5, 6])" (default: %(default)s)')
     parser.add_argument("--repeats", type=int, default=1, help="timed runs per configuration (default: 1)")
     parser.add_argument("--warmup", type=int, default=1,
                         help="untimed runs of each method before its first timed run (default: 1)")
@@ -28,7 +29,10 @@ def add_common_args(parser: argparse.ArgumentParser, *, experiment: str | None, 
 
 def sweep(args, prompts: pd.DataFrame, lengths: list[int], load) -> pd.DataFrame:
     """Run (or with --report only read back) the configurations the arguments ask for; their rows."""
-    methods = parse_methods(args.methods)
+    try:
+        methods = parse_methods(args.methods)
+    except ValueError as error:
+        raise SystemExit(f"--methods: {error}") from None
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     if args.report:

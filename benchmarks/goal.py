@@ -22,17 +22,18 @@ from dynatree_lib.bench.prompts import load_prompts
 # Peers as a transformers user runs them, the same methods with the int4 draft copy (draft_bits=4: the draft's
 # weights approximated, the target untouched, output unchanged), and HFAssisted given that same int4 draft, so the
 # comparison with transformers is also made on equal drafts.
-METHODS = ("AR,HFAssisted,HFAssisted(draft_bits=4),Linear(K=5),Linear(K=5,draft_bits=4),"
-           "FixedTree(D=5,B=2,tau=0.03,N=32),FixedTree(D=5,B=2,tau=0.03,N=32,draft_bits=4),"
-           "FixedTree(D=6,B=2,tau=0.03,N=32,draft_bits=4),FixedTree(D=8,B=3,tau=0.03,N=64,draft_bits=4),"
-           "DynaTree(phase=3,draft_bits=4),HardwareAware(draft_bits=4)")
+METHODS = ("AR, HFAssisted, HFAssisted(draft_bits=4), Linear(k=5), Linear(k=5, draft_bits=4), "
+           "FixedTree(depth=5, branch=2, max_nodes=32), FixedTree(depth=5, branch=2, max_nodes=32, draft_bits=4), "
+           "FixedTree(depth=6, branch=2, max_nodes=32, draft_bits=4), "
+           "FixedTree(depth=8, branch=3, max_nodes=64, draft_bits=4), DynaTree(phase=3, draft_bits=4), "
+           "HardwareAware(draft_bits=4)")
 
 
 # The "speed" table (issue: trees that beat the best chain): the defaults as shipped, with the bf16 and the int4
 # draft, beside transformers' assisted generation given the same drafts; both plain decoders are measured and the
 # faster one is the reference (bench.harness: HFGenerate).
-SPEED_METHODS = ("AR,HFGenerate,HFAssisted,HFAssisted(draft_bits=4),DynaTree,DynaTree(draft_bits=4),"
-                 "DynaTree(draft_bits=4,draft_vocab=32768),Linear(K=5,draft_bits=4),DynaTree(phase=3,draft_bits=4)")
+SPEED_METHODS = ("AR, HFGenerate, HFAssisted, HFAssisted(draft_bits=4), DynaTree, DynaTree(draft_bits=4), "
+                 "DynaTree(draft_bits=4, draft_vocab=32768), Linear(k=5, draft_bits=4), DynaTree(phase=3, draft_bits=4)")
 
 
 def prompt_sets(spec: str, skip: int = 0):

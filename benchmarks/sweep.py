@@ -1,9 +1,9 @@
 """A general sweep: any methods x prompt set x generation lengths on a model pair, resumable, into one experiment.
 
     python benchmarks/sweep.py --experiment length_scaling --set prose --prompts 3 --tokens 100,200,500 \
-        --methods "Linear(K=6),FixedTree(D=8,B=3,tau=0.05,N=128)"
-    python benchmarks/sweep.py --experiment db_grid --methods "FixedTree(D=3..8,B=2..4)" --tokens 200
-    python benchmarks/sweep.py --experiment db_grid --methods "FixedTree(D=3..8,B=2..4)" --tokens 200 --report
+        --methods "Linear(k=6), FixedTree(depth=8, branch=3, threshold=0.05)"
+    python benchmarks/sweep.py --experiment db_grid --methods "FixedTree(depth=range(3, 9), branch=[2, 3, 4])" --tokens 200
+    python benchmarks/sweep.py --experiment db_grid --methods "FixedTree(depth=range(3, 9), branch=[2, 3, 4])" --report
 
 `--target`/`--draft` are passed to dynatree_lib.models.load_pair (default: the embedded Qwen2.5-Coder pair).
 """
@@ -25,7 +25,7 @@ def main(argv=None):
     parser.add_argument("--target", default="embedded", help="load_pair target: pair name or model (default: embedded)")
     parser.add_argument("--draft", default=None, help="load_pair draft model, when --target is a model")
     parser.add_argument("--baseline", default="HFAssisted", help="second reference in the summary (default: HFAssisted)")
-    add_common_args(parser, experiment=None, methods="AR,Linear(K=5),FixedTree(D=5,B=2,tau=0.03,N=128)")
+    add_common_args(parser, experiment=None, methods="AR, Linear(k=5), FixedTree(depth=5, branch=2)")
     args = parser.parse_args(argv)
     lengths = [int(t) for t in args.tokens.split(",") if t.strip()]
     prompts = load_prompts(args.set, args.prompts)

@@ -29,7 +29,8 @@ def main(argv=None) -> int:
     gen = sub.add_parser("generate", help="one generation with one method, printing the text and its stats")
     gen.add_argument("prompt")
     gen.add_argument("--method", default="FixedTree(depth=5, branch=2, threshold=0.03)",
-                     help='e.g. "AR", "Linear(k=6)", "FixedTree(depth=8, branch=3)", "DynaTree(phase=3)"')
+                     help='constructor syntax, e.g. "AR", "Linear(k=6)", "FixedTree(depth=8, branch=3)", '
+                          '"DynaTree(draft_bits=4)"')
     gen.add_argument("--max-new-tokens", type=int, default=64)
     gen.add_argument("--ignore-eos", action="store_true", help="force the full length (benchmarks do)")
     gen.add_argument("--json", action="store_true", help="print stats as JSON")
@@ -50,11 +51,14 @@ def main(argv=None) -> int:
         return 0
 
     from . import generate, label
-    from .bench.specs import parse_method as parse
+    from .bench.specs import parse_method
 
-    pair = _pair(args)
     if args.command == "generate":
-        out = generate(pair, args.prompt, parse(args.method), args.max_new_tokens, stop_at_eos=not args.ignore_eos)
+        try:
+            method = parse_method(args.method)  # before the models load: a typo costs no model load
+        except ValueError as error:
+            parser.error(f"--method: {error}")
+        out = generate(_pair(args), args.prompt, method, args.max_new_tokens, stop_at_eos=not args.ignore_eos)
         if args.json:
             print(json.dumps(out.stats, indent=1))
         else:
@@ -64,6 +68,7 @@ def main(argv=None) -> int:
 
     from .methods.base import Autoregressive, FixedTree, Linear
 
+    pair = _pair(args)
     methods = [Autoregressive(), Linear(k=5), FixedTree(depth=5, branch=2, threshold=0.03)]
     results = [generate(pair, args.prompt, m, args.max_new_tokens, stop_at_eos=False) for m in methods]
     ar = results[0]
