@@ -1,0 +1,59 @@
+"""What a chapter shows, in the book's one form: numbered, captioned tables and figures, readable numbers.
+
+    table(df, "tab-speed", "Caption ...")   Markdown for a cell to display: a MyST {table} (numbered, captioned,
+                                            referenced from the text as {numref}`tab-speed`)
+    figure(fig, "fig-speed")                glues a plotly figure for a {glue:figure} block that numbers it
+    mib(bytes), times(x), share(x)          how the book writes memory, speedups and shares
+
+Chapters are executed by papermill and rendered by Jupyter Book (MyST-NB): a cell's Markdown output is parsed as
+MyST (nb_render_markdown_format in _config.yml), so the table directive in `table`'s output is numbered like one
+written in a page.
+"""
+from __future__ import annotations
+
+import pandas as pd
+
+
+def times(x: float) -> str:
+    """A speedup: '2.22x' ('' when missing)."""
+    return "" if pd.isna(x) else f"{x:.2f}x"
+
+
+def share(x: float) -> str:
+    return "" if pd.isna(x) else f"{x:.0%}"
+
+
+def mib(n: float) -> str:
+    """Bytes as MiB or GiB, e.g. '6.3 GiB'."""
+    if pd.isna(n):
+        return ""
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
+
+
+def _cell(value) -> str:
+    if isinstance(value, float):
+        return "" if pd.isna(value) else f"{value:.3g}"
+    return str(value).replace("|", "\\|")
+
+
+def table(df: pd.DataFrame, name: str, caption: str, formats: dict | None = None) -> str:
+    """`df` as a numbered, captioned MyST table (Markdown). `formats` maps a column to a function that writes its
+    values (e.g. {"Speedup": page.times}); other floats get three significant digits."""
+    formats = formats or {}
+    if df.empty:
+        raise ValueError(f"table {name!r} has no rows")
+    columns = list(df.columns)
+    rows = [[formats[c](v) if c in formats else _cell(v) for c, v in zip(columns, row)]
+            for row in df.itertuples(index=False)]
+    lines = [f":::{{table}} {caption}", f":name: {name}", "",
+             "| " + " | ".join(map(str, columns)) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines + [":::"])
+
+
+def figure(fig, name: str) -> None:
+    """Glue a plotly figure under `name`, for a Markdown cell's {glue:figure} block (which numbers and captions
+    it); nothing is displayed where the figure is computed."""
+    from myst_nb import glue
+
+    glue(name, fig, display=False)
