@@ -8,19 +8,13 @@ from __future__ import annotations
 
 import json
 import numbers
-import os
-from pathlib import Path
 
 import pandas as pd
 
+from ..models.provenance import data_dir
+
 PROMPT_SETS = ("humaneval", "prose", "technical")
 LONG_KINDS = ("prose", "technical", "code")
-
-
-def data_dir() -> Path:
-    """The data/ folder: $DYNATREE_DATA if set, else data/ next to dynatree_lib/ in a checkout."""
-    env = os.environ.get("DYNATREE_DATA")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "data"
 
 
 def _read_jsonl(name: str) -> list[dict]:

@@ -20,22 +20,16 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import os
 import warnings
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from .provenance import data_dir
 from .quant import Int4Linear, Int8Linear
 
 RANKING_FORMAT = 1
-
-
-def data_dir() -> Path:
-    """data/ (under $DYNATREE_DATA when set, else next to dynatree_lib/ in a checkout), as bench.prompts reads it."""
-    env = os.environ.get("DYNATREE_DATA")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "data"
 
 
 # ---------------------------------------------------------------------------------------------------------------------
