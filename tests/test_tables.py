@@ -40,6 +40,7 @@ def test_goal_table():
     x = Linear(5)
     df = rows({"a": {AR: 1.0, hf: 1.2, x: 1.5}, "b": {AR: 1.0, hf: 1.0, x: 0.9}}, n=128)
     table = tables.goal_table(df).set_index("method")
+    assert list(table["name"]) == ["Chain of 5", "transformers assisted", "Plain decoding"]
     assert table.loc[label(x), "speedup_ar"] == pytest.approx(1.2)
     assert table.loc[label(x), "speedup_ar_min"] == pytest.approx(0.9)
     assert table.loc[label(x), "speedup_vs_HFAssisted"] == pytest.approx((1.25 + 0.9) / 2)
@@ -105,7 +106,8 @@ def test_streaming_beside_unstreamed():
     lin = Linear(6)
     df = rows({"a": {AR: 1.0, lin: 1.2, Streaming(lin, cache_size=64): 0.6, Streaming(AR, cache_size=64): 0.9}})
     table = tables.streaming_table(df).set_index(["method", "cache_size"])
-    assert table.loc[("Linear(K=6)", 64), "vs_unstreamed"] == pytest.approx(0.5)
+    assert table.loc[(label(lin), 64), "vs_unstreamed"] == pytest.approx(0.5)
+    assert table.set_index("label").loc[label(Streaming(lin, cache_size=64)), "name"] == "Chain of 6"
     assert table.loc[("AR", 64), "vs_unstreamed"] == pytest.approx(0.9)
     assert table.loc[("AR", 64), "kv_compressions"] == 3
     with pytest.raises(ValueError, match="Streaming"):
@@ -119,7 +121,7 @@ def test_int8_speed_and_memory():
     int8["tokens_per_s"] = int8["tokens_per_s"] / 2  # int8 AR at 5 tok/s: half the speed
     table = tables.int8_table(pd.concat([base, int8])).set_index("method")
     assert table.loc["AR", "int8_speed"] == pytest.approx(0.5)
-    assert table.loc["Linear(K=6)", "int8_speed"] == pytest.approx(7.5 / 12)
+    assert table.loc[label(lin), "int8_speed"] == pytest.approx(7.5 / 12)
     assert table.loc["AR", "memory_saving"] == pytest.approx(0.4)
     with pytest.raises(ValueError, match="both variants"):
         tables.int8_table(base)
@@ -129,10 +131,11 @@ def test_round_costs():
     df = rows({"a": {AR: 1.0, Linear(4): 1.1}})
     df["draft_s"], df["verify_s"], df["commit_s"] = [0.0, 2.0], [1.0, 3.0], [0.0, 1.0]  # AR: 4 rounds of 0.25 s
     costs = tables.round_costs(df).set_index("method")
-    assert costs.loc["Linear(K=4)", "round_over_ar_step"] == pytest.approx(6.0)
-    assert costs.loc["Linear(K=4)", "verify_over_ar_step"] == pytest.approx(3.0)
-    assert costs.loc["Linear(K=4)", "draft_forward_over_ar_step"] == pytest.approx(0.05 / 0.25)
-    assert costs.loc["Linear(K=4)", "draft_s_per_round"] == pytest.approx(0.5)
+    chain = label(Linear(4))
+    assert costs.loc[chain, "round_over_ar_step"] == pytest.approx(6.0)
+    assert costs.loc[chain, "verify_over_ar_step"] == pytest.approx(3.0)
+    assert costs.loc[chain, "draft_forward_over_ar_step"] == pytest.approx(0.05 / 0.25)
+    assert costs.loc[chain, "draft_s_per_round"] == pytest.approx(0.5)
     assert math.isnan(costs.loc["AR", "draft_s_per_forward"])
 
 
@@ -172,9 +175,10 @@ def test_headline_numbers_come_from_rows():
     assert "2 prompts (2 other), 128 new tokens, bfloat16, cpu (test cpu, 2 threads), a/b, commit abcdef1" in text
     # the int4 linear: speedups 2 and 3 -> median 2.5x, worst 2x; over HFAssisted (0.9, 1.0) median (2.22+3)/2=2.61x;
     # over HFAssisted(draft_bits=4) (2, 2): median 1.25x
-    assert f"| `{label(fast)}` | 2.50x | 2.00x | 2.61x | 1.25x |" in text
-    assert f"Fastest of this library's methods: `{label(fast)}`, 2.50x over AR" in text
-    assert f"With the draft as shipped, the best is `{label(slow)}` at 1.20x" in text
+    assert "| Chain of 5 · int4 draft | 2.50x | 2.00x | 2.61x | 1.25x |" in text  # display names in the table
+    assert f"Chain of 5 · int4 draft `{label(fast)}`" in text  # and each one's configuration below it
+    assert f"Fastest of this library's methods: Chain of 5 · int4 draft (`{label(fast)}`), 2.50x over AR" in text
+    assert f"With the draft as shipped, the best is Chain of 5 (`{label(slow)}`) at 1.20x" in text
     assert "7 of 8 greedy runs (4 methods) produced exactly AR's tokens" in text
     assert "1.61x" in text  # the research's phase 3, from research.ADAPTIVE_1000
 
@@ -230,7 +234,7 @@ def test_headline_with_only_the_same_draft_peer_has_one_peer_column():
     part = speed[(speed["max_new_tokens"] == longest) & (speed["method"] != "HFAssisted")]
     text = tables.headline(part, length=longest)
     header = next(line for line in text.splitlines() if line.startswith("| method"))
-    assert header.count("over HFAssisted(draft_bits=4)") == 1 and "over HFAssisted |" not in header
+    assert header.count("over transformers assisted · int4 draft") == 1 and "over transformers assisted |" not in header
 
 
 def test_rerun_table_pairs_the_same_prompts():

@@ -193,11 +193,11 @@ def part_errors(timed: pd.DataFrame, predicted: pd.DataFrame) -> pd.DataFrame:
 
 
 def draft_of(method: str) -> str:
-    """The grid's draft variant (`bench.grid.DRAFT_BITS`: "base", "int8", "int4") a method label runs."""
+    """The grid's draft variant (`bench.grid.DRAFT_BITS`: "base", "int8", "int4") a stored method runs."""
     from ..bench.grid import DRAFT_BITS
-    from ..bench.specs import parse_method
+    from ..bench.specs import stored_method
 
-    bits = getattr(parse_method(str(method)), "draft_bits", None)
+    bits = getattr(stored_method(None, None, str(method)), "draft_bits", None)
     return {b: name for name, b in DRAFT_BITS.items()}[bits]
 
 

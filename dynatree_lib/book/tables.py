@@ -4,20 +4,52 @@ Aggregation is the same as in `plots`: a prompt's value is the median over its r
 median over prompts. Ratios between two methods (phase 3 over the fixed tree, streaming over no streaming, over
 transformers' assisted generation) are taken per prompt first, because each speedup is a ratio of walls measured
 in one process while two methods may come from different (resumed) sessions.
+
+Methods: `method` is a method's full configuration in constructor syntax (`label()`, the spelling of stored rows
+and of lookups); the tables a chapter shows put `name` first, the method's display name ("DynaTree · int4 draft",
+methods.names.display_names, unique within the table), so the configuration is a column or a hover away.
 """
 from __future__ import annotations
-
-import re
 
 import pandas as pd
 
 from . import research
+from ..bench.specs import stored_method
 from ..bench.storage import distinct
 from ..bench.summary import with_params
+from ..methods.base import Autoregressive, FixedTree, label
+from ..methods.names import display_names
+from ..methods.streaming import Streaming
 
 STATS = ("tokens_per_s", "speedup", "tokens_per_round", "acceptance_depth", "acceptance_nodes", "ttft_s", "tpot_s",
          "nodes_per_round", "kv_compressions", "peak_mem_bytes", "peak_mem_delta_bytes", "perplexity")
 CONFIG = ("method", "max_new_tokens")
+
+
+def method_of(text: str):
+    """The method a `method` cell names (stored rows' spelling, or an old label); None for a name no method class
+    reads (a stand-in in a hand-made table)."""
+    try:
+        return stored_method(None, None, str(text))
+    except ValueError:
+        return None
+
+
+def names(methods) -> list[str]:
+    """Display names for a column of `method` cells, unique within the column (rows -> method -> name); a cell no
+    method class reads is shown as it is."""
+    texts = list(methods)
+    parsed = [method_of(t) for t in texts]
+    known = list(dict.fromkeys(m for m in parsed if m is not None))
+    shown = dict(zip(known, display_names(known)))
+    return [shown[m] if m is not None else str(t) for m, t in zip(parsed, texts)]
+
+
+def named(table: pd.DataFrame) -> pd.DataFrame:
+    """`table` with `name`, the display name of its `method`, as the first column."""
+    table = table.copy()
+    table.insert(0, "name", names(table["method"]))
+    return table
 
 
 def _prepared(df: pd.DataFrame) -> pd.DataFrame:
@@ -86,7 +118,7 @@ def goal_table(df: pd.DataFrame, length: int = 128, baseline: str = "HFAssisted"
     table = table.rename(columns={"speedup_base": f"speedup_vs_{baseline}",
                                   "speedup_base_min": f"speedup_vs_{baseline}_min",
                                   "beats_base": f"beats_{baseline}"})
-    return table.sort_values("speedup_ar", ascending=False).reset_index(drop=True)
+    return named(table.sort_values("speedup_ar", ascending=False).reset_index(drop=True))
 
 
 KINDS = {"HumanEval/": "code", "prose/": "prose", "technical/": "technical"}
@@ -119,7 +151,7 @@ def by_kind(df: pd.DataFrame, methods=None) -> pd.DataFrame:
     if methods is not None:
         out["order"] = out["method"].map({m: i for i, m in enumerate(methods)})
         out = out.sort_values(["order", "max_new_tokens", "kind"]).drop(columns="order")
-    return out.reset_index(drop=True)
+    return named(out.reset_index(drop=True))
 
 
 def round_costs(df: pd.DataFrame) -> pd.DataFrame:
@@ -151,12 +183,12 @@ def round_costs(df: pd.DataFrame) -> pd.DataFrame:
 def sweep_table(df: pd.DataFrame) -> pd.DataFrame:
     """The fixed-tree grid: one row per (depth, branch, threshold, max_new_tokens), best speedup first."""
     table = per_config(df)
-    table = table[table["method"].str.startswith("FixedTree(")].copy()
+    table = table[[isinstance(method_of(m), FixedTree) for m in table["method"]]].copy()
     for column in ("depth", "branch", "max_nodes"):
         table[column] = table[column].astype(int)
     columns = ["depth", "branch", "threshold", "max_nodes", "max_new_tokens", "prompts", "speedup", "speedup_min",
                "tokens_per_s", "tokens_per_round", "acceptance_depth", "nodes_per_round", "method"]
-    return table[columns].sort_values("speedup", ascending=False).reset_index(drop=True)
+    return named(table[columns].sort_values("speedup", ascending=False).reset_index(drop=True))
 
 
 def marginal(table: pd.DataFrame, parameters=("depth", "branch", "threshold"), value: str = "speedup") -> pd.DataFrame:
@@ -175,19 +207,18 @@ def best_on_average(table: pd.DataFrame, parameter: str, value: str = "speedup")
     return table.groupby(parameter)[value].mean().idxmax()
 
 
-def _stage(row) -> str:
-    method = row["method"]
-    if method == "AR":
+def _stage(text: str) -> str:
+    """An ablation stage from the method itself: AR, the fixed tree, or the adaptive tree's phase and the parts
+    switched off."""
+    method = method_of(text)
+    if isinstance(method, Autoregressive):
         return "AR"
-    if method.startswith("FixedTree("):
+    if isinstance(method, FixedTree):
         return "fixed tree"
-    if method.startswith("DynaTree-P"):
-        if ",noprune" in method:
-            return "phase 3, no pruning"
-        if ",nobudget" in method:
-            return "phase 3, no node budget"
-        return f"phase {int(row['phase'])}"
-    return method
+    if hasattr(method, "phase"):
+        off = [what for on, what in ((method.pruning, "no pruning"), (method.node_budget, "no node budget")) if not on]
+        return ", ".join([f"phase {method.phase}", *off])
+    return text
 
 
 STAGES = ["fixed tree", "phase 1", "phase 2", "phase 3", "phase 3, no pruning", "phase 3, no node budget"]
@@ -198,7 +229,7 @@ def ablation_table(df: pd.DataFrame) -> pd.DataFrame:
     branch), with `gain_over_fixed`: the per-prompt median of the stage's speedup over the fixed tree's, minus 1."""
     table = per_config(df)
     table = table[table["method"] != "AR"].copy()
-    table["stage"] = table.apply(_stage, axis=1)
+    table["stage"] = table["method"].map(_stage)
     depth = table["depth"] if "depth" in table.columns else pd.Series(float("nan"), index=table.index)
     base = table["base_depth"] if "base_depth" in table.columns else pd.Series(float("nan"), index=table.index)
     table["base_depth"] = base.fillna(depth).astype("Int64")
@@ -213,14 +244,13 @@ def ablation_table(df: pd.DataFrame) -> pd.DataFrame:
     table["stage"] = pd.Categorical(table["stage"], [*STAGES, *sorted(set(table["stage"]) - set(STAGES))])
     columns = ["base_depth", "stage", "max_new_tokens", "prompts", "speedup", "speedup_min", "gain_over_fixed",
                "tokens_per_s", "tokens_per_round", "acceptance_depth", "nodes_per_round", "method"]
-    return table[columns].sort_values(["max_new_tokens", "base_depth", "stage"]).reset_index(drop=True)
+    return named(table[columns].sort_values(["max_new_tokens", "base_depth", "stage"]).reset_index(drop=True))
 
 
 def sensitivity_table(df: pd.DataFrame, default: str | None = None) -> pd.DataFrame:
     """DynaTree configurations by confidence thresholds and branch range, with `vs_default`: the per-prompt median
     of each one's speedup over the `default` method's (the research's best, DynaTree(phase=3), unless given)."""
     from ..methods.adaptive import DynaTree
-    from ..methods.base import label
 
     default = default or label(DynaTree(phase=3))
     table = per_config(df)
@@ -233,32 +263,31 @@ def sensitivity_table(df: pd.DataFrame, default: str | None = None) -> pd.DataFr
         zip(table["method"], table["max_new_tokens"])]
     columns = ["confidence", "branches", "max_new_tokens", "prompts", "speedup", "speedup_min", "vs_default",
                "tokens_per_round", "acceptance_depth", "nodes_per_round", "method"]
-    return table[columns].sort_values(["max_new_tokens", "speedup"], ascending=[True, False]).reset_index(drop=True)
-
-
-_STREAMING = re.compile(r"Streaming\((?P<inner>.*),cache=(?P<cache>\d+),sinks=(?P<sinks>\d+)\)")
+    table = table[columns].sort_values(["max_new_tokens", "speedup"], ascending=[True, False])
+    return named(table.reset_index(drop=True))
 
 
 def streaming_table(df: pd.DataFrame) -> pd.DataFrame:
     """Each Streaming(method, cache) beside `method` without streaming: compressions, speedup over AR, and
-    `vs_unstreamed`, the per-prompt median of its speedup over the unstreamed method's (AR's is 1)."""
+    `vs_unstreamed`, the per-prompt median of its speedup over the unstreamed method's (AR's is 1). `method` is the
+    unstreamed method, `label` the streaming one."""
     table = per_config(df)
     rows = []
     for _, row in table.iterrows():
-        match = _STREAMING.fullmatch(row["method"])
-        if not match:
+        streaming = method_of(row["method"])
+        if not isinstance(streaming, Streaming):
             continue
-        inner, n = match["inner"], row["max_new_tokens"]
+        inner, n = label(streaming.method), row["max_new_tokens"]
         part = df[df["max_new_tokens"] == n]
         ratio = ratio_per_prompt(part, row["method"], inner)
-        rows.append({"method": inner, "cache_size": int(match["cache"]), "sink_tokens": int(match["sinks"]),
+        rows.append({"method": inner, "cache_size": streaming.cache_size, "sink_tokens": streaming.sink_tokens,
                      "max_new_tokens": n, "prompts": row["prompts"], "kv_compressions": row["kv_compressions"],
                      "speedup": row["speedup"], "vs_unstreamed": ratio.median() if len(ratio) else float("nan"),
                      "tokens_per_s": row["tokens_per_s"], "tokens_per_round": row["tokens_per_round"],
                      "match_ar": row["match_ar"], "label": row["method"]})
     if not rows:
         raise ValueError("no Streaming(...) rows in the DataFrame")
-    return pd.DataFrame(rows).sort_values(["max_new_tokens", "method", "cache_size"]).reset_index(drop=True)
+    return named(pd.DataFrame(rows).sort_values(["max_new_tokens", "method", "cache_size"]).reset_index(drop=True))
 
 
 def int8_table(df: pd.DataFrame) -> pd.DataFrame:
@@ -286,7 +315,7 @@ def int8_table(df: pd.DataFrame) -> pd.DataFrame:
     out["base_target_bytes"] = sizes.get("base", float("nan"))
     out["int8_target_bytes"] = sizes.get("int8", float("nan"))
     out["memory_saving"] = 1 - out["int8_target_bytes"] / out["base_target_bytes"]
-    return out
+    return named(out)
 
 
 def beside_research(reference: pd.DataFrame, ours: pd.DataFrame, mapping: dict, columns,
@@ -326,7 +355,12 @@ def headline(goal: pd.DataFrame, quality: pd.DataFrame | None = None, *, length:
     table["tokens_per_round"] = table["method"].map(stats["tokens_per_round"])
     table["match_ar"] = table["method"].map(stats["match_ar"])
     peers = table["method"].isin([baseline, same_draft, "AR", "HFGenerate"])
-    shown = pd.concat([table[~peers].head(top), table[peers]])
+    shown = named(pd.concat([table[~peers].head(top), table[peers]]).drop(columns="name"))
+    called = dict(zip(shown["method"], shown["name"]))
+
+    def said(method):  # a method in prose: its name, then its configuration
+        return f"{called[method]} (`{method}`)" if method in called else f"`{method}`"
+
     def each(column, width=None):
         return ", ".join(distinct(part, column, width))
 
@@ -339,31 +373,33 @@ def headline(goal: pd.DataFrame, quality: pd.DataFrame | None = None, *, length:
              f"{each('date_utc', 10)}. Speedups are over {reference}: medians over prompts of same-process ratios of "
              "wall time.",
              "",
-             f"| method | speedup | worst prompt | over {baseline} |"
-             + ("" if one_peer else f" over {same_draft} |") + " tokens per round | runs identical to bf16 AR |",
+             f"| method | speedup | worst prompt | over {called.get(baseline, baseline)} |"
+             + ("" if one_peer else f" over {called.get(same_draft, same_draft)} |")
+             + " tokens per round | runs identical to bf16 AR |",
              "|---|---|---|---|---|---|" + ("" if one_peer else "---|")]
     for _, row in shown.iterrows():
-        lines.append(f"| `{row['method']}` | {_fmt_x(row['speedup_ar'])} | {_fmt_x(row['speedup_ar_min'])} "
+        lines.append(f"| {row['name']} | {_fmt_x(row['speedup_ar'])} | {_fmt_x(row['speedup_ar_min'])} "
                      f"| {_fmt_x(row[f'speedup_vs_{baseline}'])} |"
                      + ("" if one_peer else f" {_fmt_x(row[f'speedup_vs_{same_draft}'])} |")
                      + f" {row['tokens_per_round']:.2f} | {row['match_ar']:.0%} |")
     best = table[~peers].iloc[0]
     plain = table[~peers & ~table["method"].str.contains("draft_bits=")]
-    lines += ["", f"- Fastest of this library's methods: `{best['method']}`, {_fmt_x(best['speedup_ar'])} over "
+    lines += ["", "Configurations: " + "; ".join(f"{n} `{m}`" for m, n in called.items()) + ".",
+              "", f"- Fastest of this library's methods: {said(best['method'])}, {_fmt_x(best['speedup_ar'])} over "
                   f"{'plain decoding' if two_refs else 'AR'} "
                   f"(worst prompt {_fmt_x(best['speedup_ar_min'])}), {_fmt_x(best[f'speedup_vs_{baseline}'])} over "
-                  + (f"`{baseline}`, transformers' assisted generation given the same quantized draft."
+                  + (f"{said(baseline)}, transformers' assisted generation given the same quantized draft."
                      if one_peer else
-                     f"`{baseline}` as transformers runs it, and {_fmt_x(best[f'speedup_vs_{same_draft}'])} over "
-                     f"`{same_draft}`, the same peer given the same quantized draft.")]
+                     f"{said(baseline)} as transformers runs it, and {_fmt_x(best[f'speedup_vs_{same_draft}'])} over "
+                     f"{said(same_draft)}, the same peer given the same quantized draft.")]
     if not plain.empty:
         p = plain.iloc[0]
         cost = round_costs(part).set_index("method")["draft_forward_over_ar_step"]
-        line = f"- With the draft as shipped, the best is `{p['method']}` at {_fmt_x(p['speedup_ar'])}."
+        line = f"- With the draft as shipped, the best is {said(p['method'])} at {_fmt_x(p['speedup_ar'])}."
         if best["method"] in cost.index and p["method"] in cost.index:
             line += (f" One draft forward costs {cost[p['method']]:.2f} of an AR target step with the shipped draft "
-                     f"and {cost[best['method']]:.2f} with `{best['method']}`'s draft; the draft's weights change "
-                     "speed and acceptance, never the output.")
+                     f"and {cost[best['method']]:.2f} with {called[best['method']]}'s draft; the draft's weights "
+                     "change speed and acceptance, never the output.")
         lines.append(line)
     adaptive = research.ADAPTIVE_1000.set_index("method")["speedup"]
     lines.append(f"- For reference, the research measured phase 3 at {adaptive['Phase 3']:.2f}x over AR (WikiText-2, "
