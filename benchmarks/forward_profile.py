@@ -23,7 +23,7 @@ sys.path.insert(0, str(REPO))
 
 from dynatree_lib import load_pair  # noqa: E402
 from dynatree_lib.bench.profile import forward_profile, profile_table  # noqa: E402
-from dynatree_lib.models.provenance import provenance, row_provenance  # noqa: E402
+from dynatree_lib.models.provenance import provenance, write_table  # noqa: E402
 
 
 def main() -> None:
@@ -49,18 +49,13 @@ def main() -> None:
         frame = forward_profile(model, nodes, prefix_len=args.prefix, repeats=args.repeats)
         frames.append(frame.assign(model=name))
         print(name, profile_table(frame).to_string(), sep="\n", flush=True)
-    info = provenance(pair, {"nodes": args.nodes, "prefix": args.prefix, "repeats": args.repeats,
+    prov = provenance(pair, {"nodes": args.nodes, "prefix": args.prefix, "repeats": args.repeats,
                              "bits": args.bits})
-    prov = row_provenance(info)
     prov.update(loadavg_before=" ".join(f"{x:.2f}" for x in load_before),
                 loadavg_after=" ".join(f"{x:.2f}" for x in os.getloadavg()),
                 wall_s=round(time.perf_counter() - started, 1))
     df = pd.concat(frames, ignore_index=True)[["model", "nodes", "part", "ms", "share", "wall_ms", "matmul_ms"]]
-    df = df.assign(**prov)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".tmp")
-    df.to_csv(tmp, index=False)
-    os.replace(tmp, args.out)
+    write_table(df, args.out, prov)
     print(f"wrote {args.out} ({len(df)} rows; load {prov['loadavg_before']} -> {prov['loadavg_after']})")
 
 

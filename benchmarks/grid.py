@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from dynatree_lib.bench import grid, gridrun  # noqa: E402
 from dynatree_lib.bench.prompts import load_prompts  # noqa: E402
 from dynatree_lib.bench.storage import results_dir  # noqa: E402
+from dynatree_lib.models.provenance import provenance, write_table  # noqa: E402
 
 
 def _ints(text: str) -> list[int]:
@@ -84,7 +85,7 @@ def main(argv=None) -> int:
                 calibrations[d] = Calibration.load(stored)
         df = gridrun.evaluate(root, methods, lengths, calibrations)
         params = {"pair": args.pair, "evaluate_only": True}
-        print(gridrun.write_table(df, out, params), len(df), "rows")
+        print(write_table(df, out, provenance(None, params)), len(df), "rows")  # the dtype: from the rows
         if calibrations and len(df):
             print(json.dumps(gridrun.write_validation(root, df, params), indent=1, default=str))
         return 0

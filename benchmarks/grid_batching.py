@@ -34,10 +34,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dynatree_lib import load_pair  # noqa: E402
 from dynatree_lib.bench.grid import DRAFT_BITS, grid_methods, replay_draft  # noqa: E402
-from dynatree_lib.bench.gridrun import write_table  # noqa: E402
 from dynatree_lib.bench.replay import Replay, replay_grid  # noqa: E402
 from dynatree_lib.bench.supersets import SupersetDrafter, greedy_continuation, greedy_continuations  # noqa: E402
 from dynatree_lib.core.loop import encode  # noqa: E402
+from dynatree_lib.models.provenance import provenance, write_table  # noqa: E402
 from grid import _ints, prompts_of  # noqa: E402
 
 
@@ -116,7 +116,7 @@ def main(argv=None) -> int:
     df = pd.DataFrame(rows).assign(pair=args.pair, prompt_ids=",".join(pid for pid, _ in prompts),
                                    torch_threads=torch.get_num_threads())
     print(df[["measure", "draft", "batch", "s_per_token", "equal_share"]].to_string(index=False))
-    print(write_table(df, args.out, vars(args)))
+    print(write_table(df, args.out, provenance(pair, vars(args))))
     return 0
 
 

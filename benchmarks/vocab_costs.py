@@ -20,7 +20,6 @@ numbers are rough; rerun on a quiet one before quoting them.
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import statistics
 import sys
@@ -28,13 +27,14 @@ import sysconfig
 import time
 from pathlib import Path
 
+import pandas as pd
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from dynatree_lib import load_pair  # noqa: E402
-from dynatree_lib.models.provenance import provenance, row_provenance  # noqa: E402
+from dynatree_lib.models.provenance import provenance, write_table  # noqa: E402
 from dynatree_lib.models.vocab import keep_ids  # noqa: E402
 from dynatree_lib.planning.calibrate import forward_costs  # noqa: E402
 
@@ -124,20 +124,14 @@ def main() -> None:
         rows += cost_rows(pair, ks, nodes, args.reps)
     if args.skip != "acceptance":
         rows += acceptance_rows(pair, ks, args.tokens)
-    info = provenance(pair, {"ks": args.ks, "nodes": args.nodes, "reps": args.reps, "tokens": args.tokens,
+    prov = provenance(pair, {"ks": args.ks, "nodes": args.nodes, "reps": args.reps, "tokens": args.tokens,
                              "bits": BITS})
-    prov = row_provenance(info)
     prov.update(loadavg_before=" ".join(f"{x:.2f}" for x in load_before),
                 loadavg_after=" ".join(f"{x:.2f}" for x in os.getloadavg()), cpu_count=os.cpu_count(),
                 wall_s=round(time.perf_counter() - started, 1))
     fields = ["measure", "K", "nodes", "repetitions", "median_s", "min_s", "times_s", "text", "kind", "positions",
-              "target_outside_K", "draft_top1_agrees", *prov]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with args.out.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({**row, **prov})
+              "target_outside_K", "draft_top1_agrees"]
+    write_table(pd.DataFrame(rows, columns=fields), args.out, prov)
     for row in rows:
         if row["measure"] == "draft_level_cost":
             print(f"K={row['K']:>6} nodes={row['nodes']:>2}: median {row['median_s'] * 1e3:7.1f} ms, "

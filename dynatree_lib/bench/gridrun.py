@@ -20,10 +20,11 @@ from pathlib import Path
 import pandas as pd
 
 from ..methods.base import FixedTree, Linear, label
-from ..models.provenance import provenance, row_provenance, utc_now, write_atomic
+from ..models.provenance import provenance, utc_now, write_atomic, write_table
 from .grid import (DRAFT_BITS, LENGTHS, Unit, _calibrate, _target_then_replay, grid_methods, guarded, load_replay,
                    replay_batch_of, run_targets, run_timed)
 from .replay import SupersetSpec, replay_grid
+from .storage import distinct
 
 
 def init_ray(address: str | None = None, workers: int | None = None, pythonpath=None) -> bool:
@@ -166,19 +167,6 @@ def evaluate(root, methods=None, lengths=LENGTHS, calibrations: dict | None = No
     return pd.DataFrame([row for part in parts for row in part])
 
 
-def write_table(df: pd.DataFrame, path, params: dict | None = None) -> Path:
-    """A results CSV with provenance columns on every row and a .meta.json sidecar (atomic writes). The sweep's
-    parameters (its prompt list, the superset spec) stay in the sidecar: repeated on each of a full grid's 28,200
-    rows they were half of the file."""
-    path = Path(path)
-    session = provenance(None, params or {})
-    row = {k: v for k, v in row_provenance(session).items() if k != "params"}
-    df = df.assign(**{k: v for k, v in row.items() if k not in df.columns})
-    write_atomic(path, df.to_csv(index=False))
-    write_atomic(path.with_suffix(".meta.json"), json.dumps(session, indent=2, default=str) + "\n")
-    return path
-
-
 # ---------------------------------------------------------------------------------------------------------------------
 # The pipeline
 
@@ -242,7 +230,8 @@ def sweep(pair: str, prompts, *, root, loader, drafts=("base", "int4"), lengths=
         df = evaluate(root, methods, lengths, calibrations, parallel=True)
         params = {"pair": pair, "drafts": list(drafts), "lengths": list(lengths), "spec": spec.to_dict(),
                   "prompts": [pid for pid, _ in prompts], "target_batch": target_batch, "replay_batch": replay_batch}
-        report["table"] = str(write_table(df, out or root / "grid.csv", params)) if len(df) else None
+        session = provenance(None, params)  # the models ran in the workers: the dtype comes from the rows
+        report["table"] = str(write_table(df, out or root / "grid.csv", session)) if len(df) else None
         if calibrations and len(df):
             report.update(write_validation(root, df, params, timed or None))
         return report
@@ -262,7 +251,8 @@ def write_validation(root, df: pd.DataFrame, params: dict, units=None) -> dict:
     v = validate(df, timed) if len(timed) else pd.DataFrame()
     if v.empty:
         return {}
-    return {"validation_table": str(write_table(v, Path(root) / "grid_validation.csv", params)),
+    session = {**provenance(None, params), "dtype": ", ".join(distinct(timed, "dtype")) or None}  # as timed
+    return {"validation_table": str(write_table(v, Path(root) / "grid_validation.csv", session)),
             "validation": error_summary(v)}
 
 

@@ -147,6 +147,34 @@ def provenance(pair=None, params: dict | None = None) -> dict:
     return info
 
 
+# What every stored result file records (in its rows or its sidecar), each under one of these names.
+RECORDED = {"commit": ("git_commit",), "dtype": ("dtype",), "torch": ("torch_version",),
+            "transformers": ("transformers_version",), "hardware": ("cpu", "gpu"), "date": ("date_utc",)}
+
+
+def write_table(df, path, session: dict) -> Path:
+    """The writer of every result table (a pandas DataFrame): `session` (provenance()) on each row where the table
+    has no column of that name (its params only in the sidecar: repeated on a full grid's 28,200 rows they were half
+    of the file) and whole in the `<name>.meta.json` sidecar, both written atomically. A RECORDED field the session
+    lacks but the rows hold one value of (a grid's dtype, from its units) goes into the sidecar too; a table that
+    would record none of some RECORDED field is refused."""
+    path = Path(path)
+    session = dict(session)
+    for names in RECORDED.values():
+        for name in names:
+            if session.get(name) is None and name in df.columns and df[name].nunique() == 1:
+                session[name] = df[name].iloc[0]
+    missing = [field for field, names in RECORDED.items()
+               if not any(session.get(n) is not None or n in df.columns for n in names)]
+    if missing:
+        raise ValueError(f"{path}: its provenance lacks {missing}: give provenance() the pair that ran, or rows "
+                         "that record it")
+    row = {k: v for k, v in row_provenance(session).items() if k != "params"}
+    write_atomic(path, df.assign(**{k: v for k, v in row.items() if k not in df.columns}).to_csv(index=False))
+    write_atomic(path.with_suffix(".meta.json"), json.dumps(session, indent=2, default=str) + "\n")
+    return path
+
+
 def row_provenance(info: dict) -> dict:
     """The flat subset of `provenance()` that goes into every result row (the file list stays in the sidecar)."""
     skip = {"git_changes", "argv", "params", "platform"}
