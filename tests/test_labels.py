@@ -210,3 +210,17 @@ def test_a_class_without_an_entry_is_shown_by_its_class_name():
 
     assert display_name(Newcomer(draft_bits=8)) == "Newcomer · int8 draft"
     assert describe(Newcomer(depth=4)) == "Newcomer(depth=4)"
+
+
+def test_cli_refuses_a_bad_method_before_it_loads_the_models(monkeypatch, capsys):
+    from dynatree_lib import cli
+
+    def no_models(args):
+        raise AssertionError("the models were loaded before --method was read")
+
+    monkeypatch.setattr(cli, "_pair", no_models)
+    for spec, message in [("FixedTree(depth=5, depth=6)", "depth is given twice"),
+                          ("Linear(k=1..1000000000)", "at most 1000")]:
+        with pytest.raises(SystemExit):
+            cli.main(["generate", "x", "--method", spec])
+        assert message in capsys.readouterr().err
