@@ -54,6 +54,18 @@ class _Spec:
 
 def parse_methods(spec: str) -> list:
     """The methods a spec names, in order (see the module docstring for the syntax)."""
+    return _parse(spec, stacklevel=3)
+
+
+def parse_method(spec: str):
+    """Exactly one method from a spec such as "FixedTree(depth=8, branch=3)" or "AR"."""
+    methods = _parse(spec, stacklevel=3)
+    if len(methods) != 1:
+        raise ValueError(f"{spec!r} names {len(methods)} methods; expected one")
+    return methods[0]
+
+
+def _parse(spec: str, stacklevel: int) -> list:
     if not isinstance(spec, str) or not spec.strip():
         raise ValueError(f"a method spec must be a non-empty string such as 'DynaTree(draft_bits=4)', got {spec!r}")
     state = _Spec(spec)
@@ -74,20 +86,8 @@ def parse_methods(spec: str) -> list:
     if state.old:
         shown = ", ".join(describe(m) for m in methods[:4]) + (", ..." if len(methods) > 4 else "")
         warnings.warn(f"{spec!r} is an old label spelling; write the constructor's own syntax: {shown}",
-                      DeprecationWarning, stacklevel=2)
+                      DeprecationWarning, stacklevel=stacklevel)
     return methods
-
-
-def parse_method(spec: str):
-    """Exactly one method from a spec such as "FixedTree(depth=8, branch=3)" or "AR"."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        methods = parse_methods(spec)
-    for w in caught:  # re-raised at the caller of parse_method
-        warnings.warn(w.message, w.category, stacklevel=2)
-    if len(methods) != 1:
-        raise ValueError(f"{spec!r} names {len(methods)} methods; expected one")
-    return methods[0]
 
 
 def _class(name: str, state: _Spec):
