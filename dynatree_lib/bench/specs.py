@@ -283,7 +283,8 @@ def canonical(table):
     methods = row_methods(table, strict=False)
     lost = sorted({str(m) for m, got in zip(table["method"], methods) if got is None})
     if lost:
-        warnings.warn(f"stored rows whose method no longer exists are kept as stored: {lost}", stacklevel=2)
+        warnings.warn(f"stored rows whose method dynatree_lib cannot rebuild (a class it does not export, a parameter "
+                      f"no longer there) are kept as stored: {lost}", stacklevel=2)
     table = table.copy()
     table["method"] = [describe(m) if m is not None else old for m, old in zip(methods, table["method"])]
     if "method_type" in table.columns or "method_params" in table.columns:
