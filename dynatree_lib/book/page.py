@@ -30,6 +30,10 @@ def mib(n: float) -> str:
     return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
 
 
+def _missing(value) -> bool:
+    return isinstance(value, float) and pd.isna(value)
+
+
 def _cell(value) -> str:
     if isinstance(value, float):
         return "" if pd.isna(value) else f"{value:.3g}"
@@ -38,12 +42,12 @@ def _cell(value) -> str:
 
 def table(df: pd.DataFrame, name: str, caption: str, formats: dict | None = None) -> str:
     """`df` as a numbered, captioned MyST table (Markdown). `formats` maps a column to a function that writes its
-    values (e.g. {"Speedup": page.times}); other floats get three significant digits."""
+    values (e.g. {"Speedup": page.times}); other floats get three significant digits; a missing value is blank."""
     formats = formats or {}
     if df.empty:
         raise ValueError(f"table {name!r} has no rows")
     columns = list(df.columns)
-    rows = [[formats[c](v) if c in formats else _cell(v) for c, v in zip(columns, row)]
+    rows = [["" if _missing(v) else formats[c](v) if c in formats else _cell(v) for c, v in zip(columns, row)]
             for row in df.itertuples(index=False)]
     lines = [f":::{{table}} {caption}", f":name: {name}", "",
              "| " + " | ".join(map(str, columns)) + " |", "|" + "---|" * len(columns)]

@@ -13,14 +13,14 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from ..methods import DynaTree, HFAssisted, Linear, label
+from ..methods.names import display_name
 from . import plots
-from .tables import per_prompt, text_kind
+from .tables import method_of, names, per_prompt, text_kind
 
 
 @dataclass(frozen=True)
 class Contender:
-    name: str  # what a reader sees
-    method: object  # what was run (its label keys the stored rows)
+    method: object  # what was run (its label is the `method` cell of stored rows)
     color: str
     dash: str = "solid"
 
@@ -28,15 +28,19 @@ class Contender:
     def label(self) -> str:
         return label(self.method)
 
+    @property
+    def name(self) -> str:
+        return display_name(self.method)
+
 
 # The methods the verdict compares, in legend order. The int4 draft is the library's own weight-only quantization of
 # the shipped 0.5B draft (methods' draft_bits=4); "as shipped" is that draft in bf16.
 CONTENDERS = (
-    Contender("DynaTree · int4 draft", DynaTree(draft_bits=4), "#d9622b"),
-    Contender("Chain of 5 · int4 draft", Linear(k=5, draft_bits=4), "#2f6db5"),
-    Contender("transformers assisted · int4 draft", HFAssisted(draft_bits=4), "#7b4fa6"),
-    Contender("DynaTree · draft as shipped", DynaTree(), "#d9622b", "dash"),
-    Contender("transformers assisted · draft as shipped", HFAssisted(), "#7b4fa6", "dash"),
+    Contender(DynaTree(draft_bits=4), "#d9622b"),
+    Contender(Linear(k=5, draft_bits=4), "#2f6db5"),
+    Contender(HFAssisted(draft_bits=4), "#7b4fa6"),
+    Contender(DynaTree(), "#d9622b", "dash"),
+    Contender(HFAssisted(), "#7b4fa6", "dash"),
 )
 LEAD, CHAIN, PEER, LEAD_SHIPPED, PEER_SHIPPED = CONTENDERS
 KIND_ORDER = ("all", "code", "prose", "technical")
@@ -67,26 +71,38 @@ def _ratio(pp: pd.DataFrame, a: Contender, b: Contender, length: int, kind: str 
     return (s[a.name] / s[b.name]).dropna()
 
 
-def summary(speed: pd.DataFrame, length: int) -> pd.DataFrame:
-    """The short table at `length` new tokens, fastest first: speedup over plain decoding (median, worst prompt),
-    over transformers' assisted generation given the same draft, tokens per target forward, share of runs token-identical to AR in
-    the same dtype (bf16 here: batched verification can flip near-ties, see the quality chapter)."""
-    pp = speedups(speed)
+def peer_of(method):
+    """transformers' assisted generation given the same draft as `method` (None for a method without a draft)."""
+    if not getattr(method, "needs_draft", False) or isinstance(method, HFAssisted):
+        return None
+    return HFAssisted(draft_bits=getattr(method, "draft_bits", None))
+
+
+def summary(speed: pd.DataFrame, length: int, methods=None) -> pd.DataFrame:
+    """One row per method at `length` new tokens (the verdict's contenders, or every method stored when `methods` is
+    "all"), fastest first: speedup over plain decoding (median, worst prompt), over transformers' assisted
+    generation given the same draft (per prompt, same process), tokens per target forward, the share of runs
+    token-identical to AR in the same dtype (bf16 here: batched verification can flip near-ties, see the quality
+    chapter), and the configuration."""
+    pp = per_prompt(speed)
     part = pp[pp["max_new_tokens"] == length]
     if part.empty:
         raise ValueError(f"no speed rows at {length} new tokens; stored: {sorted(map(int, pp['max_new_tokens'].unique()))}")
+    labels = list(dict.fromkeys(part["method"])) if methods == "all" else [c.label for c in CONTENDERS]
+    shown = dict(zip(labels, names(labels)))
+    per = part.pivot_table(index="prompt_id", columns="method", values="speedup")
     rows = []
-    for c in CONTENDERS:
-        mine = part[part["name"] == c.name]
+    for text in labels:
+        mine = part[part["method"] == text]
         if mine.empty:
             continue
-        peer = PEER_SHIPPED if "shipped" in c.name else PEER
-        vs = _ratio(pp, c, peer, length) if c is not peer else pd.Series(dtype=float)
-        rows.append({"Method": c.name, "Speedup": mine["speedup"].median(), "Worst prompt": mine["speedup"].min(),
+        peer = peer_of(method_of(text))
+        vs = (per[text] / per[label(peer)]).dropna() if peer is not None and label(peer) in per else pd.Series([])
+        rows.append({"Method": shown[text], "Speedup": mine["speedup"].median(), "Worst prompt": mine["speedup"].min(),
                      "Over transformers, same draft": vs.median() if len(vs) else float("nan"),
                      "Tokens per forward": mine["tokens_per_round"].median(),
                      "Identical to bf16 AR": mine["match_ar"].mean(), "Prompts": mine["prompt_id"].nunique(),
-                     "Configuration": c.label})
+                     "Configuration": text})
     return pd.DataFrame(rows).sort_values("Speedup", ascending=False).reset_index(drop=True)
 
 
@@ -181,3 +197,46 @@ def figure(speed: pd.DataFrame, title: str | None = None) -> go.Figure:
         updatemenus=[dict(type="buttons", direction="right", buttons=buttons, x=0, xanchor="left", y=1.12,
                           yanchor="top", showactive=True)])
     return fig
+
+
+def bars(speed: pd.DataFrame, length: int, title: str | None = None) -> go.Figure:
+    """Every method's speedup over plain decoding at `length` new tokens, fastest on top (median over prompts, the
+    whiskers the range over prompts), with buttons for the kind of text; hover shows the full configuration."""
+    pp = per_prompt(speed)
+    pp = pp[pp["max_new_tokens"] == length].copy()
+    if pp.empty:
+        raise ValueError(f"no speed rows at {length} new tokens")
+    pp["kind"] = pp["prompt_id"].map(text_kind)
+    shown = dict(zip(pp["method"].unique(), names(pp["method"].unique())))
+    kinds = [k for k in KIND_ORDER if k == "all" or (pp["kind"] == k).any()]
+    fig = plots._figure(title, xaxis=dict(title="speedup over plain decoding (x)", rangemode="tozero"),
+                        yaxis=dict(title=None, automargin=True), showlegend=False,
+                        height=max(320, 34 * len(shown) + 140), margin=dict(l=20, r=20, t=70, b=50))
+    for kind in kinds:
+        part = pp if kind == "all" else pp[pp["kind"] == kind]
+        g = part.groupby("method")["speedup"].agg(["median", "min", "max", "count"]).sort_values("median")
+        fig.add_trace(go.Bar(
+            x=g["median"], y=[shown[m] for m in g.index], orientation="h", visible=kind == "all",
+            marker_color=[plots.color_map(g.index)[m] for m in g.index],
+            error_x=dict(type="data", symmetric=False, array=g["max"] - g["median"],
+                         arrayminus=g["median"] - g["min"], color="#555", thickness=1),
+            customdata=list(zip(g.index, g["min"], g["max"], g["count"])),
+            hovertemplate="%{y}: %{x:.2f}x (range %{customdata[1]:.2f}-%{customdata[2]:.2f}, "
+                          "%{customdata[3]} prompts)<br><sub>%{customdata[0]}</sub><extra></extra>"))
+    buttons = [dict(label="all prompts" if k == "all" else k, method="update",
+                    args=[{"visible": [i == j for j in range(len(kinds))]}]) for i, k in enumerate(kinds)]
+    fig.update_layout(updatemenus=[dict(type="buttons", direction="right", buttons=buttons, x=0, xanchor="left",
+                                        y=1.0, yanchor="bottom", pad=dict(b=8), showactive=True)])
+    return fig
+
+
+def kind_table(speed: pd.DataFrame, lengths) -> pd.DataFrame:
+    """Per contender and length, per kind of text: 'speedup · tokens per forward' (medians over that kind's prompts)."""
+    pp = speedups(speed)
+    pp = pp[pp["max_new_tokens"].isin(lengths)]
+    g = pp.groupby(["name", "max_new_tokens", "kind"])[["speedup", "tokens_per_round"]].median()
+    cells = (g["speedup"].map("{:.2f}x".format) + " · " + g["tokens_per_round"].map("{:.1f}".format)).unstack("kind")
+    cells = cells[[k for k in KIND_ORDER if k in cells.columns]].fillna("")
+    order = {c.name: i for i, c in enumerate(CONTENDERS)}
+    cells = cells.reset_index().rename(columns={"name": "Method", "max_new_tokens": "New tokens"})
+    return cells.sort_values(["New tokens", "Method"], key=lambda s: s.map(order) if s.name == "Method" else s)
