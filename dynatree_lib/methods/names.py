@@ -38,6 +38,7 @@ SUFFIXES = {
 }
 
 
+@functools.cache
 def method_classes() -> dict[str, type]:
     """The method classes dynatree_lib exports, by class name."""
     import dynatree_lib
