@@ -300,3 +300,30 @@ def test_no_development_history_in_pages(built_book: Path):
     found = [f"{p.relative_to(built_book.parent)}: {m.group(0)}" for p in sorted(built_book.parent.rglob("*.html"))
              for m in _HISTORY.finditer(_page_text(p))]
     assert not found, "development history on a page:\n" + "\n".join(found)
+
+
+# After layout, the headline table's overflow (a reader would have to scroll it sideways) and its width.
+_TABLE_PROBE = """<script>
+window.addEventListener("load", () => {
+  const t = document.getElementById("headline-table");
+  const box = t && t.closest(".pst-scrollable-table-container, .table-wrapper") || (t && t.parentElement);
+  document.body.setAttribute("data-table", JSON.stringify(
+    t ? {scroll: box.scrollWidth, client: box.clientWidth, table: t.getBoundingClientRect().width} : null));
+});
+</script>"""
+
+
+def test_intro_headline_table_fits_1000px(built_book: Path, chromium: str):
+    """The intro's headline table shows every column at a 1,000 px window: no sideways scrolling."""
+    page = built_book.parent / "book" / "intro.html"
+    probe = page.with_name("_probe_intro.html")
+    probe.write_text(page.read_text(encoding="utf-8").replace("</body>", _TABLE_PROBE + "</body>"), "utf-8")
+    try:
+        dom = _run_chromium(chromium, "--window-size=1000,2000", "--dump-dom", probe.as_uri())
+    finally:
+        probe.unlink()
+    match = re.search(r'data-table="([^"]*)"', dom.stdout)
+    assert match, "the table probe did not run on the intro"
+    size = json.loads(unescape(match.group(1)))
+    assert size is not None, "the intro has no table named headline-table"
+    assert size["scroll"] <= size["client"] + 1, size
