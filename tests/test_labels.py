@@ -215,10 +215,10 @@ def test_a_class_without_an_entry_is_shown_by_its_class_name():
 def test_cli_refuses_a_bad_method_before_it_loads_the_models(monkeypatch, capsys):
     from dynatree_lib import cli
 
-    def no_models(args):
+    def no_models(*args, **kwargs):
         raise AssertionError("the models were loaded before --method was read")
 
-    monkeypatch.setattr(cli, "_pair", no_models)
+    monkeypatch.setattr("dynatree_lib.models.pair.load_pair", no_models)
     for spec, message in [("FixedTree(depth=5, depth=6)", "depth is given twice"),
                           ("Linear(k=1..1000000000)", "at most 1000")]:
         with pytest.raises(SystemExit):

@@ -40,15 +40,17 @@ SUFFIXES = {
 
 @functools.cache
 def method_classes() -> dict[str, type]:
-    """The method classes dynatree_lib exports, by class name."""
+    """The method classes dynatree_lib exports, by class name: the frozen dataclasses of dynatree_lib.methods."""
     import dynatree_lib
 
     return {name: obj for name in dynatree_lib.__all__ if isinstance(obj := getattr(dynatree_lib, name), type)
-            and dataclasses.is_dataclass(obj) and hasattr(obj, "needs_draft")}
+            and dataclasses.is_dataclass(obj) and obj.__dataclass_params__.frozen
+            and obj.__module__.startswith(__package__)}
 
 
 def is_method(value) -> bool:
-    return dataclasses.is_dataclass(value) and not isinstance(value, type) and hasattr(value, "needs_draft")
+    """A method object: methods are frozen dataclasses, pure configuration."""
+    return dataclasses.is_dataclass(value) and not isinstance(value, type) and value.__dataclass_params__.frozen
 
 
 def _fields(method) -> dict:
