@@ -15,8 +15,7 @@ from dynatree_lib import (Autoregressive, DynaTree, FixedTree, HardwareAware, HF
 from dynatree_lib.bench import parse_method, parse_methods, read_results
 from dynatree_lib.bench.specs import MAX_METHODS, row_methods
 from dynatree_lib.bench.storage import KEY, config_key, stored_keys
-from dynatree_lib.methods.names import (NAMES, describe, display_name, display_names, from_record, identity,
-                                        method_classes)
+from dynatree_lib.methods.names import describe, display_name, display_names, from_record, identity
 
 probs = st.integers(0, 99).map(lambda i: i / 100)
 bits = st.sampled_from([None, 4, 8])
@@ -194,11 +193,6 @@ def test_display_names_are_readable_and_unique_in_a_table():
                                     "Fixed tree (branch=3)"]
     assert display_names([FixedTree(d) for d in (3, 5, 8)]) == [
         "Fixed tree (depth=3)", "Fixed tree (depth=5)", "Fixed tree (depth=8)"]
-
-
-def test_every_method_class_has_a_display_name_entry():
-    """A class without one falls back to its class name; the exported classes all have a short name."""
-    assert set(method_classes()) <= set(NAMES)
 
 
 def test_a_class_without_an_entry_is_shown_by_its_class_name():
