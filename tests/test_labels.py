@@ -218,3 +218,32 @@ def test_cli_refuses_a_bad_method_before_it_loads_the_models(monkeypatch, capsys
         with pytest.raises(SystemExit):
             cli.main(["generate", "x", "--method", spec])
         assert message in capsys.readouterr().err
+
+
+def test_resuming_a_stored_file_written_under_old_labels_measures_nothing(tmp_path, monkeypatch):
+    """speed_bf16.csv was written under the old labels (DynaTree-P4(D<=32,...)): asking run_benchmark for the same
+    configurations today finds every one stored, measures none and writes nothing."""
+    import shutil
+
+    from dynatree_lib.bench import harness, run_benchmark
+
+    shutil.copy("data/results/speed_bf16.csv", tmp_path / "speed_bf16.csv")
+    stored = read_results(tmp_path / "speed_bf16.csv")
+    row = stored.iloc[0]
+    ident = {"pair": row["pair"], "dtype": row["dtype"], "device": row["device"]}
+
+    def measured(*args, **kwargs):
+        raise AssertionError("a stored configuration was measured again")
+
+    monkeypatch.setattr(harness, "pair_info", lambda pair: ident)
+    monkeypatch.setattr(harness, "encode", lambda pair, prompt: prompt)
+    monkeypatch.setattr(harness, "check_inputs", lambda *args: None)
+    monkeypatch.setattr(harness, "provenance", lambda *args: {"date_utc": "now"})
+    monkeypatch.setattr(harness._Bench, "measure", measured)
+    before = (tmp_path / "speed_bf16.csv").read_bytes()
+    prompts = {pid: [1, 2, 3] for pid in stored["prompt_id"].unique()}
+    pair = type("Pair", (), {"device": __import__("torch").device("cpu")})()  # never runs: nothing is measured
+    df = run_benchmark(pair, [DynaTree(), HFAssisted()], prompts, 512, out=tmp_path, experiment="speed_bf16",
+                       progress=False)
+    assert len(df) == len(stored) and set(df["method"]) == {"AR", "DynaTree", "HFAssisted"}
+    assert (tmp_path / "speed_bf16.csv").read_bytes() == before
