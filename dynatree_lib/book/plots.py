@@ -20,8 +20,9 @@ pio.templates[TEMPLATE] = go.layout.Template(pio.templates["plotly_white"])
 pio.templates[TEMPLATE].layout.update(
     font=dict(family="Helvetica, Arial, sans-serif", size=13),
     title=dict(x=0.02, xanchor="left"),
-    margin=dict(l=60, r=20, t=60, b=50),
-    legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0),
+    # The legend sits under the plot, never over the title: its own strip at the bottom of the figure.
+    margin=dict(l=60, r=20, t=60, b=120),
+    legend=dict(orientation="h", yref="container", yanchor="bottom", y=0.01, x=0, title=None),
     hoverlabel=dict(namelength=-1),
 )
 

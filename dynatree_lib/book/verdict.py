@@ -192,7 +192,6 @@ def figure(speed: pd.DataFrame, title: str | None = None) -> go.Figure:
         buttons.append(dict(label="all prompts" if kind == "all" else kind, method="update", args=[{"visible": mask}]))
         start += count
     fig.update_layout(
-        legend=dict(orientation="h", yanchor="top", y=-0.18, x=0),
         margin=dict(l=60, r=20, t=70 if title else 50, b=130),
         updatemenus=[dict(type="buttons", direction="right", buttons=buttons, x=0, xanchor="left", y=1.12,
                           yanchor="top", showactive=True)])
