@@ -162,7 +162,8 @@ def test_rows_stored_under_old_spellings_key_as_new_rows(tmp_path):
     matches the same method written today."""
     old = pd.DataFrame([
         {"method": "Streaming(Linear(K=6),cache=64,sinks=4)", "method_type": "Streaming",
-         "method_params": '{"cache_size": 64, "method": {"draft_bits": null, "k": 6}, "sink_tokens": 4, "slack": null}'},
+         "method_params": '{"cache_size": 64, "method": {"draft_bits": null, "k": 6}, "sink_tokens": 4, '
+                          '"slack": null}'},
         {"method": "TopNTree(N=32,D=8,k=8)", "method_type": "TopNTree",
          "method_params": '{"draft_bits": null, "max_depth": 8, "nodes": 32, "topk": 8}'},
         {"method": "Streaming(AR,cache=64,sinks=4)", "method_type": "Streaming",
