@@ -23,6 +23,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from dynatree_lib.models.provenance import atomic_path, write_atomic  # noqa: E402
 from dynatree_lib.models.vocab import RANKING_FORMAT, tokenizer_fingerprint  # noqa: E402
 
 NAME = "qwen2.5-stdlib"
@@ -93,9 +94,9 @@ def main() -> None:
         "tokenizers": tokenizers.__version__,
         "command": "python scripts/build_vocab_ranking.py",
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(args.out / f"{NAME}.npz", ids=ids, counts=counts)
-    (args.out / f"{NAME}.json").write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
+    with atomic_path(args.out / f"{NAME}.npz") as tmp, tmp.open("wb") as f:  # a file object: no ".npz" appended
+        np.savez_compressed(f, ids=ids, counts=counts)
+    write_atomic(args.out / f"{NAME}.json", json.dumps(meta, indent=1) + "\n")
     print(json.dumps(meta, indent=1))
 
 

@@ -26,6 +26,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from dynatree_lib.models.provenance import write_atomic  # noqa: E402
+
 
 def _gpu_costs():
     """scripts/gpu_costs.py as a module (its SHAPES, PAIRS, SHRUNK, build_model and provenance)."""
@@ -98,7 +100,7 @@ def main(argv=None) -> int:
             stem = f"calibration_{name}_{str(dtype).removeprefix('torch.')}_{calib.info['draft_variant']}"
             calib.save(out / f"{stem}.json")
             frame = calib.costs.frame().assign(**{k: v for k, v in calib.info.items() if not isinstance(v, (dict, list))})
-            frame.to_csv(out / f"{stem}.csv", index=False)
+            write_atomic(out / f"{stem}.csv", frame.to_csv(index=False))
             o = calib.overheads
             print(f"{stem}: verify(1) {calib.costs.verify(1) * 1e3:.2f} ms, draft(1) {calib.costs.draft(1) * 1e3:.2f} ms, "
                   f"round overhead {o.round_s * 1e3:.2f} ms + {o.node_s * 1e6:.1f} us/node -> {out / stem}.json")

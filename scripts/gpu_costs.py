@@ -33,11 +33,12 @@ import os
 import platform
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import torch
+
+from dynatree_lib.models.provenance import atomic_path, write_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -239,8 +240,7 @@ def junit_rows(path: Path, dtype: str, info: dict) -> list[dict]:
 
 
 def write_csv(rows: list[dict], path: Path, fields=FIELDS) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="", encoding="utf-8") as f:
+    with atomic_path(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
@@ -281,7 +281,7 @@ def write_pair_files(rows: list[dict], out: Path) -> list[Path]:
                 for column in ["dtype", "prefix_len", "repeats", "shape", *FIELDS[FIELDS.index("date_utc"):]]:
                     frame[column] = t[column].iloc[0]
                 path = out / f"gpu_costs_{pair}_{dtype}{suffix}.csv"
-                frame.to_csv(path, index=False)
+                write_atomic(path, frame.to_csv(index=False))
                 written.append(path)
     return written
 

@@ -17,6 +17,7 @@ from dynatree_lib.bench import read_results
 from dynatree_lib.bench.storage import distinct
 from dynatree_lib.book import verdict
 from dynatree_lib.book.tables import prompts_described
+from dynatree_lib.models.provenance import write_atomic
 
 MISSING = ("No speed table is stored yet: `python benchmarks/goal.py --sets humaneval:4,prose:3,technical:3 --skip 10 "
            "--experiment speed` measures it, and this section is rebuilt from its rows.")
@@ -81,7 +82,7 @@ def main(argv=None) -> None:
         return
     figure_file = args.out.with_name(args.out.stem + "_figure.html")
     if speed.empty:
-        args.out.write_text(MISSING + "\n")
+        write_atomic(args.out, MISSING + "\n")
         return
     shipped = read_results(args.results / "speed_bf16.csv")
     peer = verdict.PEER_SHIPPED.label
@@ -90,9 +91,9 @@ def main(argv=None) -> None:
         speed.loc[speed["method"] == peer, "max_new_tokens"])] if not shipped.empty else shipped
     fig = verdict.figure(pd.concat([speed, extra], ignore_index=True))
     # plotly.js once per site, from _static (scripts/build_book.sh copies it there); the intro is book/intro.html
-    figure_file.write_text('<script src="../_static/plotly.min.js"></script>\n' + fig.to_html(full_html=False, include_plotlyjs=False, div_id="verdict-figure",
-                                       config={"displaylogo": False}))
-    args.out.write_text(page(speed, figure_file.name) + "\n")
+    html = fig.to_html(full_html=False, include_plotlyjs=False, div_id="verdict-figure", config={"displaylogo": False})
+    write_atomic(figure_file, '<script src="../_static/plotly.min.js"></script>\n' + html)
+    write_atomic(args.out, page(speed, figure_file.name) + "\n")
     print(f"headline: wrote {args.out} and {figure_file}")
 
 

@@ -31,6 +31,8 @@ from pathlib import Path
 
 import pydoc_data.topics
 
+from dynatree_lib.models.provenance import write_atomic
+
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = "scripts/make_prompts.py"
 
@@ -102,7 +104,7 @@ def write_jsonl(path: Path, rows: list[dict]) -> bytes:
     # sort_keys + fixed separators: identical bytes on every run.
     data = "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rows)
     raw = data.encode("utf-8")
-    path.write_bytes(raw)
+    write_atomic(path, raw)
     return raw
 
 
@@ -227,8 +229,8 @@ def build(out: Path, tar_path: Path) -> dict:
     for name, (rows, source, how) in sets.items():
         raw = write_jsonl(out / name, rows)
         manifest["files"][name] = {"rows": len(rows), "sha256": sha256_bytes(raw), "source": source, "selection": how}
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    (out / "SOURCES.md").write_text(sources_md(manifest), encoding="utf-8")
+    write_atomic(out / "manifest.json", json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    write_atomic(out / "SOURCES.md", sources_md(manifest))
     return manifest
 
 

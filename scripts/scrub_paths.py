@@ -13,7 +13,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from dynatree_lib.models.provenance import scrub_paths  # noqa: E402
+from dynatree_lib.models.provenance import scrub_paths, write_atomic  # noqa: E402
 
 
 def stored_files(root: Path = REPO / "data") -> list[Path]:
@@ -31,9 +31,7 @@ def main(argv=None) -> int:
         if clean != text:
             dirty.append(path.relative_to(REPO).as_posix())
             if not args.check:
-                tmp = path.with_suffix(path.suffix + ".tmp")
-                tmp.write_text(clean, encoding="utf-8")
-                tmp.replace(path)
+                write_atomic(path, clean)
     print(("still holding machine paths: " if args.check else "rewrote: ") + (", ".join(dirty) or "none"))
     return 1 if args.check and dirty else 0
 

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import nbformat
 
+from dynatree_lib.models.provenance import atomic_path
+
 SCRIPT = re.compile(r"<script\b([^>]*)>(.*?)</script>", re.S | re.I)
 SRC = re.compile(r"""\bsrc\s*=\s*["']([^"']*)["']""", re.I)
 # The bundle's banner ("/**\n* plotly.js v4.1.1"); the size check guards against a short script that merely
@@ -79,7 +81,8 @@ def strip_notebook(path: Path, static_rel: str) -> dict:
             new = strip_html(text, reference, state)
             if new != text:
                 data["text/html"] = new
-    nbformat.write(nb, path)
+    with atomic_path(path) as tmp:
+        nbformat.write(nb, tmp)
     state["bytes_before"], state["bytes_after"] = before, path.stat().st_size
     return state
 

@@ -359,10 +359,8 @@ def test_interpolation():
     assert calibrate.interpolate(xs, ys, 0.5) == 1.0
     assert calibrate.interpolate((1, 2), (2.0, 1.0), 5) == 1.0  # never extrapolates downwards
     assert calibrate.interpolate((4,), (3.0,), 100) == 3.0
-    for curve in ((xs, ys), ((1, 2), (2.0, 1.0)), ((4,), (3.0,)), ((128, 512, 2048), (1.0, 1.1, 1.3))):
-        points = [0.5, 1, 1.5, 3, 6, 10, 100, 700, 5000, 1e6]
-        assert calibrate.interpolate_many(*curve, points) == pytest.approx(
-            [calibrate.interpolate(*curve, x) for x in points], rel=1e-12)  # one rule, two forms
+    points = [0.5, 1, 3, 6, 10]  # an array in, an array out (the predictions price every AR step at once)
+    assert calibrate.interpolate(xs, ys, points).tolist() == [1.0, 1.0, 1.5, 4.0, 8.0]
     costs = calibrate.Costs(xs, ys, (0.5, 0.5, 0.5, 1.5))
     assert costs.verify(3) == pytest.approx(1.5) and costs.draft(6) == pytest.approx(1.0)
     assert list(costs.frame().columns) == ["nodes", "verify_s", "draft_s", "draft_over_verify"]

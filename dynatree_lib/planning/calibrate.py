@@ -4,7 +4,6 @@ function of the tree size; measured once per machine and model pair and cached a
 See planner.py for how the curves are used."""
 from __future__ import annotations
 
-import bisect
 import datetime as dt
 import hashlib
 import json
@@ -24,7 +23,7 @@ from ..core.mask import tree_attention_mask, tree_position_ids
 from ..core.tree import from_parents
 from ..core.checks import _check_int
 from ..models.embedded import cache_root
-from ..models.provenance import cpu_model
+from ..models.provenance import cpu_model, write_atomic
 
 DEFAULT_NODES = (1, 2, 4, 8, 16, 32, 64)
 DEFAULT_CONTEXTS = (128, 512, 1024, 2048)  # cached tokens: a short prompt .. a long prompt plus a long run
@@ -36,29 +35,18 @@ CALIBRATION_FORMAT = 1  # bump when what is measured changes, so old calibration
 # Cost curves
 
 
-def interpolate(xs, ys, x: float) -> float:
-    """Piecewise-linear y(x) through the points (xs increasing): below xs[0] the first value, past xs[-1] the last
-    segment's slope continued (clamped at 0, so timing noise never makes a bigger forward look cheaper)."""
-    if len(xs) == 1 or x <= xs[0]:
-        return float(ys[0])
-    i = bisect.bisect_left(xs, x)
-    if i == len(xs):
-        slope = max((ys[-1] - ys[-2]) / (xs[-1] - xs[-2]), 0.0)
-        return float(ys[-1] + slope * (x - xs[-1]))
-    x0, x1, y0, y1 = xs[i - 1], xs[i], ys[i - 1], ys[i]
-    return float(y0 + (y1 - y0) * (x - x0) / (x1 - x0))
-
-
-def interpolate_many(xs, ys, x) -> np.ndarray:
-    """`interpolate` at every point of the array `x` at once (its rule, vectorised: the predictions price every
-    AR step of a sweep's rows)."""
-    x = np.asarray(x, dtype=float)
+def interpolate(xs, ys, x):
+    """Piecewise-linear y(x) through the points (xs increasing), at a number (a float back) or at every point of an
+    array (an array back: the predictions price every AR step of a sweep's rows): below xs[0] the first value, past
+    xs[-1] the last segment's slope continued (clamped at 0, so timing noise never makes a bigger forward look
+    cheaper). np.interp (flat past both ends), the last segment continued past xs[-1]."""
+    points = np.asarray(x, dtype=float)
     xs, ys = [float(v) for v in xs], [float(v) for v in ys]
-    if len(xs) == 1:
-        return np.full_like(x, ys[0])
-    slope = max((ys[-1] - ys[-2]) / (xs[-1] - xs[-2]), 0.0)
-    far = float(x.max(initial=xs[-1])) + 1.0  # a point past every x (and xs[-1]) on the continued last segment
-    return np.interp(x, xs + [far], ys + [ys[-1] + slope * (far - xs[-1])])
+    out = np.interp(points, xs, ys)
+    if len(xs) > 1:
+        slope = max((ys[-1] - ys[-2]) / (xs[-1] - xs[-2]), 0.0)
+        out = np.where(points > xs[-1], ys[-1] + slope * (points - xs[-1]), out)
+    return float(out) if out.ndim == 0 else out
 
 
 def _check_nodes(nodes) -> tuple[int, ...]:
@@ -322,10 +310,7 @@ def load_or_measure_costs(pair, *, nodes=DEFAULT_NODES, prefix_len: int = 128, r
         except (OSError, ValueError, KeyError, TypeError):
             pass  # missing or unreadable: measure again
     costs = measure_costs(pair, nodes=nodes, prefix_len=prefix_len, repeats=repeats)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"key": key, "costs": costs.to_dict()}, indent=1, default=str), encoding="utf-8")
-    os.replace(tmp, path)  # atomic: a concurrent reader sees the old file or the new one, never half of one
+    write_atomic(path, json.dumps({"key": key, "costs": costs.to_dict()}, indent=1, default=str))
     _CALIBRATIONS[str(path)] = costs
     return costs
 

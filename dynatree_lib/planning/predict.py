@@ -34,14 +34,14 @@ from __future__ import annotations
 import functools
 import json
 import math
-import os
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .calibrate import Costs, interpolate, interpolate_many
+from ..models.provenance import write_atomic
+from .calibrate import Costs, interpolate
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Calibration: cost curves plus per-round overheads, with provenance
@@ -84,7 +84,7 @@ class Calibration:
             return np.ones_like(c)
         xs, ys = curve["contexts"], curve["scale"]
         ref = float(self.overheads.info.get("ar_context") or xs[0])
-        return interpolate_many(xs, ys, c) / interpolate(xs, ys, ref)
+        return interpolate(xs, ys, c) / interpolate(xs, ys, ref)
 
     @property
     def forward_scale(self) -> float:
@@ -125,12 +125,7 @@ class Calibration:
                    d.get("info") or {}, d.get("context") or {})
 
     def save(self, path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=1, default=str) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-        return path
+        return write_atomic(path, json.dumps(self.to_dict(), indent=1, default=str) + "\n")
 
     @classmethod
     def load(cls, path) -> "Calibration":
