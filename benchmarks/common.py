@@ -7,6 +7,7 @@ import pandas as pd
 import torch
 
 from dynatree_lib.bench import parse_methods, read_results, results_path, results_dir, run_benchmark, summarize
+from dynatree_lib.models.pair import add_model_args
 
 
 def add_common_args(parser: argparse.ArgumentParser, *, experiment: str | None, methods: str) -> None:
@@ -16,7 +17,7 @@ def add_common_args(parser: argparse.ArgumentParser, *, experiment: str | None, 
     parser.add_argument("--repeats", type=int, default=1, help="timed runs per configuration (default: 1)")
     parser.add_argument("--warmup", type=int, default=1,
                         help="untimed runs of each method before its first timed run (default: 1)")
-    parser.add_argument("--dtype", default="bfloat16", help="model dtype (default: bfloat16)")
+    add_model_args(parser, dtype="bfloat16", dtype_help="as the stored results were measured")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads (default: torch's own choice; recorded either way)")
     parser.add_argument("--experiment", default=experiment, required=experiment is None,

@@ -16,7 +16,7 @@ import argparse
 
 from common import add_common_args, print_summary, sweep
 
-from dynatree_lib.models.pair import load_pair
+from dynatree_lib.models.pair import pair_from_args
 from dynatree_lib.bench.prompts import load_prompts
 
 # Peers as a transformers user runs them, the same methods with the int4 draft copy (draft_bits=4: the draft's
@@ -63,8 +63,8 @@ def main(argv=None):
         print(SPEED_METHODS)
         return
     prompts = prompt_sets(args.sets, args.skip) if args.sets else load_prompts("humaneval", args.prompts)
-    df = sweep(args, prompts, [args.tokens], lambda: load_pair("embedded", dtype=args.dtype))
-    print(f"\nembedded pair, {args.dtype}, {df['prompt_id'].nunique()} prompt(s), {args.tokens} new tokens")
+    df = sweep(args, prompts, [args.tokens], lambda: pair_from_args(args))
+    print(f"\n{args.target} pair, {args.dtype}, {df['prompt_id'].nunique()} prompt(s), {args.tokens} new tokens")
     print_summary(df)
     if "HFAssisted(draft_bits=4)" in set(df["method"]):
         print("\nover transformers' assisted generation given the same int4 draft:")

@@ -18,6 +18,7 @@ import time
 import torch
 
 from dynatree_lib.bench import experiments
+from dynatree_lib.models.pair import add_model_args, pair_from_args
 
 
 def _table(preset: str) -> str:
@@ -46,11 +47,7 @@ def main(argv=None):
     parser.add_argument("names", nargs="*", metavar="NAME",
                         help=f"experiments, or 'all': {', '.join(experiments.names())}")
     parser.add_argument("--preset", default="session", choices=experiments.PRESETS, help="(default: %(default)s)")
-    parser.add_argument("--target", default="embedded", help="load_pair target: pair name or model (default: embedded)")
-    parser.add_argument("--draft", default=None, help="load_pair draft model, when --target is a model")
-    parser.add_argument("--dtype", default=None,
-                        help="model dtype (default: bfloat16, or what the experiment needs, e.g. float32 for quality)")
-    parser.add_argument("--device", default="cpu", help="(default: %(default)s)")
+    add_model_args(parser, dtype=None, dtype_help="bfloat16, or what the experiment needs, e.g. float32 for quality")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
     parser.add_argument("--out", default=None, help="results folder (default: data/results/)")
     parser.add_argument("--list", action="store_true", help="print the registry with time estimates; run nothing")
@@ -77,10 +74,8 @@ def main(argv=None):
             print(f"note: {name} needs {needed}; --dtype {args.dtype} does not apply to it")
         by_dtype.setdefault(needed or args.dtype or "bfloat16", []).append(name)
 
-    from dynatree_lib.models.pair import load_pair
-
     for dtype, group in by_dtype.items():
-        pair = load_pair(args.target, args.draft, dtype=dtype, device=args.device)
+        pair = pair_from_args(args, dtype=dtype)
         for name in group:
             started = time.perf_counter()
             estimate = _duration(experiments.estimate_seconds(name, args.preset))

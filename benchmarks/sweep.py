@@ -13,7 +13,7 @@ import argparse
 
 from common import add_common_args, print_summary, sweep
 
-from dynatree_lib.models.pair import load_pair
+from dynatree_lib.models.pair import pair_from_args
 from dynatree_lib.bench.prompts import PROMPT_SETS, load_prompts
 
 
@@ -22,14 +22,12 @@ def main(argv=None):
     parser.add_argument("--set", default="humaneval", choices=PROMPT_SETS, help="prompt set (default: humaneval)")
     parser.add_argument("--prompts", type=int, default=3, help="first N prompts of the set (default: 3)")
     parser.add_argument("--tokens", default="128", help="comma-separated new-token counts (default: 128)")
-    parser.add_argument("--target", default="embedded", help="load_pair target: pair name or model (default: embedded)")
-    parser.add_argument("--draft", default=None, help="load_pair draft model, when --target is a model")
     parser.add_argument("--baseline", default="HFAssisted", help="second reference in the summary (default: HFAssisted)")
     add_common_args(parser, experiment=None, methods="AR, Linear(k=5), FixedTree(depth=5, branch=2)")
     args = parser.parse_args(argv)
     lengths = [int(t) for t in args.tokens.split(",") if t.strip()]
     prompts = load_prompts(args.set, args.prompts)
-    df = sweep(args, prompts, lengths, lambda: load_pair(args.target, args.draft, dtype=args.dtype))
+    df = sweep(args, prompts, lengths, lambda: pair_from_args(args))
     print_summary(df, baseline=args.baseline)
 
 

@@ -5,21 +5,7 @@ import argparse
 import json
 import sys
 
-
-def _pair(args):
-    from .models.pair import load_pair
-
-    if args.target == "embedded" or args.draft is None:
-        return load_pair(args.target, dtype=args.dtype, device=args.device)
-    return load_pair(args.target, args.draft, dtype=args.dtype, device=args.device)
-
-
-def _add_model_args(p):
-    p.add_argument("--target", default="embedded", help="'embedded' (Qwen2.5-Coder 1.5B/0.5B), 'pythia', or a name/path")
-    p.add_argument("--draft", default=None, help="draft model name or path (when --target is a name/path)")
-    p.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float16", "float32"],
-                   help="auto (default): bfloat16 on a CPU, bfloat16 or float16 on CUDA")
-    p.add_argument("--device", default="cpu")
+from .models.pair import add_model_args, pair_from_args
 
 
 def main(argv=None) -> int:
@@ -34,12 +20,12 @@ def main(argv=None) -> int:
     gen.add_argument("--max-new-tokens", type=int, default=64)
     gen.add_argument("--ignore-eos", action="store_true", help="force the full length (benchmarks do)")
     gen.add_argument("--json", action="store_true", help="print stats as JSON")
-    _add_model_args(gen)
+    add_model_args(gen)
 
     demo = sub.add_parser("demo", help="AR, Linear and FixedTree side by side on one prompt")
     demo.add_argument("--prompt", default="def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n")
     demo.add_argument("--max-new-tokens", type=int, default=64)
-    _add_model_args(demo)
+    add_model_args(demo)
 
     sub.add_parser("fetch", help="download, verify and convert the embedded model pair (once)")
 
@@ -58,7 +44,7 @@ def main(argv=None) -> int:
             method = parse_method(args.method)  # before the models load: a typo costs no model load
         except ValueError as error:
             parser.error(f"--method: {error}")
-        out = generate(_pair(args), args.prompt, method, args.max_new_tokens, stop_at_eos=not args.ignore_eos)
+        out = generate(pair_from_args(args), args.prompt, method, args.max_new_tokens, stop_at_eos=not args.ignore_eos)
         if args.json:
             print(json.dumps(out.stats, indent=1))
         else:
@@ -68,7 +54,7 @@ def main(argv=None) -> int:
 
     from .methods.base import Autoregressive, FixedTree, Linear
 
-    pair = _pair(args)
+    pair = pair_from_args(args)
     methods = [Autoregressive(), Linear(k=5), FixedTree(depth=5, branch=2, threshold=0.03)]
     results = [generate(pair, args.prompt, m, args.max_new_tokens, stop_at_eos=False) for m in methods]
     ar = results[0]

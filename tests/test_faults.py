@@ -168,3 +168,27 @@ def test_the_table_writer_records_the_dtype_or_refuses(tmp_path):
     meta = json.loads((tmp_path / "x.meta.json").read_text())
     assert meta["dtype"] == "bfloat16" and meta["params"] == {"sweep": 1}
     assert all(set(names) & recorded(tmp_path / "x.csv") for names in RECORDED.values())
+
+
+def test_model_options_are_declared_once():
+    """--target/--draft/--dtype/--device come from models.pair.add_model_args in every command line (the grid's
+    --pair names a pair its Ray workers load, a different option; gpu_costs builds random-weight shapes)."""
+    import re
+
+    root = Path(__file__).resolve().parents[1]
+    pattern = re.compile(r"""add_argument\(\s*["']--(target|draft)["']""")
+    files = [p for folder in ("dynatree_lib", "benchmarks", "scripts") for p in (root / folder).rglob("*.py")]
+    declared = sorted(p.relative_to(root).as_posix() for p in files if pattern.search(p.read_text()))
+    assert declared == ["dynatree_lib/models/pair.py"]
+
+
+def test_files_are_written_atomically_in_one_place():
+    """Every file the project writes goes through models.provenance.write_atomic / atomic_path (a model folder, built
+    whole in a temporary folder and renamed, is the one other rename: models.embedded)."""
+    import re
+
+    root = Path(__file__).resolve().parents[1]
+    pattern = re.compile(r"mkstemp|os\.replace\(|\.replace\((path|dest|args\.out)\)|fsync")
+    files = [p for folder in ("dynatree_lib", "benchmarks", "scripts") for p in (root / folder).rglob("*.py")]
+    writers = sorted(p.relative_to(root).as_posix() for p in files if pattern.search(p.read_text()))
+    assert writers == ["dynatree_lib/models/provenance.py"]

@@ -55,7 +55,7 @@ class ModelPair:
         for role, model in (("target", self.target), ("draft", self.draft)):
             if model is not None and model.training:
                 warnings.warn(f"the {role} model was in training mode (dropout on, outputs random); switched to "
-                              "eval mode: call model.eval() before decoding", UserWarning, stacklevel=3)
+                              "eval mode: call model.eval() before decoding", UserWarning, stacklevel=4)
                 model.eval()
 
     @property
@@ -171,6 +171,24 @@ def _same_tokenizer_file(a: str, b: str) -> bool:
         return fa.stat().st_size == fb.stat().st_size and fa.read_bytes() == fb.read_bytes()
     except OSError:
         return False
+
+
+def add_model_args(parser, *, dtype: str | None = "auto",
+                   dtype_help: str = "auto: bfloat16 on a CPU, bfloat16 or float16 on CUDA") -> None:
+    """The model options every command line shares, --target, --draft, --dtype and --device (load_pair's
+    arguments), read back by pair_from_args."""
+    parser.add_argument("--target", default="embedded",
+                        help="'embedded' (Qwen2.5-Coder 1.5B/0.5B), 'pythia', or a model name/path (default: embedded)")
+    parser.add_argument("--draft", default=None, help="draft model name or path, when --target is a model")
+    parser.add_argument("--dtype", default=dtype, choices=["auto", "bfloat16", "float16", "float32"],
+                        help=f"model dtype (default: %(default)s; {dtype_help})")
+    parser.add_argument("--device", default="cpu", help="(default: %(default)s)")
+
+
+def pair_from_args(args, **overrides) -> "ModelPair":
+    """load_pair with the options add_model_args added (`overrides` replace them, e.g. dtype=...)."""
+    options = {"dtype": args.dtype, "device": args.device, **overrides}
+    return load_pair(args.target, args.draft, **options)
 
 
 def load_pair(
