@@ -46,10 +46,15 @@ def test_summary_best_tree_and_chain_per_length():
     assert rank_of(s, 8, 3, 0.03, "int4", 100) is None
 
 
-def test_figures_have_a_panel_per_threshold_and_length():
+def test_one_heatmap_with_a_length_dropdown():
     s = grid_summary(_rows())
     fig = grid_heatmaps(s, "int4")
-    assert len(fig.data) == 2 * 2 and sum(bool(t.showscale) for t in fig.data) == 1
+    lengths = sorted(s["max_new_tokens"].unique())
+    assert len(fig.data) == len(lengths) and [t.visible for t in fig.data] == [n == lengths[-1] for n in lengths]
+    assert [b.label for b in fig.layout.updatemenus[0].buttons] == [f"{n} new tokens" for n in lengths]
+    trees = s[s["method_type"] == "FixedTree"]
+    taus, branches = trees["threshold"].nunique(), trees["branch"].nunique()
+    assert len(fig.data[0].y) == taus * branches and fig.data[0].y[0].startswith("τ = ")
     v = pd.DataFrame({"method": ["m", "n"], "prompt_id": ["a", "b"], "speedup": [1.5, 2.0],
                       "predicted_speedup": [1.6, 1.9], "error_speedup": [1.6 / 1.5 - 1, -0.05]})
     assert list(prediction_scatter(v).data[1].x) == [1.5, 2.0]

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pandas as pd
 import plotly.graph_objects as go
-from plotly.subplots import make_subplots
 
 from ..bench.storage import results_dir
 from ..models.provenance import repo_relative
@@ -94,30 +93,32 @@ def rank_of(summary: pd.DataFrame, depth: int, branch: int, threshold: float, dr
 
 
 def grid_heatmaps(summary: pd.DataFrame, draft: str, value: str = "speedup", title: str | None = None):
-    """Depth x branch heatmaps of the median `value`, one column per threshold and one row per length, on one
-    colour scale (so cells compare across panels)."""
+    """One heatmap of the median `value`: depth D across, one row per (threshold, branch), one colour scale for all
+    lengths, and a dropdown for the generation length (the longest shown first)."""
     part = summary[(summary["draft"] == draft) & (summary["method_type"] == "FixedTree")]
     _require(part, SHAPE + ["max_new_tokens", value])
-    taus, lengths = sorted(part["threshold"].unique()), sorted(part["max_new_tokens"].unique())
-    fig = make_subplots(rows=len(lengths), cols=len(taus), shared_xaxes=True, shared_yaxes=True,
-                        horizontal_spacing=0.02, vertical_spacing=0.04,
-                        column_titles=[f"τ = {t:g}" for t in taus], row_titles=[f"{n} tok" for n in lengths])
+    lengths = sorted(part["max_new_tokens"].unique())
     lo, hi = part[value].min(), part[value].max()
-    for i, n in enumerate(lengths, start=1):
-        for j, tau in enumerate(taus, start=1):
-            cell = part[(part["max_new_tokens"] == n) & (part["threshold"] == tau)]
-            z = cell.pivot_table(index="branch", columns="depth", values=value).sort_index().sort_index(axis=1)
-            fig.add_heatmap(z=z.to_numpy(), x=[str(c) for c in z.columns], y=[str(b) for b in z.index],
-                            zmin=lo, zmax=hi, colorscale="Viridis", showscale=(i, j) == (1, 1),
-                            colorbar_title=value, texttemplate="%{z:.2f}", textfont_size=9,
-                            hovertemplate=f"{n} tokens, τ={tau:g}<br>D=%{{x}}, B=%{{y}}<br>{value} %{{z:.3f}}"
-                                          "<extra></extra>", row=i, col=j)
-    fig.update_xaxes(type="category", title_text="")
-    fig.update_yaxes(type="category", title_text="")
-    fig.update_xaxes(title_text="D", row=len(lengths))
-    fig.update_yaxes(title_text="B", col=1)
-    fig.update_layout(template=TEMPLATE, height=170 * len(lengths) + 90,
-                      title=title or f"Median {value} over prompts, {draft} draft: depth D x branch B")
+    shown = lengths[-1]
+    fig = go.Figure()
+    for n in lengths:
+        cell = part[part["max_new_tokens"] == n]
+        z = cell.pivot_table(index=["threshold", "branch"], columns="depth", values=value).sort_index()
+        z = z.sort_index(axis=1)
+        rows = [f"τ = {t:g} · B = {b}" for t, b in z.index]
+        fig.add_heatmap(z=z.to_numpy(), x=[str(c) for c in z.columns], y=rows, zmin=lo, zmax=hi,
+                        colorscale="Viridis", colorbar=dict(title=dict(text=value.replace("_", " "))),
+                        texttemplate="%{z:.2f}", textfont_size=11, visible=bool(n == shown),
+                        hovertemplate=f"{n} tokens, %{{y}}, D = %{{x}}<br>{value} %{{z:.3f}}<extra></extra>")
+    buttons = [dict(label=f"{n} new tokens", method="update", args=[{"visible": [m == n for m in lengths]}])
+               for n in lengths]
+    fig.update_layout(template=TEMPLATE, height=28 * len(fig.data[0].y) + 170,
+                      title=title or f"Median {value.replace('_', ' ')} over prompts, {draft} draft",
+                      xaxis=dict(type="category", title="depth D"),
+                      yaxis=dict(type="category", title=None, autorange="reversed"),
+                      margin=dict(t=90, b=60),
+                      updatemenus=[dict(buttons=buttons, active=lengths.index(shown), x=1, xanchor="right", y=1.0,
+                                        yanchor="bottom", pad=dict(b=6))])
     return fig
 
 
