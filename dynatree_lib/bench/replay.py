@@ -13,11 +13,11 @@ follows the target's argmax). Both depend only on the committed prefix, never on
       rule 3 (extras):     the exact candidates of each policy in `extras` (e.g. tau = 0 trees with a budget),
                            simulated level by level as fixed_expand selects them.
 
-A covered policy's round is then a selection on the superset that replicates `core.draft.select_children` exactly
-(rank < B, the threshold on cumulative log-probability in float32, the budget keeping the highest cumulative
-probabilities with torch.topk in BFS order), cut at min(D, remaining - 1) levels as `speculate` cuts it; its
-accepted length is the deepest selected node on the target's greedy path; the next round starts at
-c + accepted + 1. Supersets are drafted lazily (only positions some policy reaches) and memoised.
+A covered policy's round is then the selection that live drafting makes, by the same function
+(`core.draft.choose`, which select_children calls) on the superset's candidates of rank < B, level by level, cut
+at min(D, remaining - 1) levels as `speculate` cuts it; its accepted length is the deepest selected node on the
+target's greedy path; the next round starts at c + accepted + 1. Supersets are drafted lazily (only positions some
+policy reaches) and memoised.
 
 Exactness: the candidates equal the real run's up to float rounding (the draft's cache is filled in other chunk
 sizes than in the real run): identical in float32 tests; in bf16 a near-tie among the draft's top candidates can
@@ -30,11 +30,11 @@ Pure torch (no pandas): `Replay(prompt_ids, target_tokens, drafter=SupersetDraft
 from __future__ import annotations
 
 import heapq
-import math
 from dataclasses import dataclass, field
 
 import torch
 
+from ..core.draft import choose
 from ..methods.base import FixedTree, Linear, label
 
 # (branch, threshold, max_nodes, depth): what fixed_expand needs to draft a round.
@@ -48,10 +48,6 @@ def params_of(method) -> Params:
     if isinstance(method, FixedTree):
         return (method.branch, float(method.threshold), method.max_nodes, method.depth)
     raise TypeError(f"replay covers Linear and FixedTree, not {label(method)}")
-
-
-def _log_threshold(threshold: float) -> float:
-    return math.log(threshold) if threshold > 0 else -math.inf
 
 
 @dataclass(frozen=True)
@@ -103,6 +99,10 @@ class Superset:
     cum: torch.Tensor = field(init=False, repr=False)
     depth: list[int] = field(init=False, repr=False)
     children: list[list[int]] = field(init=False, repr=False)
+    # by node and rank: the child's index (kids, -1: no such child), whether it exists (has), its cum (kid_cum)
+    kids: torch.Tensor = field(init=False, repr=False)
+    has: torch.Tensor = field(init=False, repr=False)
+    kid_cum: torch.Tensor = field(init=False, repr=False)
 
     def __post_init__(self):
         parents = self.parents.tolist()
@@ -120,18 +120,13 @@ class Superset:
             nodes = torch.nonzero(depth_t == level).flatten()
             cum[nodes] = cum[self.parents[nodes]] + logp[nodes]
         self.cum = cum
-        self._ranks = self.rank.tolist()
+        kids = torch.full((n, int(self.rank.max()) + 1 if n > 1 else 0), -1, dtype=torch.long)
+        kids[self.parents[1:], self.rank[1:]] = torch.arange(1, n)
+        self.kids, self.has, self.kid_cum = kids, kids >= 0, cum[kids.clamp(min=0)]
         self._tokens = self.tokens.tolist()
-        self._passes: dict[float, list[bool]] = {}
 
     def __len__(self) -> int:
         return len(self._tokens)
-
-    def passes(self, threshold: float) -> list[bool]:
-        """cum >= log(threshold), compared in float32 as select_children compares (memoised per threshold)."""
-        if threshold not in self._passes:
-            self._passes[threshold] = (self.cum >= _log_threshold(threshold)).tolist()
-        return self._passes[threshold]
 
     def target_path(self, target: list[int]) -> list[int]:
         """Superset nodes along `target` (the target's greedy tokens after the root), level by level, as far as
@@ -184,23 +179,37 @@ class Round:
         return {"nodes": self.nodes, "depth": self.depth, "accepted": self.accepted, "committed": self.committed}
 
 
-def select(sup: Superset, params: Params, max_depth: int) -> list[list[int]]:
-    """The nodes per level that fixed_expand(branch, threshold, max_nodes) drafts, as superset indices."""
-    branch, threshold, max_nodes, _ = params
-    ok = sup.passes(threshold)
-    levels, frontier, drafted = [], [0], 0
-    for _ in range(max_depth):
-        cand = [ch for f in frontier for ch in sup.children[f] if sup._ranks[ch] < branch and ok[ch]]
-        room = max(max_nodes - drafted, 0)
-        if len(cand) > room:
-            best = torch.topk(sup.cum[torch.tensor(cand, dtype=torch.long)], room).indices.sort().values
-            cand = [cand[i] for i in best.tolist()]
-        if not cand:
-            break
-        levels.append(cand)
-        drafted += len(cand)
-        frontier = cand
-    return levels
+def select(sup: Superset, policies: list[tuple[Params, int]], path: list[int]) -> list[tuple[tuple[int, ...], int]]:
+    """For each (params, max_depth): the round that fixed_expand(branch, threshold, max_nodes) drafts in at most
+    max_depth levels, as (nodes per level, accepted length: the levels whose selection holds the superset's
+    `path` node). `choose` picks among the candidates of rank < branch below each policy's frontier, as
+    select_children hands it a live tree's; all the policies advance together, one group each of one batched
+    `choose` per level."""
+    thresholds = [params[1] for params, _ in policies]
+    within = torch.arange(sup.kids.shape[1]) < torch.tensor([[params[0]] for params, _ in policies])  # ranks < B
+    widths: list[list[int]] = [[] for _ in policies]
+    drafted, accepted = [0] * len(policies), [0] * len(policies)
+    groups = torch.tensor([j for j, (_, depth) in enumerate(policies) if depth >= 1])  # the roots, one per policy
+    nodes, level = torch.zeros_like(groups), 0
+    while nodes.numel():
+        level += 1
+        rooms = [max(params[2] - count, 0) for (params, _), count in zip(policies, drafted)]
+        rows, cols = choose(sup.kid_cum[nodes], thresholds, rooms, sup.has[nodes] & within[groups], groups)
+        nodes, groups = sup.kids[nodes[rows], cols], groups[rows]
+        owners, on_path = groups.tolist(), path[level - 1] if level <= len(path) else -1
+        for j, node in zip(owners, nodes.tolist()):
+            if not widths[j] or len(widths[j]) < level:
+                widths[j].append(0)
+            widths[j][-1] += 1
+            if node == on_path and accepted[j] == level - 1:  # every level so far held the path's node
+                accepted[j] = level
+        for j in set(owners):
+            drafted[j] += widths[j][-1]
+        deeper = [policies[j][1] > level for j in owners]
+        if not all(deeper):
+            keep = torch.tensor(deeper, dtype=torch.bool)
+            nodes, groups = nodes[keep], groups[keep]
+    return [(tuple(w), a) for w, a in zip(widths, accepted)]
 
 
 class Replay:
@@ -224,29 +233,21 @@ class Replay:
             self.supersets[start] = self.drafter(start)
         return self.supersets[start]
 
-    def round(self, params: Params, start: int, n: int) -> Round:
-        """The round that starts with `start` tokens committed in a run of `n` tokens."""
-        remaining = n - start
-        if remaining <= 1:  # speculate's plain target step: no draft at all
-            return Round(start, (), (), 0, 0, False)
-        max_depth = min(params[3], remaining - 1)
-        key = (params[:3], start, max_depth)
-        if key not in self._rounds:
+    def rounds_at(self, start: int, runs: list[tuple[Params, int]]) -> list[Round]:
+        """The rounds that start with `start` tokens committed, one per (params, n): a policy's run of n tokens."""
+        depths = [min(params[3], n - start - 1) for params, n in runs]  # speculate cuts a round at remaining - 1
+        todo = {(params[:3], depth): (params, depth) for (params, _), depth in zip(runs, depths)
+                if depth >= 1 and (params[:3], start, depth) not in self._rounds}
+        if todo:
             sup = self.superset(start)
-            levels = select(sup, params, max_depth)
             if start not in self._paths:
                 self._paths[start] = sup.target_path(self.target[start: start + self.spec.depth])
-            path = self._paths[start]
-            accepted = 0
-            for level, nodes in enumerate(levels):
-                if level < len(path) and path[level] in nodes:
-                    accepted = level + 1
-                else:
-                    break
-            widths = tuple(len(nodes) for nodes in levels)
-            fed = widths[: max_depth - 1]  # draft_tree feeds every level but the round's deepest allowed one
-            self._rounds[key] = Round(start, widths, fed, 0, accepted)
-        return self._rounds[key]
+            for (key, depth), (widths, accepted) in zip(todo, select(sup, list(todo.values()), self._paths[start])):
+                fed = widths[: depth - 1]  # draft_tree feeds every level but the round's deepest allowed one
+                self._rounds[(key, start, depth)] = Round(start, widths, fed, 0, accepted)
+        # remaining == 1 (depth 0): speculate's plain target step, no draft at all
+        return [self._rounds[(params[:3], start, depth)] if depth >= 1 else Round(start, (), (), 0, 0, False)
+                for (params, _), depth in zip(runs, depths)]
 
     def rounds(self, method, n: int) -> list[Round]:
         """Every round of `generate(pair, prompt, method, n, stop_at_eos=False)` in greedy decoding."""
@@ -276,20 +277,21 @@ def _with_roots(replay: Replay, rounds: list[Round]) -> list[Round]:
 def replay_grid(replay: Replay, methods, lengths) -> dict[tuple[str, int], list[Round]]:
     """{(label, n): rounds} for every method and length, advancing all runs in step (lowest start first), so a
     drafter sees increasing start positions and reuses its cache."""
-    runs = {}
-    heap = []
+    runs, labels, heap = {}, [label(m) for m in methods], []
     for i, m in enumerate(methods):
         p = params_of(m)
         for n in lengths:
             replay.check(p, n)
-            runs[(label(m), n)] = []
+            runs[(labels[i], n)] = []
             if n > 1:
                 heap.append((1, i, n, p))
     heapq.heapify(heap)
-    while heap:
-        start, i, n, p = heapq.heappop(heap)
-        r = replay.round(p, start, n)
-        runs[(label(methods[i]), n)].append(r)
-        if start + r.committed < n:
-            heapq.heappush(heap, (start + r.committed, i, n, p))
+    while heap:  # every run whose next round starts at the lowest start, together
+        start, batch = heap[0][0], []
+        while heap and heap[0][0] == start:
+            batch.append(heapq.heappop(heap))
+        for (_, i, n, p), r in zip(batch, replay.rounds_at(start, [(p, n) for _, _, n, p in batch])):
+            runs[(labels[i], n)].append(r)
+            if start + r.committed < n:
+                heapq.heappush(heap, (start + r.committed, i, n, p))
     return {k: _with_roots(replay, v) for k, v in runs.items()}

@@ -9,16 +9,17 @@ from __future__ import annotations
 import torch
 
 from ..core import kvcache, tree as tree_mod
-from ..core.draft import DraftState, _candidates, draft_tree
+from ..core.draft import DraftState, choose, draft_input, draft_level, draft_tree
 from ..core.forward import forward, kept_positions
 from ..core.loop import generate
-from ..core.mask import tree_attention_mask
+from ..core.mask import tree_attention_mask, tree_position_ids
 from ..methods.base import Autoregressive
-from .replay import Replay, Superset, SupersetSpec, _log_threshold
+from .replay import Replay, Superset, SupersetSpec
 
 
 class _Builder:
-    """The expand/select_frontier pair that grows one superset with draft_tree (rules 1-3 of bench.replay's docstring)."""
+    """The expand/select_frontier pair that grows one superset, level by level with draft_tree or draft_supersets
+    (rules 1-3 of bench.replay's docstring)."""
 
     def __init__(self, spec: SupersetSpec):
         self.spec = spec
@@ -29,13 +30,14 @@ class _Builder:
         self.feed: set[int] = set()
 
     def expand(self, tree, frontier, cand_logp, cand_tokens):
+        """Every candidate some covered policy may pick: each rule is `choose` as that policy's live drafting calls
+        it (rule 1: the loosest threshold policy without a budget; rule 3: each extra policy on its own frontier)."""
         spec, level = self.spec, int(tree.depth[frontier[0]]) + 1
         f = frontier.tolist()
         cum = tree.cum_logp[frontier].unsqueeze(1) + cand_logp
-        cols = torch.arange(cum.shape[1], device=cum.device).unsqueeze(0)
         take = torch.zeros_like(cum, dtype=torch.bool)
         if level <= spec.max_depth:
-            take |= (cols < spec.max_branch) & (cum >= _log_threshold(spec.min_threshold))
+            take[choose(cum[:, :spec.max_branch], spec.min_threshold)] = True
         if level <= spec.chain_depth:
             take[:, 0] |= torch.tensor([node in self.chain for node in f], device=cum.device)
         row_of = {node: r for r, node in enumerate(f)}
@@ -45,25 +47,20 @@ class _Builder:
                 picks.append([])
                 continue
             rows_e = torch.tensor([row_of[node] for node in self.fronts[e]], device=cum.device)
-            sub = cum[rows_e, :branch]  # the exact candidates select_children sees for this policy
-            r, c = torch.nonzero(sub >= _log_threshold(threshold), as_tuple=True)
+            r, c = choose(cum[rows_e, :branch], threshold, max(max_nodes - self.counts[e], 0))
             take[rows_e[r], c] = True
-            room = max(max_nodes - self.counts[e], 0)
-            if r.numel() > room:
-                best = torch.topk(sub[r, c], room).indices.sort().values
-                r, c = r[best], c[best]
             picks.append(list(zip(rows_e[r].tolist(), c.tolist())))
         rows, cs = torch.nonzero(take, as_tuple=True)
         base = len(tree)
         index = {rc: base + k for k, rc in enumerate(zip(rows.tolist(), cs.tolist()))}
         self.ranks.extend(cs.tolist())
-        new_cum = cum[rows, cs].tolist()
-        feed_min = _log_threshold(spec.min_threshold)
+        # a node below the loosest threshold can have no child above it: only rules 2 and 3 feed it
+        passing = set(choose(cum[rows, cs], spec.min_threshold)[0].tolist())
         for k, (r, c) in enumerate(zip(rows.tolist(), cs.tolist())):
             node = base + k
             if c == 0 and f[r] in self.chain:
                 self.chain.add(node)
-            if (level < spec.max_depth and new_cum[k] >= feed_min) or (node in self.chain and level < spec.chain_depth):
+            if (level < spec.max_depth and k in passing) or (node in self.chain and level < spec.chain_depth):
                 self.feed.add(node)
         for e, chosen in enumerate(picks):
             self.fronts[e] = [index[rc] for rc in chosen]
@@ -90,17 +87,11 @@ def draft_supersets(model, cache, seq: list[int], roots: list[int], depths: list
     Needs `cache` to hold at most seq[: roots[0]] (it is cropped to that); leaves it holding seq[: roots[-1] + 1].
     Returns (supersets, draft forwards made)."""
     device = model.device
-    width = spec.width
     trimmed = getattr(model, "draft_vocab", None)  # a trimmed output layer's token ids (models/vocab.py)
-    clamp = (lambda ids: [min(t, vocab - 1) for t in ids]) if vocab is not None else (lambda ids: ids)
-
-    def shared(logits):  # the draft's rows past the target's are padding: never proposed (as in draft_tree)
-        return logits[..., :vocab] if vocab is not None and logits.shape[-1] > vocab else logits
 
     def feed(tokens, at, keep):
-        ids = torch.tensor([clamp(tokens)], dtype=torch.long, device=device)
         positions = torch.arange(at, at + len(tokens), device=device).unsqueeze(0)
-        return shared(forward(model, ids, cache, position_ids=positions, logits_to_keep=keep))
+        return forward(model, draft_input(tokens, vocab, device), cache, position_ids=positions, logits_to_keep=keep)
 
     have = kvcache.cache_len(cache)
     if have > roots[0]:
@@ -124,15 +115,8 @@ def draft_supersets(model, cache, seq: list[int], roots: list[int], depths: list
         level += 1
         fed_now = []
         for i in active:  # draft_tree's level step, tree by tree
-            cand_logp, cand_tokens = _candidates(logits[i], width, trimmed)
-            parents, tokens, logp = builders[i].expand(trees[i], frontiers[i], cand_logp, cand_tokens)
-            if parents.numel() == 0:
-                continue
-            n = len(trees[i])
-            trees[i] = tree_mod.add_level(trees[i], parents, tokens, logp)
-            if level == depths[i]:
-                continue
-            frontier = builders[i].select_frontier(trees[i], torch.arange(n, len(trees[i]), device=device))
+            trees[i], frontier = draft_level(trees[i], frontiers[i], logits[i], builders[i].expand, spec.width,
+                                             level == depths[i], builders[i].select_frontier, trimmed, vocab)
             if frontier.numel():
                 frontiers[i] = frontier
                 fed_now.append(i)
@@ -155,8 +139,8 @@ def draft_supersets(model, cache, seq: list[int], roots: list[int], depths: list
             row += len(f)
         visible[:, length:] = torch.eye(queries, dtype=torch.bool, device=device)
         tokens = torch.cat([trees[i].tokens[frontiers[i]] for i in active]).unsqueeze(0)
-        positions = torch.cat([trees[i].depth[frontiers[i]] + roots[i] for i in active]).unsqueeze(0)
-        out = shared(forward(model, tokens, cache, positions, tree_attention_mask(visible, 0, model.dtype)))
+        positions = torch.cat([tree_position_ids(trees[i].depth[frontiers[i]], roots[i]) for i in active], dim=1)
+        out = forward(model, tokens, cache, positions, tree_attention_mask(visible, 0, model.dtype))
         forwards += 1
         row = 0
         for i in active:

@@ -3,6 +3,10 @@
 Each level feeds the whole frontier in one batch, under the tree attention mask, on top of the draft's own KV cache,
 so a depth-D tree costs D draft forwards whatever its width. Which children a frontier node gets is the job of an
 `expand` policy (fixed top-B with threshold and budget here; adaptive policies live beside their methods).
+
+The rule and the level step are written here once: `choose` (threshold and budget on cumulative probability),
+`candidates` (the draft's ranked continuations) and `draft_level` (one level grown) are what live drafting, the
+batched supersets and the acceptance replay (bench.supersets, bench.replay) all call.
 """
 from __future__ import annotations
 
@@ -45,12 +49,49 @@ class Drafted:
     samples: Proposals | None = None  # only when sampling: each expanded node's draws and q, for accept_sampling
 
 
-def _candidates(logits: torch.Tensor, width: int, vocab: torch.Tensor | None = None):
-    """The top-`width` (log-prob, token id) per row. `vocab` maps the columns of a trimmed draft's logits (it scores
-    only those token ids: models/vocab.py) back to token ids; fewer columns than `width` give fewer candidates."""
-    logp = torch.log_softmax(logits.float(), dim=-1)
+def draft_input(tokens: list[int], vocab: int | None, device) -> torch.Tensor:
+    """Committed tokens as the draft's (1, n) input ids. A target token at or above `vocab` (a padding row of one
+    output layer: no text maps to it) is read as id vocab - 1, so the draft's embedding always has its row."""
+    ids = torch.tensor([tokens], dtype=torch.long, device=device)
+    return ids if vocab is None else ids.clamp(max=vocab - 1)
+
+
+def _shared(logits: torch.Tensor, vocab: int | None) -> torch.Tensor:
+    """The draft's rows past the target's (at or above `vocab`) are padding: never proposed."""
+    return logits[..., :vocab] if vocab is not None and logits.shape[-1] > vocab else logits
+
+
+def candidates(logits: torch.Tensor, width: int, ids: torch.Tensor | None = None, vocab: int | None = None):
+    """The top-`width` (log-prob, token id) per row of the draft's `logits`, best first, never a padding id at or
+    above `vocab`. `ids` maps the columns of a trimmed draft's logits (it scores only those token ids:
+    models/vocab.py) back to token ids; fewer columns than `width` give fewer candidates."""
+    logp = torch.log_softmax(_shared(logits, vocab).float(), dim=-1)
     values, indices = torch.topk(logp, min(width, logp.shape[-1]), dim=-1)
-    return values, (indices if vocab is None else vocab[indices])
+    return values, (indices if ids is None else ids[indices])
+
+
+def grow(tree: tree_mod.Tree, children: tuple, last: bool, select_frontier=None) -> tuple[tree_mod.Tree, torch.Tensor]:
+    """`tree` with `children` (parents, tokens, logp) as its next level, and the new nodes to feed the draft next:
+    those `select_frontier(tree, new_nodes)` picks (default: all), none when nothing was added or the level is the
+    `last` one."""
+    parents, tokens, logp = children
+    none = torch.zeros(0, dtype=torch.long, device=tree.tokens.device)
+    if parents.numel() == 0:
+        return tree, none
+    n = len(tree)
+    tree = tree_mod.add_level(tree, parents, tokens, logp)
+    if last:
+        return tree, none
+    new = torch.arange(n, len(tree), device=tree.tokens.device)
+    return tree, (new if select_frontier is None else select_frontier(tree, new))
+
+
+def draft_level(tree, frontier, logits, expand: Expand, width: int, last: bool, select_frontier=None,
+                ids: torch.Tensor | None = None, vocab: int | None = None) -> tuple[tree_mod.Tree, torch.Tensor]:
+    """One greedy level of drafting: the draft's `logits` at the `frontier` nodes give their candidates
+    (`candidates`), `expand` picks the children, and the tree grows by them (`grow`). Returns (tree, the nodes to
+    feed next). draft_tree calls it once per level; bench.supersets' batched drafting once per level and tree."""
+    return grow(tree, expand(tree, frontier, *candidates(logits, width, ids, vocab)), last, select_frontier)
 
 
 @torch.no_grad()
@@ -62,9 +103,7 @@ def draft_tree(model, state: DraftState, expand: Expand, width: int, max_depth: 
     """
     device = model.device
     start = kvcache.cache_len(state.cache)
-    pending = torch.tensor([state.pending], dtype=torch.long, device=device)
-    if state.vocab is not None and max(state.pending) >= state.vocab:
-        pending = pending.clamp(max=state.vocab - 1)
+    pending = draft_input(state.pending, state.vocab, device)
     positions = torch.arange(start, start + pending.shape[1], device=device).unsqueeze(0)
     logits = forward(model, pending, state.cache, position_ids=positions, logits_to_keep=1)
     base = start + pending.shape[1]
@@ -74,32 +113,23 @@ def draft_tree(model, state: DraftState, expand: Expand, width: int, max_depth: 
     fed: list[int] = []
     forwards = 1
     sampling, drawn = state.sampling, []
-    vocab = getattr(model, "draft_vocab", None)  # a trimmed output layer's token ids (models/vocab.py), else None
+    ids = getattr(model, "draft_vocab", None)  # a trimmed output layer's token ids (models/vocab.py), else None
     for level in range(1, max_depth + 1):
-        if state.vocab is not None and logits.shape[-1] > state.vocab:
-            logits = logits[..., :state.vocab]  # the draft's rows past the target's are padding: never proposed
+        last = level == max_depth
         if sampling is None:
-            cand_logp, cand_tokens = _candidates(logits, width, vocab)
-            parents, tokens, logp = expand(tree, frontier, cand_logp, cand_tokens)
+            tree, frontier = draft_level(tree, frontier, logits, expand, width, last, select_frontier, ids,
+                                         state.vocab)
         else:
             # q over every token id (a trimmed draft's q is zero outside its kept ids)
-            q = full_probs(model, sampling.probs(logits), getattr(state, "vocab", None)).to(sampling.generator.device)
+            q = full_probs(model, sampling.probs(_shared(logits, state.vocab)), state.vocab)
+            q = q.to(sampling.generator.device)
             draws = draw_without_replacement(q, width, sampling.generator)
             drawn.append((frontier.to(q.device), draws, q))
             parents, tokens, logp = expand(tree, frontier, *sampled_candidates(q, draws))
             real = logp > -math.inf  # slots past q's support are not tokens
-            parents, tokens, logp = parents[real], tokens[real], logp[real]
-        if parents.numel() == 0:
+            tree, frontier = grow(tree, (parents[real], tokens[real], logp[real]), last, select_frontier)
+        if frontier.numel() == 0:
             break
-        n = len(tree)
-        tree = tree_mod.add_level(tree, parents, tokens, logp)
-        if level == max_depth:
-            break
-        frontier = torch.arange(n, len(tree), device=device)
-        if select_frontier is not None:
-            frontier = select_frontier(tree, frontier)
-            if frontier.numel() == 0:
-                break
         keys = torch.tensor(fed + frontier.tolist(), dtype=torch.long, device=device)
         mask = tree_attention_mask(tree.ancestors[frontier][:, keys], base, model.dtype)
         positions = tree_position_ids(tree.depth[frontier], root_pos)
@@ -121,21 +151,49 @@ def commit_draft(state: DraftState, drafted: Drafted, path: list[int], bonus: in
     state.pending = [tokens[node] for node in accepted[len(kept):]] + [bonus]
 
 
-def select_children(tree, frontier, cand_logp, cand_tokens, keep=None, threshold: float = 0.0, max_nodes=None):
-    """The children to add among the candidates (where `keep` is True; all when None): drop a child whose cumulative
-    probability is below `threshold`; when more remain than the `max_nodes` budget has room for (None: no budget),
-    keep those with the highest cumulative probability. Returns (parents, tokens, logp) in BFS/parent order."""
-    log_threshold = math.log(threshold) if threshold > 0 else -math.inf
-    cum = tree.cum_logp[frontier].unsqueeze(1) + cand_logp
-    ok = cum >= log_threshold
+def _log(threshold: float) -> float:
+    return math.log(threshold) if threshold > 0 else -math.inf
+
+
+def choose(cum: torch.Tensor, threshold=0.0, room=None, keep=None, groups: torch.Tensor | None = None) -> tuple:
+    """The selection rule, written once for live drafting, the replay and the supersets: among candidate children
+    with cumulative log-probabilities `cum` (where `keep` is True; all when None), drop those below log(`threshold`)
+    (compared in cum's dtype); when more remain than `room` (None: no budget), keep the `room` with the highest
+    cumulative probability. Returns their indices as torch.nonzero(as_tuple=True) gives them, in row-major order:
+    BFS/parent order when the rows are frontier nodes and the columns their candidates, best first.
+
+    Batched (the replay: every policy at one start, one call per level): `groups` gives each row's selection,
+    0..G-1 in row order (a group's rows contiguous), and `threshold` and `room` are then one per group; each group
+    is chosen as if alone, by the very same comparisons and torch.topk calls."""
+    if groups is None:
+        ok = cum >= _log(threshold)
+        threshold, room = [threshold], [room]
+    else:
+        logs = torch.tensor([[_log(t)] for t in threshold], dtype=cum.dtype, device=cum.device)
+        ok = cum >= logs[groups]
     if keep is not None:
         ok &= keep
-    rows, cols = torch.nonzero(ok, as_tuple=True)
-    if max_nodes is not None:
-        room = max(max_nodes - tree.num_draft, 0)
-        if rows.numel() > room:
-            best = torch.topk(cum[rows, cols], room).indices.sort().values  # sorted: stay in BFS/parent order
-            rows, cols = rows[best], cols[best]
+    index = torch.nonzero(ok, as_tuple=True)
+    counts = [index[0].numel()] if groups is None else torch.bincount(groups[index[0]], minlength=len(room)).tolist()
+    if all(r is None or n <= r for n, r in zip(counts, room)):
+        return index
+    values, parts, at = cum[index], [], 0
+    for n, r in zip(counts, room):
+        part = torch.arange(at, at + n, device=cum.device)
+        if r is not None and n > r:
+            part = torch.topk(values[at: at + n], r).indices.sort().values + at  # sorted: stay in BFS/parent order
+        parts.append(part)
+        at += n
+    best = torch.cat(parts)
+    return tuple(i[best] for i in index)
+
+
+def select_children(tree, frontier, cand_logp, cand_tokens, keep=None, threshold: float = 0.0, max_nodes=None):
+    """The children to add among the candidates (where `keep` is True; all when None), by `choose`: the threshold on
+    cumulative probability, then the `max_nodes` budget of the whole tree (None: no budget). Returns (parents,
+    tokens, logp) in BFS/parent order."""
+    cum = tree.cum_logp[frontier].unsqueeze(1) + cand_logp
+    rows, cols = choose(cum, threshold, None if max_nodes is None else max(max_nodes - tree.num_draft, 0), keep)
     return frontier[rows], cand_tokens[rows, cols], cand_logp[rows, cols]
 
 
