@@ -16,12 +16,13 @@ Rules every number obeys:
   the token match against AR.
 
 Storage and resume: with `experiment=`, rows go to `<out>/<experiment>.csv` (default data/results/), one
-configuration (method x prompt x length, all repeats) at a time. Each append rewrites the whole file into a temp
-file and renames it over the old one (os.replace), so a killed sweep leaves the last finished configuration on
-disk and never a half-written file. A rerun skips configurations already stored, keyed on (method type, method
-parameters, prompt id, max_new_tokens, pair, dtype, device): storage.KEY. One process per experiment file at a time:
-two concurrent writers would overwrite each other's appends. The sidecar `<experiment>.meta.json` holds the full
-provenance of every session that wrote to the file.
+configuration (method x prompt x length, all repeats) at a time. Each append rewrites the whole file atomically
+(models.provenance.write_atomic), so a killed sweep leaves the last finished configuration on disk and never a
+half-written file. A rerun skips configurations already stored, keyed on (method type, method parameters, prompt
+id, max_new_tokens, pair, dtype, device): storage.KEY; a damaged file (cut off, unreadable, a key missing) is
+refused before anything runs, never resumed into duplicates. One process per experiment file at a time: two
+concurrent writers would overwrite each other's appends. The sidecar `<experiment>.meta.json` holds the full
+provenance of every session that wrote rows to the file (a rerun with nothing to measure adds none).
 """
 from __future__ import annotations
 

@@ -58,7 +58,7 @@ def _pending(pair, p: Plan, prompts: dict, path: Path, variant: str = "base") ->
     """The methods (AR first) with at least one configuration of `variant` not stored in `path` yet."""
     ident = pair_info(pair)
     name = _variant_name(pair, variant)
-    done = stored_keys(read_results(path))
+    done = stored_keys(read_results(path, keyed=True))
     methods = with_ar(p.methods)
     pending = [m for m in methods if any(config_key(m, pid, n, {**ident, "pair": name}) not in done
                                          for pid in prompts for n in p.lengths)]
