@@ -26,21 +26,18 @@ from __future__ import annotations
 
 import argparse
 import csv
-import datetime as dt
 import gc
 import importlib
 import os
-import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import torch
 
-from dynatree_lib.models.provenance import atomic_path, write_atomic
+from dynatree_lib.models.provenance import (atomic_path, cpu_model, git_state, package_version, utc_now,
+                                            write_atomic)
 
-ROOT = Path(__file__).resolve().parents[1]
 
 # The research's pairs. Numbers are those of the published configs (EleutherAI/pythia-*, Qwen/Qwen2.5-*).
 SHAPES = {
@@ -93,36 +90,15 @@ def _library_int8():
     raise ImportError("dynatree_lib has no quantize_draft/quantize_int8")
 
 
-def _version(package: str) -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(package)
-    except PackageNotFoundError:
-        return ""
-
-
 def provenance(device: torch.device) -> dict:
-    def git(*args):
-        try:
-            out = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10)
-            return out.stdout.strip() if out.returncode == 0 else None
-        except (OSError, subprocess.SubprocessError):
-            return None
-
-    commit = git("rev-parse", "HEAD") or "unknown"
-    status = git("status", "--porcelain", "--", ".", ":(exclude)data/results")
-    if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-    else:
-        name = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                     if line.startswith("model name")), platform.processor() or platform.machine())
+    """models.provenance's git state, versions and hardware, under this script's column names."""
+    state = git_state()
     return {
-        "date_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "device": str(device), "device_name": name, "torch": torch.__version__,
-        "transformers": _version("transformers"), "cuda": torch.version.cuda or "",
-        "bitsandbytes": _version("bitsandbytes"), "git_commit": commit,
-        "git_dirty": "" if status is None else bool(status),
+        "date_utc": utc_now(), "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model(),
+        "torch": torch.__version__, "transformers": package_version("transformers") or "",
+        "cuda": torch.version.cuda or "", "bitsandbytes": package_version("bitsandbytes") or "",
+        "git_commit": state["git_commit"], "git_dirty": "" if state["git_dirty"] is None else state["git_dirty"],
     }
 
 

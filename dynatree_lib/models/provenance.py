@@ -94,7 +94,7 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def _version(package: str) -> str | None:
+def package_version(package: str) -> str | None:
     from importlib.metadata import PackageNotFoundError, version
 
     try:
@@ -134,7 +134,7 @@ def provenance(pair=None, params: dict | None = None) -> dict:
         **git_state(),
         "python": platform.python_version(),
         "torch_version": torch.__version__,
-        "transformers_version": _version("transformers"),
+        "transformers_version": package_version("transformers"),
         "platform": platform.platform(),
         "cpu": cpu_model(),
         "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
