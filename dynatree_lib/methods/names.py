@@ -26,10 +26,12 @@ NAMES = {
     "Linear": "Chain of {k}",
     "FixedTree": "Fixed tree",
     "DynaTree": "DynaTree",
+    "AdaptiveTree": "Adaptive tree",
     "TopNTree": "Top-{max_nodes} tree",
     "PromptLookup": "Prompt lookup",
     "HybridTree": "{tree} + prompt lookup",
     "HardwareAware": "Hardware-aware planner",
+    "PlannedTree": "Planned tree",
     "Streaming": "{method} · {cache_size}-token window",
 }
 SUFFIXES = {
