@@ -30,7 +30,7 @@ NAMES = {
     "TopNTree": "Top-{max_nodes} tree",
     "PromptLookup": "Prompt lookup",
     "HybridTree": "{tree} + prompt lookup",
-    "HardwareAware": "Hardware-aware planner",
+    "HardwareAware": "Hardware-aware DynaTree",
     "PlannedTree": "Planned tree",
     "Streaming": "{method} · {cache_size}-token window",
 }
