@@ -1,16 +1,23 @@
-"""Defects found by probing the public API and the stored results with bad input and faults (issue 24, item 7): each
-test failed before its fix."""
+"""Defects found by probing the public API and the stored results with bad input and faults (issue 24, item 7; each
+test failed before its fix), and guards that what is written once stays written once (item 5: one atomic writer,
+one table writer with provenance, one set of model options)."""
 from __future__ import annotations
 
+import io
+import json
+import re
 import warnings
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from dynatree_lib import Autoregressive, FixedTree, ModelPair, generate
-from tiny import VOCAB
+from dynatree_lib import Autoregressive, FixedTree, Linear, ModelPair, generate
+from dynatree_lib.bench import run_benchmark
+from dynatree_lib.models.provenance import RECORDED, provenance, write_table
+from tiny import VOCAB, tiny_pair
 
 
 def dropout_model(seed: int):
@@ -51,10 +58,6 @@ def test_a_model_put_back_in_training_mode_is_caught_by_generate():
 
 def sweep(out):
     """A two-method benchmark of one tiny prompt, stored as out/sweep.csv (+ sweep.meta.json)."""
-    from dynatree_lib.bench import run_benchmark
-    from dynatree_lib import Linear
-    from tiny import tiny_pair
-
     return run_benchmark(tiny_pair("llama", "perturbed"), [Linear(2)], {"a": [1, 2, 3]}, 4, warmup=0, out=out,
                          experiment="sweep", progress=False)
 
@@ -70,10 +73,6 @@ def test_a_csv_cut_off_mid_row_is_refused_and_left_as_it_is(tmp_path):
 
 
 def _edit(text: str, change) -> str:
-    import io
-
-    import pandas as pd
-
     return change(pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)).to_csv(index=False)
 
 
@@ -131,10 +130,6 @@ def _keys(value) -> set:
 
 def recorded(path: Path) -> set:
     """The provenance fields a stored result file records: its columns or JSON keys, and its sidecar's."""
-    import json
-
-    import pandas as pd
-
     if path.suffix == ".csv":
         have = set(pd.read_csv(path, nrows=1).columns)
         sidecar = path.with_suffix(".meta.json")
@@ -143,8 +138,6 @@ def recorded(path: Path) -> set:
 
 
 def test_every_stored_result_file_records_its_provenance():
-    from dynatree_lib.models.provenance import RECORDED
-
     files = sorted(p for p in RESULTS.rglob("*") if p.suffix in (".csv", ".json") and p.is_file())
     assert len(files) > 40
     missing = [(p.relative_to(RESULTS).as_posix(), field) for p in files for field, names in RECORDED.items()
@@ -154,12 +147,6 @@ def test_every_stored_result_file_records_its_provenance():
 
 
 def test_the_table_writer_records_the_dtype_or_refuses(tmp_path):
-    import json
-
-    import pandas as pd
-
-    from dynatree_lib.models.provenance import RECORDED, provenance, write_table
-
     session = provenance(None, {"sweep": 1})  # as a grid's driver, whose models ran in its workers
     with pytest.raises(ValueError, match=r"x\.csv.*dtype"):
         write_table(pd.DataFrame({"speedup": [1.5]}), tmp_path / "x.csv", session)
@@ -173,8 +160,6 @@ def test_the_table_writer_records_the_dtype_or_refuses(tmp_path):
 def test_model_options_are_declared_once():
     """--target/--draft/--dtype/--device come from models.pair.add_model_args in every command line (the grid's
     --pair names a pair its Ray workers load, a different option; gpu_costs builds random-weight shapes)."""
-    import re
-
     root = Path(__file__).resolve().parents[1]
     pattern = re.compile(r"""add_argument\(\s*["']--(target|draft)["']""")
     files = [p for folder in ("dynatree_lib", "benchmarks", "scripts") for p in (root / folder).rglob("*.py")]
@@ -185,8 +170,6 @@ def test_model_options_are_declared_once():
 def test_files_are_written_atomically_in_one_place():
     """Every file the project writes goes through models.provenance.write_atomic / atomic_path (a model folder, built
     whole in a temporary folder and renamed, is the one other rename: models.embedded)."""
-    import re
-
     root = Path(__file__).resolve().parents[1]
     pattern = re.compile(r"mkstemp|os\.replace\(|\.replace\((path|dest|args\.out)\)|fsync")
     files = [p for folder in ("dynatree_lib", "benchmarks", "scripts") for p in (root / folder).rglob("*.py")]
