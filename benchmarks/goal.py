@@ -25,7 +25,7 @@ from dynatree_lib.bench.prompts import load_prompts
 METHODS = ("AR, HFAssisted, HFAssisted(draft_bits=4), Linear(k=5), Linear(k=5, draft_bits=4), "
            "FixedTree(depth=5, branch=2, max_nodes=32), FixedTree(depth=5, branch=2, max_nodes=32, draft_bits=4), "
            "FixedTree(depth=6, branch=2, max_nodes=32, draft_bits=4), "
-           "FixedTree(depth=8, branch=3, max_nodes=64, draft_bits=4), DynaTree(phase=3, draft_bits=4), "
+           "FixedTree(depth=8, branch=3, max_nodes=64, draft_bits=4), AdaptiveTree(draft_bits=4), "
            "HardwareAware(draft_bits=4)")
 
 
@@ -33,7 +33,7 @@ METHODS = ("AR, HFAssisted, HFAssisted(draft_bits=4), Linear(k=5), Linear(k=5, d
 # draft, beside transformers' assisted generation given the same drafts; both plain decoders are measured and the
 # faster one is the reference (bench.harness: HFGenerate).
 SPEED_METHODS = ("AR, HFGenerate, HFAssisted, HFAssisted(draft_bits=4), DynaTree, DynaTree(draft_bits=4), "
-                 "DynaTree(draft_bits=4, draft_vocab=32768), Linear(k=5, draft_bits=4), DynaTree(phase=3, draft_bits=4)")
+                 "DynaTree(draft_bits=4, draft_vocab=32768), Linear(k=5, draft_bits=4), AdaptiveTree(draft_bits=4)")
 
 
 def prompt_sets(spec: str, skip: int = 0):

@@ -15,7 +15,7 @@ import torch
 
 import dynatree_lib as dt
 from dynatree_lib.planning import calibrate
-from test_methods_adaptive import sharp_pair
+from tiny import sharp_pair
 
 PROMPT = [5, 17, 3, 42, 5, 17, 3, 9, 11, 5, 17]
 N = 40
@@ -58,13 +58,16 @@ def fake_clock():
         time.perf_counter = saved
 
 
-def record(pair, method, seed):
+def record(pair, method, seed=None, n=N, masks=False, prompt=PROMPT):
+    """What `method` does on `pair`: tokens, trace decisions and every forward's inputs (with `masks`, also the
+    attention mask's shape, which tells how many cache slots a forward attends over)."""
     fed = {"target": [], "draft": []}
 
     def hook(role):
         def pre(module, args, kwargs):
-            pos = kwargs.get("position_ids")
-            fed[role].append([kwargs["input_ids"][0].tolist(), None if pos is None else pos[0].tolist()])
+            pos, mask = kwargs.get("position_ids"), kwargs.get("attention_mask")
+            seen = [kwargs["input_ids"][0].tolist(), None if pos is None else pos[0].tolist()]
+            fed[role].append(seen + ([None if mask is None else list(mask.shape)] if masks else []))
         return pre
 
     hooks = [pair.target.register_forward_pre_hook(hook("target"), with_kwargs=True)]
@@ -75,7 +78,7 @@ def record(pair, method, seed):
     hardware.load_or_measure_costs = lambda *a, **k: COSTS
     try:
         with fake_clock():
-            out = dt.generate(pair, PROMPT, method, N, stop_at_eos=False,
+            out = dt.generate(pair, prompt, method, n, stop_at_eos=False,
                               temperature=0.0 if seed is None else 1.0, seed=seed)
     finally:
         hardware.load_or_measure_costs = saved

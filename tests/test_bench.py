@@ -14,7 +14,7 @@ import torch
 
 from dynatree_lib import Autoregressive, FixedTree, HFAssisted, Linear, bench, generate, label
 from dynatree_lib.book import plots
-from dynatree_lib.core.loop import decode
+from dynatree_lib.core.loop import Method, autoregressive
 from dynatree_lib.models import provenance
 from dynatree_lib.models.provenance import write_atomic
 from tiny import VOCAB, tiny_pair
@@ -24,16 +24,12 @@ N = 6
 
 
 @dataclass(frozen=True)
-class Corrupted:
+class Corrupted(Method):
     """AR with token 2 replaced: a method whose output must be flagged as diverging from AR at index 2."""
 
-    name = "Corrupted"
-
-
-@decode.register
-def _(method: Corrupted, run) -> None:
-    decode(Autoregressive(), run)
-    run.tokens[2] = (run.tokens[2] + 1) % VOCAB
+    def decode(self, run) -> None:
+        autoregressive(run)
+        run.tokens[2] = (run.tokens[2] + 1) % VOCAB
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, example, given, settings, strategies as st
 
-from dynatree_lib import Autoregressive, FixedTree, HardwareAware, generate, label
+from dynatree_lib import Autoregressive, FixedTree, HardwareAware, PlannedTree, generate, label
 from dynatree_lib.planning import calibrate, planner
 from dynatree_lib.methods import hardware
 from dynatree_lib.core import kvcache
@@ -72,7 +72,7 @@ def reference(arch, prompt, n):
 # Exactness, with real calibrations of the tiny models
 
 methods = st.builds(
-    HardwareAware, shapes=st.just("fixed"), max_depth=st.integers(1, 8), max_branch=st.integers(1, 3),
+    PlannedTree, max_depth=st.integers(1, 8), max_branch=st.integers(1, 3),
     max_nodes=st.integers(1, 64),
     threshold=st.sampled_from([0.0, 0.03]), warmup_rounds=st.integers(0, 3), probe_every=st.integers(1, 6),
     prior_accept=st.sampled_from([0.0, 0.3, 0.9]),  # 0: plain steps right after warm-up, then probes
@@ -84,8 +84,8 @@ methods = st.builds(
 @pytest.mark.parametrize("arch", ARCHS)
 @given(method=methods, prompt=st.lists(st.integers(0, VOCAB - 1), min_size=1, max_size=20), n=st.integers(1, 30))
 @settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@example(method=HardwareAware(shapes="fixed", max_depth=1, max_branch=1, max_nodes=1, threshold=0.03, warmup_rounds=0,
-                              probe_every=1, prior_accept=0.0, adapt_costs=False, allow_ar=False), prompt=[68, 30], n=3)
+@example(method=PlannedTree(max_depth=1, max_branch=1, max_nodes=1, threshold=0.03, warmup_rounds=0, probe_every=1,
+                            prior_accept=0.0, adapt_costs=False, allow_ar=False), prompt=[68, 30], n=3)
 def test_hardware_aware_equals_greedy(arch, draft_kind, method, prompt, n):
     out = generate(tiny_pair(arch, draft_kind), prompt, method, n, stop_at_eos=False)
     assert out.token_ids == reference(arch, prompt, n), label(method)
@@ -103,7 +103,7 @@ def test_hardware_aware_equals_greedy(arch, draft_kind, method, prompt, n):
     assert out.stats["ar_rounds"] == sum(r["plan_depth"] == 0 and r["plan_reason"] != "last" for r in out.trace)
 
 
-confident = st.builds(HardwareAware, shapes=st.just("confidence"), max_depth=st.integers(1, 40),
+confident = st.builds(HardwareAware, max_depth=st.integers(1, 40),
                       max_branch=st.integers(1, 3), max_nodes=st.integers(1, 64), allow_ar=st.booleans())
 
 
@@ -123,7 +123,7 @@ def test_confidence_shapes_are_priced_with_the_calibrated_curves():
     """Seeded from linear cost curves, phase 4's lines are those lines, and its rate is the planner's expected rate
     at the prior acceptance: a level and a node are priced as this machine's curves say from the first round on."""
     costs = calibrate.Costs(NODES, tuple(0.5 + 0.02 * n for n in NODES), tuple(0.1 + 0.04 * n for n in NODES))
-    method = HardwareAware(shapes="confidence", max_branch=2)
+    method = HardwareAware(max_branch=2)
     shaped = hardware._Calibrated(method, costs)
     chooser = planner.Planner(costs, 8, 2, method.max_nodes)
     rate = chooser.best(planner.rank_accept_prior(0.8, 8, 2)).expected_tps
@@ -136,11 +136,11 @@ def test_confidence_shapes_are_priced_with_the_calibrated_curves():
     assert dear.level_tokens(1) / dear.rate > 3.9 * shaped.level_tokens(1) / shaped.rate
 
 
-@pytest.mark.parametrize("shapes", ["confidence", "fixed"])
-def test_sampling_runs_and_is_reproducible(shapes):
+@pytest.mark.parametrize("method", [HardwareAware(), PlannedTree(adapt_costs=False)], ids=label)
+def test_sampling_runs_and_is_reproducible(method):
     pair = tiny_pair("qwen2", "perturbed")
-    # fixed: measured timings would change the trees, hence the draws; confidence shapes ignore the clock when sampling
-    method = HardwareAware(shapes=shapes, adapt_costs=False)
+    # PlannedTree: measured timings would change the trees, hence the draws; HardwareAware ignores the clock when
+    # sampling
     runs = [generate(pair, [3, 1, 4], method, 20, stop_at_eos=False, temperature=0.8, seed=7) for _ in range(2)]
     assert len(runs[0].token_ids) == 20 and runs[0].token_ids == runs[1].token_ids
 
@@ -153,7 +153,7 @@ def test_sampling_runs_and_is_reproducible(shapes):
 def test_good_cheap_draft_grows_deep_trees(arch, fake_costs):
     fake_costs(calibrate.Costs(NODES, flat(1.0), flat(0.02)))
     prompt = [5, 9, 2]
-    out = generate(tiny_pair(arch, "same"), prompt, HardwareAware(shapes="fixed", adapt_costs=False), 60,
+    out = generate(tiny_pair(arch, "same"), prompt, PlannedTree(adapt_costs=False), 60,
                    stop_at_eos=False)
     assert out.token_ids == reference(arch, prompt, 60)
     planned = [r for r in out.trace if r["plan_reason"] == "plan"]
@@ -166,7 +166,7 @@ def test_good_cheap_draft_grows_deep_trees(arch, fake_costs):
 def test_failing_draft_falls_back_to_plain_steps_and_probes(arch, fake_costs):
     fake_costs(calibrate.Costs(NODES, flat(1.0), flat(0.3)))
     prompt = [5, 9, 2]
-    method = HardwareAware(shapes="fixed", adapt_costs=False, probe_every=5)
+    method = PlannedTree(adapt_costs=False, probe_every=5)
     out = generate(tiny_pair(arch, "unrelated"), prompt, method, 60, stop_at_eos=False)
     assert out.token_ids == reference(arch, prompt, 60)
     reasons = [r["plan_reason"] for r in out.trace]
@@ -184,22 +184,22 @@ def test_failing_draft_falls_back_to_plain_steps_and_probes(arch, fake_costs):
 def test_drafted_trees_have_the_planned_shapes():
     """The shape model (fixed_widths) is what draft_tree really grows, for every candidate."""
     pair = tiny_pair("llama", "perturbed")
-    method = HardwareAware(shapes="fixed", max_depth=4, max_nodes=20)
-    sizing = hardware._Sizing(method, calibrate.Costs(NODES, flat(1.0), flat(0.1)))
+    method = PlannedTree(max_depth=4, max_nodes=20)
     run = SimpleNamespace(pair=pair)
+    sizing = hardware._Sizing(method, calibrate.Costs(NODES, flat(1.0), flat(0.1)), run)
     shapes = planner.tree_shapes(4, 3, 20)
     assert any(sum(s.widths) < sum(planner.fixed_widths(s.depth, s.branch, 20)) for s in shapes)  # budget-cut shapes
     for shape in shapes:
-        plan = planner.Plan(shape.depth, shape.branch, shape.nodes, shape.widths, 1.0, 1.0, 1.0, 1.0, 1.0)
+        plan = planner.RoundPlan(shape.depth, shape.branch, shape.nodes, shape.widths, 1.0, 1.0, 1.0, 1.0, 1.0)
         sizing.choose = lambda max_depth: (plan, "plan")
         state = DraftState(kvcache.new_cache(pair.draft), pending=[7, 8, 9])
-        tree = sizing.draft_round(run, state, 8).tree
+        tree = sizing.propose(state, 8).tree
         assert tuple(torch.bincount(tree.depth)[1:].tolist()) == shape.widths, shape
 
 
 def test_without_plain_steps_it_always_drafts(fake_costs):
     fake_costs(calibrate.Costs(NODES, flat(1.0), flat(0.3)))
-    method = HardwareAware(shapes="fixed", allow_ar=False)
+    method = PlannedTree(allow_ar=False)
     out = generate(tiny_pair("llama", "unrelated"), [1, 2], method, 30, stop_at_eos=False)
     assert out.token_ids == reference("llama", [1, 2], 30)
     assert all(r["nodes"] > 0 for r in out.trace[:-1]) and out.stats["ar_rounds"] == 0
@@ -489,23 +489,27 @@ def test_calibration_key_follows_what_costs_depend_on():
 # Parameters
 
 
-@pytest.mark.parametrize("name, value", [
-    ("max_depth", 0), ("max_branch", 0), ("max_nodes", 0), ("threshold", 1.0), ("warmup_rounds", -1),
-    ("probe_every", 0), ("prior_accept", 1.0), ("prior_weight", 0), ("decay", 0.0), ("decay", 1.5),
-    ("adapt_costs", "yes"), ("allow_ar", None), ("max_depth", 2.0), ("draft_bits", 2), ("shapes", "chain"),
+@pytest.mark.parametrize("cls, name, value", [
+    *((PlannedTree, name, value) for name, value in [
+        ("max_depth", 0), ("max_branch", 0), ("max_nodes", 0), ("threshold", 1.0), ("warmup_rounds", -1),
+        ("probe_every", 0), ("prior_accept", 1.0), ("prior_weight", 0), ("decay", 0.0), ("decay", 1.5),
+        ("adapt_costs", "yes"), ("allow_ar", None), ("max_depth", 2.0), ("draft_bits", 2)]),
+    *((HardwareAware, name, value) for name, value in [
+        ("max_depth", 0), ("max_branch", 0), ("max_nodes", 0), ("allow_ar", None), ("max_depth", 2.0),
+        ("draft_bits", 2), ("shapes", "chain")]),
 ])
-def test_bad_parameters_are_refused(name, value):
+def test_bad_parameters_are_refused(cls, name, value):
     with pytest.raises(ValueError, match=name):
-        HardwareAware(**{name: value})
+        cls(**{name: value})
 
 
-def test_label_parses_back():
-    assert label(HardwareAware()) == "HardwareAware"
-    assert label(HardwareAware(shapes="fixed")) == "HardwareAware(shapes='fixed')"  # max_depth 8 follows from it
-    assert parse_method(label(HardwareAware(shapes="fixed", draft_bits=4))) == HardwareAware(shapes="fixed",
-                                                                                             draft_bits=4)
-    assert label(HardwareAware(allow_ar=False, max_nodes=16, draft_bits=8)) == (
-        "HardwareAware(max_nodes=16, allow_ar=False, draft_bits=8)")
+def test_labels_and_the_old_spelling():
+    assert label(HardwareAware()) == "HardwareAware" and label(PlannedTree()) == "PlannedTree"
+    assert parse_method(label(PlannedTree(draft_bits=4))) == PlannedTree(draft_bits=4)
+    with pytest.warns(DeprecationWarning, match="PlannedTree"):  # the fixed planner was a mode of HardwareAware
+        assert HardwareAware(shapes="fixed", draft_bits=4) == PlannedTree(draft_bits=4)
+    with pytest.warns(DeprecationWarning, match="threshold"):  # a planner setting the shaped tree never read
+        assert HardwareAware(shapes="confidence", threshold=0.0) == HardwareAware()
 
 
 @given(method=st.one_of(methods, confident), draft_bits=st.sampled_from([None, 4, 8]))

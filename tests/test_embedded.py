@@ -11,7 +11,7 @@ from dynatree_lib.bench.prompts import load_prompts
 
 pytestmark = pytest.mark.embedded
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
-METHODS = [dt.Linear(k=4), dt.FixedTree(depth=5, branch=2, threshold=0.03), dt.DynaTree(phase=3),
+METHODS = [dt.Linear(k=4), dt.FixedTree(depth=5, branch=2, threshold=0.03), dt.AdaptiveTree(phase=3),
            dt.FixedTree(depth=5, branch=2, threshold=0.03, draft_bits=4)]
 
 

@@ -1,4 +1,5 @@
-"""DynaTree (adaptive), TopNTree (best-first), PromptLookup and HybridTree (n-gram): exactness, policies, errors."""
+"""AdaptiveTree (the research's phases), DynaTree (confidence and cost), TopNTree (best-first), PromptLookup and
+HybridTree (n-gram): exactness, policies, errors."""
 import dataclasses
 import functools
 import math
@@ -7,28 +8,13 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from dynatree_lib import DynaTree, FixedTree, HybridTree, Linear, ModelPair, PromptLookup, TopNTree, generate, label
+from dynatree_lib import (AdaptiveTree, DynaTree, FixedTree, HybridTree, Linear, ModelPair, PromptLookup, TopNTree,
+                          generate, label)
 from dynatree_lib.core import kvcache
-from dynatree_lib.methods import adaptive, drafter, ngram, topn
+from dynatree_lib.methods import adaptive, ngram, topn
 from dynatree_lib.core.draft import DraftState, Drafted, draft_tree, reorder
 from dynatree_lib.core.tree import add_level, from_parents, root
-from tiny import ARCHS, DRAFTS, VOCAB, perturbed, reference_greedy, tiny_model, tiny_pair
-
-
-@functools.lru_cache(maxsize=None)
-def sharp_pair(arch: str, draft_kind: str) -> ModelPair:
-    """tiny_pair with 5x sharper logits: top-1 probabilities spread over 0.2..0.95, so every confidence class of
-    DynaTree (and its depth rules) is exercised; the stock tiny models are nearly uniform (top-1 < 0.4)."""
-
-    def sharpen(model):
-        with torch.no_grad():
-            model.get_output_embeddings().weight.mul_(5.0)
-        return model
-
-    target = sharpen(tiny_model(arch, seed=0))
-    draft = {"same": lambda: target, "perturbed": lambda: perturbed(target, 0.3, seed=1),
-             "unrelated": lambda: sharpen(tiny_model(arch, seed=2, layers=1))}[draft_kind]()
-    return ModelPair(target=target, draft=draft, name=f"sharp-{arch}-{draft_kind}")
+from tiny import ARCHS, DRAFTS, VOCAB, reference_greedy, sharp_pair, tiny_pair
 
 
 def pair_for(arch, draft_kind, sharp):
@@ -65,19 +51,26 @@ probs = st.sampled_from([0.0, 0.05, 0.2, 0.4, 0.6, 0.8, 0.9, 0.95, 1.0])
 
 @st.composite
 def dynatrees(draw):
+    """A DynaTree or an AdaptiveTree of phase 1-3, each given only the settings its algorithm reads."""
     low, high = sorted([draw(probs), draw(probs)])
     b = sorted(draw(st.lists(st.integers(1, 4), min_size=3, max_size=3)))
+    shared = dict(high_conf=high, low_conf=low, min_branch=b[0], default_branch=b[1], max_branch=b[2],
+                  max_nodes=draw(st.integers(1, 40)), node_budget=draw(st.booleans()))
+    phase = draw(st.sampled_from([1, 2, 3, 4]))
+    if phase == 4:
+        return DynaTree(**shared, max_depth=draw(st.integers(1, 8)))
     base = draw(st.integers(1, 5))
-    return DynaTree(
-        phase=draw(st.sampled_from([1, 2, 3, 4])), high_conf=high, low_conf=low,
-        min_branch=b[0], default_branch=b[1], max_branch=b[2], base_depth=base, max_depth=draw(st.integers(base, 8)),
-        stop_threshold=draw(st.sampled_from([0.0, 0.01, 0.1, 0.3])),
-        extend_threshold=draw(st.sampled_from([0.0, 0.3, 0.95, 1.0])),
-        learning_rate=draw(st.sampled_from([0.0, 0.01, 0.2])),
-        target_acceptance=draw(st.sampled_from([0.0, 0.5, 0.85, 1.0])), window=draw(st.integers(1, 5)),
-        max_nodes=draw(st.integers(1, 40)), threshold=draw(st.sampled_from([0.0, 0.01, 0.03, 0.2])),
-        pruning=draw(st.booleans()), node_budget=draw(st.booleans()),
-    )
+    research = dict(phase=phase, base_depth=base, threshold=draw(st.sampled_from([0.0, 0.01, 0.03, 0.2])),
+                    pruning=draw(st.booleans()))
+    if phase >= 2:
+        research.update(max_depth=draw(st.integers(base, 8)),
+                        stop_threshold=draw(st.sampled_from([0.0, 0.01, 0.1, 0.3])),
+                        extend_threshold=draw(st.sampled_from([0.0, 0.3, 0.95, 1.0])))
+    if phase == 3:
+        research.update(learning_rate=draw(st.sampled_from([0.0, 0.01, 0.2])),
+                        target_acceptance=draw(st.sampled_from([0.0, 0.5, 0.85, 1.0])),
+                        window=draw(st.integers(1, 5)))
+    return AdaptiveTree(**shared, **research)
 
 
 topns = st.builds(TopNTree, nodes=st.integers(1, 40), max_depth=st.integers(1, 8), topk=st.integers(1, 6))
@@ -118,13 +111,13 @@ def test_new_methods_equal_greedy(arch, draft_kind, method, prompt, n, sharp):
 
 
 EDGE_METHODS = [
-    DynaTree(phase=1),
-    DynaTree(phase=2),
-    DynaTree(phase=3),
-    DynaTree(phase=3, pruning=False),
-    DynaTree(phase=3, node_budget=False, threshold=0.0, stop_threshold=0.0),
-    DynaTree(phase=2, max_nodes=4, threshold=0.0, stop_threshold=0.0, extend_threshold=0.0),  # budget binds
-    DynaTree(phase=3, high_conf=0.5, low_conf=0.5, min_branch=1, default_branch=1, max_branch=1, learning_rate=0.2),
+    AdaptiveTree(phase=1),
+    AdaptiveTree(phase=2),
+    AdaptiveTree(phase=3),
+    AdaptiveTree(phase=3, pruning=False),
+    AdaptiveTree(phase=3, node_budget=False, threshold=0.0, stop_threshold=0.0),
+    AdaptiveTree(phase=2, max_nodes=4, threshold=0.0, stop_threshold=0.0, extend_threshold=0.0),  # budget binds
+    AdaptiveTree(phase=3, high_conf=0.5, low_conf=0.5, min_branch=1, default_branch=1, max_branch=1, learning_rate=0.2),
     TopNTree(),
     TopNTree(nodes=1, max_depth=1, topk=1),
     TopNTree(nodes=6, max_depth=8, topk=1),
@@ -176,7 +169,7 @@ def test_prompt_lookup_drafts_get_accepted():
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# DynaTree policies
+# AdaptiveTree policies
 
 
 def level_tree(logps):
@@ -214,24 +207,25 @@ def test_adaptive_expand_children_per_node():
     tree = level_tree([math.log(0.3)] * 3)
     frontier = torch.tensor([1, 2, 3])
     cand_logp, cand_tokens = candidates([0.95, 0.6, 0.2], 3)
-    state = adaptive._Adaptive(DynaTree(threshold=0.0))
+    state = adaptive.AdaptiveDrafter(AdaptiveTree(threshold=0.0), None)
     parents, tokens, logp = state.expand(tree, frontier, cand_logp, cand_tokens)
     assert parents.tolist() == [1, 2, 2, 3, 3, 3]
     assert tokens.tolist() == [10, 13, 14, 16, 17, 18]
     assert (state.counts["conf_high"], state.counts["conf_mid"], state.counts["conf_low"]) == (1, 1, 1)
     # Pruning: second children (cumulative ~0.3 * 0.25 = 0.075) survive tau=0.03 but not tau=0.1 ...
     cand_logp, cand_tokens = candidates([0.5, 0.49, 0.48], 3)
-    parents, *_ = adaptive._Adaptive(DynaTree(threshold=0.1)).expand(tree, frontier, cand_logp, cand_tokens)
+    parents, *_ = adaptive.AdaptiveDrafter(AdaptiveTree(threshold=0.1), None).expand(tree, frontier, cand_logp,
+                                                                                     cand_tokens)
     assert parents.tolist() == [1, 2, 3]
     # ... unless pruning is switched off.
-    parents, *_ = adaptive._Adaptive(DynaTree(threshold=0.1, pruning=False)).expand(
+    parents, *_ = adaptive.AdaptiveDrafter(AdaptiveTree(threshold=0.1, pruning=False), None).expand(
         tree, frontier, cand_logp, cand_tokens)
     assert parents.tolist() == [1, 1, 2, 2, 3, 3]
     # Node budget: 3 nodes exist, room for 2 more, the most probable ones; unlimited without node_budget.
-    parents, tokens, _ = adaptive._Adaptive(DynaTree(threshold=0.0, max_nodes=5)).expand(
+    parents, tokens, _ = adaptive.AdaptiveDrafter(AdaptiveTree(threshold=0.0, max_nodes=5), None).expand(
         tree, frontier, cand_logp, cand_tokens)
     assert parents.tolist() == [1, 2] and tokens.tolist() == [10, 13]
-    parents, *_ = adaptive._Adaptive(DynaTree(threshold=0.0, max_nodes=5, node_budget=False)).expand(
+    parents, *_ = adaptive.AdaptiveDrafter(AdaptiveTree(threshold=0.0, max_nodes=5, node_budget=False), None).expand(
         tree, frontier, cand_logp, cand_tokens)
     assert len(parents) == 6
 
@@ -241,23 +235,23 @@ def test_dynamic_depth_rules():
     lp = [math.log(0.99)] * 7 + [math.log(0.05)]
     tree = chain_tree(lp)
     nodes = torch.arange(1, len(tree))
-    m = DynaTree(phase=2, base_depth=3, max_depth=6, extend_threshold=0.95, stop_threshold=0.1)
+    m = AdaptiveTree(phase=2, base_depth=3, max_depth=6, extend_threshold=0.95, stop_threshold=0.1)
     # depth 1..2 (< base) expand; 3..5 expand past base only with cum > 0.95 (0.99**5 = 0.951); 6 = max_depth stops.
     assert adaptive.expandable(tree, nodes, m).tolist() == [1, 2, 3, 4, 5]
-    m = DynaTree(phase=2, base_depth=3, max_depth=8, extend_threshold=0.96, stop_threshold=0.1)
+    m = AdaptiveTree(phase=2, base_depth=3, max_depth=8, extend_threshold=0.96, stop_threshold=0.1)
     assert adaptive.expandable(tree, nodes, m).tolist() == [1, 2, 3, 4]  # 0.99**4 = 0.961 > 0.96 > 0.99**5
-    m = DynaTree(phase=2, base_depth=8, max_depth=8, stop_threshold=0.1)
+    m = AdaptiveTree(phase=2, base_depth=8, max_depth=8, stop_threshold=0.1)
     assert adaptive.expandable(tree, nodes, m).tolist() == [1, 2, 3, 4, 5, 6, 7]  # node 8 is at max_depth
     drop = chain_tree([math.log(0.99), math.log(0.05), math.log(0.99)])  # cumulative 0.99, 0.0495, 0.049
     assert adaptive.expandable(drop, torch.arange(1, 4), m).tolist() == [1]  # below stop_threshold: a leaf
-    m = DynaTree(phase=1, base_depth=3, max_depth=8)
+    m = AdaptiveTree(phase=1, base_depth=3, max_depth=8)
     assert adaptive.expandable(tree, nodes, m).tolist() == [1, 2]  # phase 1: fixed depth, no stop rule
 
 
 def test_phase2_stopped_nodes_are_not_fed():
     pair = sharp_pair("qwen2", "perturbed")
-    m = DynaTree(phase=2, stop_threshold=0.3, threshold=0.0, base_depth=2, max_depth=6, extend_threshold=0.5)
-    state = adaptive._Adaptive(m)
+    m = AdaptiveTree(phase=2, stop_threshold=0.3, threshold=0.0, base_depth=2, max_depth=6, extend_threshold=0.5)
+    state = adaptive.AdaptiveDrafter(m, None)
     draft = DraftState(kvcache.new_cache(pair.draft), pending=[7, 8, 9, 10])
     drafted = draft_tree(pair.draft, draft, state.expand, m.max_branch, m.max_depth, state.select_frontier)
     tree, fed = drafted.tree, set(drafted.fed)
@@ -273,29 +267,35 @@ def test_phase2_stopped_nodes_are_not_fed():
 def test_phase2_grows_past_base_depth_only_when_confident():
     pair = tiny_pair("llama", "same")
     prompt = [3, 14, 15, 92, 65, 35]
-    deep = DynaTree(phase=2, base_depth=2, max_depth=6, extend_threshold=0.0, stop_threshold=0.0, threshold=0.0)
+    deep = AdaptiveTree(phase=2, base_depth=2, max_depth=6, extend_threshold=0.0, stop_threshold=0.0, threshold=0.0)
     out = generate(pair, prompt, deep, 30, stop_at_eos=False)
     assert max(r["depth"] for r in out.trace) > 2 and sum(r["extended"] for r in out.trace) > 0
-    shallow = DynaTree(phase=2, base_depth=2, max_depth=6, extend_threshold=1.0, stop_threshold=0.0, threshold=0.0)
+    shallow = AdaptiveTree(phase=2, base_depth=2, max_depth=6, extend_threshold=1.0, stop_threshold=0.0, threshold=0.0)
     out = generate(pair, prompt, shallow, 30, stop_at_eos=False)
     assert max(r["depth"] for r in out.trace) == 2 and sum(r["extended"] for r in out.trace) == 0
-    phase1 = DynaTree(phase=1, base_depth=2, max_depth=6, extend_threshold=0.0, stop_threshold=0.0, threshold=0.0)
+    phase1 = AdaptiveTree(phase=1, base_depth=2, threshold=0.0)
     out = generate(pair, prompt, phase1, 30, stop_at_eos=False)
     assert max(r["depth"] for r in out.trace) == 2
 
 
+def hear(state, record: dict) -> None:
+    """What speculate does with a finished round: the drafter's notes go into the record, then it learns."""
+    record.update(state.notes())
+    state.learn(record)
+
+
 def test_high_conf_moves_toward_target_acceptance():
-    m = DynaTree(phase=3, learning_rate=0.01, target_acceptance=0.85)
+    m = AdaptiveTree(phase=3, learning_rate=0.01, target_acceptance=0.85)
     assert adaptive.adjust(0.9, 0.5, m) == pytest.approx(0.89)  # below target: lower
     assert adaptive.adjust(0.9, 1.0, m) == pytest.approx(0.91)  # above target: raise
     assert adaptive.adjust(0.9, 0.85, m) == 0.9
     assert adaptive.adjust(0.995, 1.0, m) == 1.0 and adaptive.adjust(0.405, 0.0, m) == m.low_conf  # clamped
 
     def rounds(accepted, depth, n):
-        state = adaptive._Adaptive(m)
+        state = adaptive.AdaptiveDrafter(m, None)
         records = [dict(accepted=accepted, depth=depth) for _ in range(n)]
         for r in records:
-            state.on_round(r)
+            hear(state, r)
         return [r["high_conf"] for r in records], state.high_conf
 
     seen, final = rounds(1, 5, 5)  # acceptance 0.2 < 0.85
@@ -303,26 +303,26 @@ def test_high_conf_moves_toward_target_acceptance():
     seen, final = rounds(5, 5, 3)  # acceptance 1.0 > 0.85
     assert seen == pytest.approx([0.9, 0.91, 0.92]) and final == pytest.approx(0.93)
     # Rounds without a tree carry no acceptance; phases 1 and 2 never move.
-    state = adaptive._Adaptive(m)
-    state.on_round(dict(accepted=0, depth=0))
+    state = adaptive.AdaptiveDrafter(m, None)
+    hear(state, dict(accepted=0, depth=0))
     assert state.high_conf == 0.9
     for phase in (1, 2):
-        state = adaptive._Adaptive(DynaTree(phase=phase))
-        state.on_round(dict(accepted=0, depth=5))
+        state = adaptive.AdaptiveDrafter(AdaptiveTree(phase=phase), None)
+        hear(state, dict(accepted=0, depth=5))
         assert state.high_conf == 0.9
 
 
 def test_phase3_running_window():
-    m = DynaTree(phase=3, learning_rate=0.01, target_acceptance=0.5, window=2)
-    state = adaptive._Adaptive(m)
+    m = AdaptiveTree(phase=3, learning_rate=0.01, target_acceptance=0.5, window=2)
+    state = adaptive.AdaptiveDrafter(m, None)
     for acc in (1.0, 1.0, 0.0, 0.0, 0.0):  # window means: 1, 1, 0.5, 0, 0
-        state.on_round(dict(accepted=int(acc * 4), depth=4))
+        hear(state, dict(accepted=int(acc * 4), depth=4))
     assert state.high_conf == pytest.approx(0.9 + 0.02 - 0.02)
 
 
 def test_phase3_state_is_per_generation_and_traced():
     pair = sharp_pair("gpt_neox", "unrelated")
-    method = DynaTree(phase=3, learning_rate=0.05)
+    method = AdaptiveTree(phase=3, learning_rate=0.05)
     first = generate(pair, [1, 2, 3, 4], method, 25, stop_at_eos=False)
     second = generate(pair, [1, 2, 3, 4], method, 25, stop_at_eos=False)
     trace = [r["high_conf"] for r in first.trace]
@@ -338,10 +338,10 @@ def test_node_budget_binds_and_can_be_switched_off():
     pair = sharp_pair("llama", "perturbed")
     prompt = [4, 8, 15, 16, 23, 42]
     base = dict(phase=2, max_nodes=6, threshold=0.0, stop_threshold=0.0, extend_threshold=0.0)
-    out = generate(pair, prompt, DynaTree(**base), 20, stop_at_eos=False)
+    out = generate(pair, prompt, AdaptiveTree(**base), 20, stop_at_eos=False)
     nodes = [r["nodes"] for r in out.trace]
     assert max(nodes) == 6
-    out = generate(pair, prompt, DynaTree(**base, node_budget=False), 20, stop_at_eos=False)
+    out = generate(pair, prompt, AdaptiveTree(**base, node_budget=False), 20, stop_at_eos=False)
     assert max(r["nodes"] for r in out.trace) > 6
 
 
@@ -366,15 +366,15 @@ def test_best_nodes_is_the_global_top_n():
 def test_topn_keeps_exactly_the_global_best(arch, nodes, depth, topk, pending):
     pair = sharp_pair(arch, "perturbed")
     method = TopNTree(nodes=nodes, max_depth=depth, topk=topk)
-    best_first = topn._BestFirst(method)
+    run = type("R", (), {"pair": pair})()
+    best_first = topn._BestFirst(method, run)
     # Every candidate the rule considered, before the final selection ...
     state = DraftState(kvcache.new_cache(pair.draft), pending=list(pending))
     everything = draft_tree(pair.draft, state, topn._expand_all, topk, depth, best_first.select_frontier)
     all_cum = everything.tree.cum_logp[1:]
     # ... and the tree it verifies.
     state = DraftState(kvcache.new_cache(pair.draft), pending=list(pending))
-    run = type("R", (), {"pair": pair})()
-    drafted = best_first.draft_round(run, state, depth)
+    drafted = best_first.propose(state, depth)
     tree = drafted.tree
     check_tree(tree)
     assert tree.num_draft == min(nodes, len(all_cum))
@@ -434,8 +434,8 @@ def test_hybrid_reorders_into_bfs_and_keeps_fed_slots():
     method = HybridTree(tree=FixedTree(depth=2, branch=2, threshold=0.0), max_ngram=3, num_tokens=6, branches=2)
     state = DraftState(kvcache.new_cache(pair.draft), pending=list(prompt))
     run = type("R", (), {"pair": pair, "prompt_ids": prompt[:-1], "tokens": prompt[-1:]})()
-    lookup = ngram._Lookup(method, *drafter(method.tree))
-    drafted = lookup.draft_round(run, state, 8)
+    lookup = ngram._Lookup(method, run, method.tree.drafter(run))
+    drafted = lookup.propose(state, 8)
     tree = drafted.tree
     check_tree(tree)
     assert lookup.found == 3 and lookup.added > 0 and tree.max_depth == 6
@@ -475,18 +475,26 @@ def test_reorder_drops_fed_nodes_to_minus_one():
     (lambda: DynaTree(min_branch=3, max_branch=2, default_branch=2), "min_branch"),
     (lambda: DynaTree(default_branch=4), "default_branch"),
     (lambda: DynaTree(min_branch=0), "min_branch"),
-    (lambda: DynaTree(phase=3, base_depth=9), "base_depth"),
+    (lambda: AdaptiveTree(phase=3, base_depth=9), "base_depth"),
     (lambda: DynaTree(max_depth=0), "max_depth"),
-    (lambda: DynaTree(stop_threshold=-0.1), "stop_threshold"),
-    (lambda: DynaTree(extend_threshold=1.2), "extend_threshold"),
-    (lambda: DynaTree(learning_rate=-0.01), "learning_rate"),
-    (lambda: DynaTree(target_acceptance=2), "target_acceptance"),
-    (lambda: DynaTree(threshold=-0.03), "threshold"),
-    (lambda: DynaTree(threshold=1.0), "threshold"),
+    (lambda: AdaptiveTree(stop_threshold=-0.1), "stop_threshold"),
+    (lambda: AdaptiveTree(extend_threshold=1.2), "extend_threshold"),
+    (lambda: AdaptiveTree(learning_rate=-0.01), "learning_rate"),
+    (lambda: AdaptiveTree(target_acceptance=2), "target_acceptance"),
+    (lambda: AdaptiveTree(threshold=-0.03), "threshold"),
+    (lambda: AdaptiveTree(threshold=1.0), "threshold"),
     (lambda: DynaTree(max_nodes=0), "max_nodes"),
-    (lambda: DynaTree(window=0), "window"),
-    (lambda: DynaTree(pruning="no"), "pruning"),
+    (lambda: AdaptiveTree(window=0), "window"),
+    (lambda: AdaptiveTree(pruning="no"), "pruning"),
     (lambda: DynaTree(node_budget=1), "node_budget"),
+    (lambda: DynaTree(max_depth=0), "max_depth"),
+    (lambda: AdaptiveTree(phase=4), "phase"),
+    (lambda: AdaptiveTree(phase=1, max_depth=12), "max_depth"),  # phase 1 never reads it
+    (lambda: AdaptiveTree(phase=1, stop_threshold=0.2), "stop_threshold"),
+    (lambda: AdaptiveTree(phase=2, window=5), "window"),
+    (lambda: AdaptiveTree(phase=2, learning_rate=0.1, target_acceptance=0.5), "learning_rate, target_acceptance"),
+    (lambda: AdaptiveTree(max_nodes=0), "max_nodes"),
+    (lambda: AdaptiveTree(min_branch=0), "min_branch"),
     (lambda: TopNTree(nodes=0), "nodes"),
     (lambda: TopNTree(max_depth=0), "max_depth"),
     (lambda: TopNTree(topk=0), "topk"),
@@ -503,34 +511,38 @@ def test_bad_parameters(make, name):
         make()
 
 
-def test_labels_and_defaults():
-    assert DynaTree().phase == 4 and DynaTree().max_depth == 32  # the confidence-shaped default (phase 4)
-    assert label(DynaTree()) == "DynaTree"
-    m = DynaTree(phase=3)  # the research's setting
+def test_defaults():
+    m = DynaTree()  # the confidence- and cost-shaped default
+    assert (m.high_conf, m.low_conf, m.min_branch, m.default_branch, m.max_branch, m.max_depth, m.max_nodes,
+            m.node_budget) == (0.9, 0.4, 1, 2, 3, 32, 128, True)
+    m = AdaptiveTree()  # the research's best setting, phase 3
     assert (m.phase, m.high_conf, m.low_conf, m.min_branch, m.default_branch, m.max_branch, m.base_depth,
             m.max_depth, m.stop_threshold, m.extend_threshold, m.learning_rate, m.target_acceptance, m.max_nodes,
             m.threshold, m.pruning, m.node_budget) == (3, 0.9, 0.4, 1, 2, 3, 5, 8, 0.1, 0.95, 0.01, 0.85, 128, 0.03,
                                                         True, True)
-    assert label(DynaTree(phase=1, pruning=False)) == "DynaTree(phase=1, pruning=False)"
-    assert label(TopNTree()) == "TopNTree" and label(PromptLookup(k=4)) == "PromptLookup(k=4)"
-    assert label(HybridTree(DynaTree(phase=3))) == "HybridTree(tree=DynaTree(phase=3))"
-    assert len({DynaTree(), DynaTree(phase=2), TopNTree(), PromptLookup(), HybridTree()}) == 5  # hashable, distinct
+    assert label(DynaTree()) == "DynaTree" and label(AdaptiveTree(phase=1, pruning=False)) == \
+        "AdaptiveTree(phase=1, pruning=False)"
+    assert len({DynaTree(), AdaptiveTree(), AdaptiveTree(phase=2), TopNTree(), PromptLookup(), HybridTree()}) == 6
 
 
-def test_dynatree_labels_tell_every_setting_apart():
-    """Labels key stored results: a DynaTree that differs from the default in any one setting gets its own label."""
-    changed = dict(phase=2, high_conf=0.8, low_conf=0.3, min_branch=2, default_branch=3, max_branch=4, base_depth=4,
-                   max_depth=12, stop_threshold=0.2, extend_threshold=0.9, learning_rate=0.02, target_acceptance=0.8,
-                   window=5, max_nodes=32, threshold=0.05, pruning=False, node_budget=False, draft_bits=4,
-                   draft_vocab=32768)
-    names = {f.name for f in dataclasses.fields(DynaTree)}
+@pytest.mark.parametrize("cls, changed", [
+    (AdaptiveTree, dict(phase=2, high_conf=0.8, low_conf=0.3, min_branch=2, default_branch=3, max_branch=4,
+                        base_depth=4, max_depth=12, stop_threshold=0.2, extend_threshold=0.9, learning_rate=0.02,
+                        target_acceptance=0.8, window=5, max_nodes=32, threshold=0.05, pruning=False,
+                        node_budget=False, draft_bits=4, draft_vocab=32768)),
+    (DynaTree, dict(high_conf=0.8, low_conf=0.3, min_branch=2, default_branch=3, max_branch=4, max_depth=12,
+                    max_nodes=32, node_budget=False, draft_bits=4, draft_vocab=32768)),
+])
+def test_labels_tell_every_setting_apart(cls, changed):
+    """Labels name methods in stored results: one that differs from the default in any one setting gets its own."""
+    names = {f.name for f in dataclasses.fields(cls)}
     assert set(changed) == names, names ^ set(changed)  # a new setting must be added here
-    labels = [label(DynaTree(**{name: value})) for name, value in changed.items()]
-    assert len(set(labels + [label(DynaTree())])) == len(labels) + 1, labels
+    labels = [label(cls(**{name: value})) for name, value in changed.items()]
+    assert len(set(labels + [label(cls())])) == len(labels) + 1, labels
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Phase 4: the confidence- and cost-shaped default
+# DynaTree: the confidence- and cost-shaped default (once phase 4)
 
 
 def _level_costs(shaped, seconds: float, per_node: float = 0.0):
@@ -584,9 +596,9 @@ def test_phase4_prices_a_node_in_both_forwards():
 
 
 def test_phase4_calibration_learns_what_the_target_accepts():
-    from dynatree_lib.methods.confidence import Calibration
+    from dynatree_lib.methods.confidence import AcceptanceTable
 
-    cal = Calibration()
+    cal = AcceptanceTable()
     assert cal.f(torch.tensor([0.55])).item() == pytest.approx(0.55)  # the prior: f(p) = p
     for _ in range(200):
         cal.observe(0.55, True)  # an int4 draft unsure of tokens the target then writes

@@ -9,30 +9,24 @@ import torch
 
 import dynatree_lib as dt
 from dynatree_lib.bench import quality
-from dynatree_lib.core.loop import decode
+from dynatree_lib.core.loop import Method
 from tiny import ARCHS, reference_greedy, tiny_pair
 
 
 @dataclass(frozen=True)
-class _FlipAt:
+class FlipAt(Method):
     """A deliberately wrong method: AR's tokens, except token `at`, which it replaces by the target's runner-up."""
 
     at: int
-    name = "FlipAt"
 
-    def label(self):
-        return f"FlipAt({self.at})"
-
-
-@decode.register
-def _(method: _FlipAt, run) -> None:
-    ids = torch.tensor([run.prompt_ids])
-    tokens = []
-    for i in range(run.max_new_tokens):
-        logits = run.pair.target(input_ids=torch.cat([ids, torch.tensor([tokens], dtype=torch.long)], dim=1)
-                                 ).logits[0, -1]
-        tokens.append(int(torch.topk(logits, 2).indices[1 if i == method.at else 0]))
-    run.emit(tokens)
+    def decode(self, run) -> None:
+        ids = torch.tensor([run.prompt_ids])
+        tokens = []
+        for i in range(run.max_new_tokens):
+            logits = run.pair.target(input_ids=torch.cat([ids, torch.tensor([tokens], dtype=torch.long)], dim=1)
+                                     ).logits[0, -1]
+            tokens.append(int(torch.topk(logits, 2).indices[1 if i == self.at else 0]))
+        run.emit(tokens)
 
 
 def test_ulp_is_the_spacing_of_the_dtype():
@@ -58,7 +52,7 @@ def test_margins_along_the_greedy_path(arch):
 @pytest.mark.parametrize("arch", ARCHS)
 def test_every_greedy_method_matches_ar_in_float32(arch):
     pair = tiny_pair(arch, "perturbed")
-    methods = [dt.Linear(3), dt.FixedTree(depth=3, branch=2, threshold=0.02), dt.DynaTree(phase=3)]
+    methods = [dt.Linear(3), dt.FixedTree(depth=3, branch=2, threshold=0.02), dt.AdaptiveTree(phase=3)]
     table = quality.compare_to_ar(pair, {"a": [1, 2, 3], "b": [9, 8, 7, 6, 5]}, methods, 12)
     assert table["method"].tolist() == ["AR", *[dt.label(m) for m in methods]] * 2
     assert table["match_ar"].all() and (table["first_divergence"] == -1).all()
@@ -72,10 +66,10 @@ def test_every_greedy_method_matches_ar_in_float32(arch):
 def test_a_divergence_is_found_and_explained():
     pair = tiny_pair("llama", "perturbed")
     prompt = [3, 1, 4, 1, 5]
-    table = quality.compare_to_ar(pair, {"p": prompt}, [_FlipAt(4)], 8)
+    table = quality.compare_to_ar(pair, {"p": prompt}, [FlipAt(4)], 8)
     ar, flip = table.iloc[0], table.iloc[1]
     ref = reference_greedy(pair.target, prompt, 8)
-    assert flip["method"] == "FlipAt(4)" and not flip["match_ar"] and flip["first_divergence"] == 4
+    assert flip["method"] == "FlipAt(at=4)" and not flip["match_ar"] and flip["first_divergence"] == 4
     assert flip["ar_token"] == ref[4] and flip["method_token"] != ref[4]
     gap = quality.margins(pair.target, prompt, ref)["gap"].iloc[4]
     assert flip["gap_at_divergence"] == pytest.approx(gap)

@@ -13,7 +13,7 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 import dynatree_lib as dt
-from dynatree_lib.methods import policy
+from dynatree_lib.core.loop import Run
 from dynatree_lib.core import tree as tree_mod
 from dynatree_lib.book import treeviz as tv
 from tiny import ARCHS, reference_greedy, tiny_pair
@@ -22,8 +22,8 @@ METHODS = [
     dt.FixedTree(depth=4, branch=3, threshold=0.05, max_nodes=12),
     dt.FixedTree(depth=3, branch=2, threshold=0.0),
     dt.Linear(4),
-    dt.DynaTree(phase=1, base_depth=3),
-    dt.DynaTree(phase=2, base_depth=2, max_depth=4, stop_threshold=0.01, extend_threshold=0.5),
+    dt.AdaptiveTree(phase=1, base_depth=3),
+    dt.AdaptiveTree(phase=2, base_depth=2, max_depth=4, stop_threshold=0.01, extend_threshold=0.5),
 ]
 
 
@@ -77,7 +77,7 @@ def test_candidates_agree_with_the_tree(method):
     assert kept["parent"].tolist() == tree.parents[1:].tolist()
     assert torch.allclose(torch.tensor(kept["cum_logp"].tolist()), tree.cum_logp[1:])
     assert (cand.loc[cand["reason"] != "kept", "node"] == -1).all()
-    threshold = policy(method).threshold
+    threshold = method.drafter(Run(pair=pair, prompt_ids=[7, 8, 9, 10], max_new_tokens=1, eos_ids=set())).threshold
     below = cand[cand["reason"] == "threshold"]
     assert (below["cum_logp"].map(math.exp) < threshold).all()
     frame = tv.tree_frame(view)
@@ -100,7 +100,7 @@ def test_threshold_and_budget_reasons():
 
 def test_dynatree_branches_follow_confidence():
     pair = tiny_pair("gpt_neox", "perturbed")
-    method = dt.DynaTree(phase=1, base_depth=2, threshold=0.0, high_conf=0.09, low_conf=0.05)
+    method = dt.AdaptiveTree(phase=1, base_depth=2, threshold=0.0, high_conf=0.09, low_conf=0.05)
     view = tv.draft_one_tree(pair, [4, 5, 6], method)
     frame = tv.tree_frame(view)
     for _, row in frame[frame["depth"] < 2].iterrows():  # every node above the last level was expanded

@@ -5,8 +5,8 @@ import json
 import pytest
 import torch
 
-from dynatree_lib import (Autoregressive, DynaTree, FixedTree, HardwareAware, HFAssisted, HybridTree, Linear,
-                          ModelPair, TopNTree, generate, label)
+from dynatree_lib import (AdaptiveTree, Autoregressive, DynaTree, FixedTree, HardwareAware, HFAssisted, HybridTree,
+                          Linear, ModelPair, TopNTree, generate, label)
 from dynatree_lib.bench import parse_method
 from dynatree_lib.models.pair import vocab_size
 from dynatree_lib.models.quant import Int4Linear, Int8Linear, quantize_draft
@@ -140,7 +140,7 @@ def test_probabilities_map_to_full_vocabulary():
 
 
 @pytest.mark.parametrize("method", [Linear(4, draft_vocab=K), FixedTree(depth=3, branch=3, draft_vocab=K, draft_bits=4),
-                                    DynaTree(phase=3, draft_vocab=K)], ids=label)
+                                    AdaptiveTree(phase=3, draft_vocab=K)], ids=label)
 def test_sampling_is_seed_reproducible(method):  # (phase 3: tree shapes that do not depend on timings)
     pair = shuffled(tiny_pair("llama", "perturbed"), 3)
     run = lambda seed: generate(pair, [3, 14, 15, 92], method, 24, stop_at_eos=False, temperature=0.9,
@@ -169,7 +169,7 @@ PARSEABLE = [Linear(5, draft_vocab=32768), Linear(5, draft_bits=4, draft_vocab=1
              HardwareAware(draft_bits=4, draft_vocab=32768), HardwareAware(max_depth=6, draft_vocab=16384)]
 # Labels that show the option; each spec (some in old spellings) reads back to the method.
 SHOWN = [(DynaTree(draft_bits=4, draft_vocab=32768), "DynaTree(draft_bits=4, draft_vocab=32768)"),
-         (DynaTree(phase=2, draft_vocab=20000), "DynaTree(phase=2, draft_vocab=20000)"),
+         (AdaptiveTree(phase=2, draft_vocab=20000), "AdaptiveTree(phase=2, draft_vocab=20000)"),
          (TopNTree(nodes=16, draft_vocab=32768), "TopNTree(nodes=16, draft_vocab=32768)"),
          (HybridTree(tree=DynaTree(draft_bits=4, draft_vocab=32768)), None)]
 

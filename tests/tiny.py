@@ -103,3 +103,19 @@ def linear_or_fixed_tree(max_depth: int, thresholds, max_nodes: int):
 def token_lists(max_size: int):
     """Prompts of 1..max_size token ids of the tiny vocabulary, drawn by Hypothesis."""
     return st.lists(st.integers(0, VOCAB - 1), min_size=1, max_size=max_size)
+
+
+@functools.lru_cache(maxsize=None)
+def sharp_pair(arch: str, draft_kind: str) -> ModelPair:
+    """tiny_pair with 5x sharper logits: top-1 probabilities spread over 0.2..0.95, so every confidence class of
+    DynaTree (and its depth rules) is exercised; the stock tiny models are nearly uniform (top-1 < 0.4)."""
+
+    def sharpen(model):
+        with torch.no_grad():
+            model.get_output_embeddings().weight.mul_(5.0)
+        return model
+
+    target = sharpen(tiny_model(arch, seed=0))
+    draft = {"same": lambda: target, "perturbed": lambda: perturbed(target, 0.3, seed=1),
+             "unrelated": lambda: sharpen(tiny_model(arch, seed=2, layers=1))}[draft_kind]()
+    return ModelPair(target=target, draft=draft, name=f"sharp-{arch}-{draft_kind}")

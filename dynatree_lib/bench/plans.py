@@ -31,8 +31,9 @@ import importlib
 import shlex
 from dataclasses import dataclass
 
-from ..methods.adaptive import DynaTree
-from ..methods.base import Autoregressive, FixedTree, HFAssisted, HFPromptLookup, Linear
+from ..methods.adaptive import AdaptiveTree
+from ..methods.base import Autoregressive, FixedTree, Linear
+from ..methods.hf import HFAssisted, HFPromptLookup
 from ..methods.ngram import HybridTree, PromptLookup
 from ..methods.streaming import Streaming
 from ..methods.topn import TopNTree
@@ -134,14 +135,15 @@ def _methods() -> dict[str, Plan]:
     # `length`/`ablation` and `param_search` instead, to keep the session within its budget.
     research = [FixedTree(depth=5, branch=2, threshold=0.03, max_nodes=128),
                 FixedTree(depth=8, branch=3, threshold=0.03, max_nodes=128)]
-    ours = [DynaTree(phase=1), DynaTree(phase=2), DynaTree(phase=3), TopNTree(), HybridTree(), PromptLookup()]
+    ours = [AdaptiveTree(phase=1), AdaptiveTree(phase=2), AdaptiveTree(phase=3), TopNTree(), HybridTree(),
+            PromptLookup()]
     ours += optional_method("costmodel", "HardwareAware")
     # The same methods with an int4 copy of the draft (the draft's cost is what limits a CPU; tokens are unchanged),
     # transformers' assisted generation included, so that the comparison with it is also made at equal drafts.
     int4 = [HFAssisted(draft_bits=4), Linear(6, draft_bits=4), FixedTree(depth=5, branch=2, draft_bits=4),
-            DynaTree(phase=3, draft_bits=4), *optional_method("costmodel", "HardwareAware", draft_bits=4)]
+            AdaptiveTree(phase=3, draft_bits=4), *optional_method("costmodel", "HardwareAware", draft_bits=4)]
     return {
-        "smoke": Plan((HFAssisted(), Linear(4), small, DynaTree(phase=3)), SMOKE_LENGTHS, **SMOKE),
+        "smoke": Plan((HFAssisted(), Linear(4), small, AdaptiveTree(phase=3)), SMOKE_LENGTHS, **SMOKE),
         "session": Plan((*peers, Linear(4), Linear(6), small, *ours, *int4), (128,), prompts=2),
         "full": Plan((*peers, *(Linear(k) for k in range(4, 9)), small, *research, *ours, *int4), (128, 256, 512),
                      prompts=10,
@@ -151,13 +153,13 @@ def _methods() -> dict[str, Plan]:
 
 def _length() -> dict[str, Plan]:
     """Throughput over generation length (figure 3)."""
-    methods = (HFAssisted(), Linear(6), FixedTree(depth=5, branch=2), DynaTree(phase=3), HFAssisted(draft_bits=4),
-               DynaTree(phase=3, draft_bits=4))
+    methods = (HFAssisted(), Linear(6), FixedTree(depth=5, branch=2), AdaptiveTree(phase=3), HFAssisted(draft_bits=4),
+               AdaptiveTree(phase=3, draft_bits=4))
     full = (HFAssisted(), Linear(6), Linear(8), FixedTree(depth=5, branch=2),
-            FixedTree(depth=8, branch=3, threshold=0.05), DynaTree(phase=3), HFAssisted(draft_bits=4),
-            DynaTree(phase=3, draft_bits=4))
+            FixedTree(depth=8, branch=3, threshold=0.05), AdaptiveTree(phase=3), HFAssisted(draft_bits=4),
+            AdaptiveTree(phase=3, draft_bits=4))
     return {
-        "smoke": Plan((Linear(4), DynaTree(phase=3)), (4, 8), **SMOKE),
+        "smoke": Plan((Linear(4), AdaptiveTree(phase=3)), (4, 8), **SMOKE),
         "session": Plan(methods, (64, 128, 256)),
         "full": Plan(full, (100, 200, 300, 500, 1000), prompts=3, repeats=2),
     }
@@ -182,14 +184,14 @@ def _param_search() -> dict[str, Plan]:
 def _ablation_methods(depths) -> tuple:
     methods = []
     for d in depths:
-        methods += [FixedTree(depth=d, branch=2)] + [DynaTree(phase=p, base_depth=d) for p in (1, 2, 3)]
-    return (*methods, DynaTree(phase=3, pruning=False), DynaTree(phase=3, node_budget=False))
+        methods += [FixedTree(depth=d, branch=2)] + [AdaptiveTree(phase=p, base_depth=d) for p in (1, 2, 3)]
+    return (*methods, AdaptiveTree(phase=3, pruning=False), AdaptiveTree(phase=3, node_budget=False))
 
 
 def _ablation() -> dict[str, Plan]:
     """Fixed tree -> phase 1 -> 2 -> 3 at base depth 4/5/6; phase 3 without pruning / without node budget (fig. 6)."""
     return {
-        "smoke": Plan((FixedTree(depth=5, branch=2), DynaTree(phase=3), DynaTree(phase=3, pruning=False)),
+        "smoke": Plan((FixedTree(depth=5, branch=2), AdaptiveTree(phase=3), AdaptiveTree(phase=3, pruning=False)),
                       SMOKE_LENGTHS, **SMOKE),
         "session": Plan(_ablation_methods((4, 5, 6)), (24,), note="24 new tokens; the research's ablation ran at 500"),
         "full": Plan(_ablation_methods((4, 5, 6)), (100, 500, 1000), prompts=3),
@@ -197,13 +199,13 @@ def _ablation() -> dict[str, Plan]:
 
 
 def _sensitivity_methods(confidences, branch_ranges) -> tuple:
-    methods = [DynaTree(phase=3, high_conf=h, low_conf=lo) for h, lo in confidences]
-    methods += [DynaTree(phase=3, min_branch=a, default_branch=b, max_branch=c) for a, b, c in branch_ranges]
+    methods = [AdaptiveTree(phase=3, high_conf=h, low_conf=lo) for h, lo in confidences]
+    methods += [AdaptiveTree(phase=3, min_branch=a, default_branch=b, max_branch=c) for a, b, c in branch_ranges]
     return tuple(dict.fromkeys(methods))  # the research default appears in both lists: once
 
 
 def _sensitivity() -> dict[str, Plan]:
-    """DynaTree's confidence thresholds (high/low) and branch ranges (min/default/max)."""
+    """The research's adaptive tree's confidence thresholds (high/low) and branch ranges (min/default/max)."""
     return {
         "smoke": Plan(_sensitivity_methods([(0.9, 0.4)], [(2, 2, 3)]), SMOKE_LENGTHS, **SMOKE),
         "session": Plan(_sensitivity_methods([(0.9, 0.4), (0.8, 0.3), (0.95, 0.5)], [(1, 2, 3), (2, 2, 3), (1, 2, 4)]),
@@ -216,7 +218,7 @@ def _sensitivity() -> dict[str, Plan]:
 
 def _prompt_length() -> dict[str, Plan]:
     """Prompt length 50..1000 tokens (figure 9): long code texts cut to an exact token count."""
-    methods = (Linear(6), DynaTree(phase=3))
+    methods = (Linear(6), AdaptiveTree(phase=3))
     return {
         "smoke": Plan((Linear(4),), SMOKE_LENGTHS, prompt_set="code", prompt_tokens=(16, 32), **SMOKE),
         "session": Plan(methods, (24,), prompt_set="code", prompt_tokens=(50, 200, 500, 1000)),
@@ -245,18 +247,18 @@ def _int8() -> dict[str, Plan]:
     """Int8 target weights against the pair as given: speed and memory."""
     return {
         "smoke": Plan((Linear(4),), SMOKE_LENGTHS, variants=VARIANTS, **SMOKE),
-        "session": Plan((Linear(6), DynaTree(phase=3)), (32,), variants=VARIANTS),
-        "full": Plan((HFAssisted(), Linear(6), FixedTree(depth=5, branch=2), DynaTree(phase=3)), (128, 500),
+        "session": Plan((Linear(6), AdaptiveTree(phase=3)), (32,), variants=VARIANTS),
+        "full": Plan((HFAssisted(), Linear(6), FixedTree(depth=5, branch=2), AdaptiveTree(phase=3)), (128, 500),
                      prompts=5, variants=VARIANTS),
     }
 
 
 def _quality() -> dict[str, Plan]:
     """float32 exactness (every greedy method's tokens equal AR's) and perplexity of the generations (figure 10)."""
-    methods = (HFAssisted(), Linear(6), FixedTree(depth=5, branch=2), DynaTree(phase=3), TopNTree(), HybridTree(),
+    methods = (HFAssisted(), Linear(6), FixedTree(depth=5, branch=2), AdaptiveTree(phase=3), TopNTree(), HybridTree(),
                PromptLookup(), *optional_method("costmodel", "HardwareAware"))
     return {
-        "smoke": Plan((Linear(4), DynaTree(phase=3)), SMOKE_LENGTHS, dtype="float32", **SMOKE),
+        "smoke": Plan((Linear(4), AdaptiveTree(phase=3)), SMOKE_LENGTHS, dtype="float32", **SMOKE),
         "session": Plan(methods, (16,), prompts=2, dtype="float32"),
         "full": Plan(methods, (128,), prompts=20, dtype="float32"),
     }

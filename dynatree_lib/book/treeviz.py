@@ -22,11 +22,11 @@ import torch
 from ..core import kvcache
 from ..core.draft import DraftState, draft_tree
 from ..core.forward import forward
-from ..core.loop import check_inputs, encode
+from ..core.loop import Run, Speculative, check_inputs, encode
 from ..core.mask import tree_attention_mask, tree_position_ids
 from ..core.tree import Tree
 from ..core.verify import accept_greedy, verify
-from ..methods.base import FixedTree, label, policy
+from ..methods.base import FixedTree, TreeDrafter, label
 from .plots import TEMPLATE
 
 COLORS = {"root": "#404040", "draft": "#2f6db5", "accepted": "#2e8b57", "pruned": "#b8b8b8", "bonus": "#d9622b"}
@@ -56,12 +56,12 @@ def draft_one_tree(pair, prompt, method) -> TreeView:
     prompt_ids = encode(pair, prompt)
     check_inputs(pair, prompt_ids, method, 1)
     # as generate: the draft the method drafts with
-    pair = pair.with_draft(getattr(method, "draft_bits", None), getattr(method, "draft_vocab", None))
-    try:
-        p = policy(method)
-    except TypeError:
-        raise ValueError(f"method must grow its tree level by level (Linear, FixedTree, DynaTree) to draw it, got "
-                         f"{label(method)}") from None
+    pair = pair.with_draft(method.draft_bits, method.draft_vocab)
+    run = Run(pair=pair, prompt_ids=prompt_ids, max_new_tokens=1, eos_ids=set())
+    p = method.drafter(run) if isinstance(method, Speculative) else None
+    if not isinstance(p, TreeDrafter):
+        raise ValueError(f"method must grow its tree level by level (Linear, FixedTree, DynaTree, AdaptiveTree) to "
+                         f"draw it, got {label(method)}")
     expand, width, depth, select_frontier, allowed, threshold = (p.expand, p.width, p.depth, p.select_frontier,
                                                                  p.branches, p.threshold)
     log_threshold = math.log(threshold) if threshold > 0 else -math.inf

@@ -4,20 +4,29 @@ Speculative methods share one loop: draft a tree, verify it in one target forwar
 commit it plus the bonus token in both caches. A linear draft is the tree with one child per node. With temperature
 > 0 the same loop drafts by sampling and accepts by recursive rejection sampling (sampling.py), so every method that
 runs on `speculate` samples exactly from the target's distribution.
+
+The loop knows two small interfaces and no particular method. A `Method` is configuration that either drafts
+(`Speculative`: `drafter(run)` gives one generation's `Drafter`, whose `propose(state, max_depth)` drafts a round's
+tree and `learn(record)` hears how it went, as transformers' candidate generators do) or runs its own loop
+(`decode(run)`: plain decoding, transformers' peers). From `generate` to the draft model's forward:
+
+    generate -> speculate(run, method.drafter(run)) -> drafter.propose(state, max_depth) -> draft_tree -> forward
+
+(before issue 24 it was generate -> decode (registry) -> the `speculative` decorator's decoder -> drafter (registry)
+-> policy (registry) -> speculate -> ShapedPolicy.draft_round -> TreePolicy.draft_round -> draft_tree -> forward).
 """
 from __future__ import annotations
 
 import numbers
 import time
 from dataclasses import dataclass, field
-from functools import singledispatch
-from types import SimpleNamespace
+from typing import ClassVar
 
 import torch
 
 from . import kvcache
 from ..models.pair import ModelPair, vocab_size
-from .draft import DraftState, commit_draft
+from .draft import DraftState, Drafted, commit_draft
 from .forward import clock, forward
 from .sampling import Sampling, accept_sampling, make_sampling
 from .tree import root as tree_root
@@ -53,7 +62,6 @@ class Run:
     trace: list[dict] = field(default_factory=list)
     extra: dict = field(default_factory=dict)  # method-specific stats (e.g. draft forwards)
     finished: bool = False
-    target_kv: object = None  # how speculate keeps the target's cache: None is full context (FULL_CONTEXT)
     sampling: Sampling | None = None  # None: greedy
 
     def next_token(self, logits: torch.Tensor) -> int:
@@ -95,17 +103,23 @@ def generate(pair: ModelPair, prompt, method, max_new_tokens: int, *, stop_at_eo
     tokenizer's chat template (with the assistant turn opened: add_generation_prompt=True); `chat=True` does the
     same for a text prompt, as one user message (what an instruct model expects). A tokenizer without a chat
     template is refused."""
+    if not isinstance(method, Method):
+        raise TypeError(f"unknown decoding method {method!r}: give one of dynatree_lib.methods (Linear(), "
+                        f"DynaTree(), ...) or a subclass of core.loop.Method")
     sampling = make_sampling(temperature, top_k, top_p, seed, pair.device)
     prompt_ids = encode(pair, prompt, chat=chat)
     check_inputs(pair, prompt_ids, method, max_new_tokens)
     pair = running_pair(pair, method)
-    if sampling is not None and not getattr(method, "supports_sampling", True):
+    if sampling is not None and not method.supports_sampling:
         raise ValueError(f"{describe(method)} runs transformers' greedy generate; temperature > 0 is not supported")
     eos = _eos_ids(pair) if stop_at_eos else set()
     run = Run(pair=pair, prompt_ids=prompt_ids, max_new_tokens=max_new_tokens, eos_ids=eos, sampling=sampling)
     run.start = run.clock()
     with torch.inference_mode():
-        decode(method, run)
+        if isinstance(method, Speculative):
+            speculate(run, method.drafter(run), method.target_cache())
+        else:
+            method.decode(run)
     wall = run.clock() - run.start
     tokens = run.tokens
     text = pair.tokenizer.decode(tokens, skip_special_tokens=False) if pair.tokenizer is not None else None
@@ -115,7 +129,7 @@ def generate(pair: ModelPair, prompt, method, max_new_tokens: int, *, stop_at_eo
 def running_pair(pair: ModelPair, method) -> ModelPair:
     """The pair `generate` runs `method` on: an int8/int4 and/or vocabulary-trimmed copy of the draft when the method
     asks for one (made once, cached on `pair`). A forward timer must hook this pair's draft, not `pair.draft`."""
-    return pair.with_draft(getattr(method, "draft_bits", None), getattr(method, "draft_vocab", None))
+    return pair.with_draft(method.draft_bits, method.draft_vocab)
 
 
 def encode(pair: ModelPair, prompt, chat: bool = False) -> list[int]:
@@ -225,13 +239,12 @@ def context_length(model) -> int | None:
 
 
 def needs_draft(method) -> bool:
-    return bool(getattr(method, "needs_draft", False))
+    return method.needs_draft
 
 
 def describe(method) -> str:
-    """The method's label for messages (methods define `label()`; the core does not import them)."""
-    label = getattr(method, "label", None)
-    return label() if callable(label) else type(method).__name__
+    """The method's label for messages."""
+    return method.label()
 
 
 def _eos_ids(pair: ModelPair) -> set[int]:
@@ -244,12 +257,60 @@ def _eos_ids(pair: ModelPair) -> set[int]:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Decoders: one per method type, registered with `decode.register` (other modules add their methods the same way).
+# What the loop knows of a method: the two interfaces below, never a particular class.
 
 
-@singledispatch
-def decode(method, run: Run) -> None:
-    raise TypeError(f"unknown decoding method {method!r}")
+class Method:
+    """A decoding method: pure configuration (subclasses are frozen dataclasses, validated at construction). The
+    class attributes say what `generate` must check: whether it needs the pair's draft model, whether it can sample,
+    and whether it rolls its caches back after a round (exact on sliding-window models only inside the window).
+    `draft_bits` / `draft_vocab`: the draft copy it runs on (ModelPair.with_draft); methods that offer them declare
+    them as fields. A method with its own loop (plain decoding, transformers' peers) defines `decode(run)`."""
+
+    needs_draft: ClassVar[bool] = False
+    supports_sampling: ClassVar[bool] = True
+    rolls_back_cache: ClassVar[bool] = True
+    draft_bits = None
+    draft_vocab = None
+
+    def label(self) -> str:
+        return type(self).__name__
+
+    def decode(self, run: "Run") -> None:
+        raise NotImplementedError(f"{self.label()} defines neither decode(run) nor drafter(run)")
+
+
+class Drafter:
+    """One generation's proposer (the state of one `generate` call; the method itself stays frozen):
+    `propose(state, max_depth)` drafts this round's tree below the root `state.pending[-1]`, at most `max_depth`
+    levels (None: no proposal, the round is a plain target step); `notes()` what this round's proposal decided,
+    added to its trace record; `learn(record)` hears how the round went; `summary()` what the generation learned,
+    added to its stats."""
+
+    def propose(self, state: DraftState, max_depth: int) -> Drafted | None:
+        return None
+
+    def notes(self) -> dict:
+        return {}
+
+    def learn(self, record: dict) -> None:
+        pass
+
+    def summary(self) -> dict:
+        return {}
+
+
+class Speculative(Method):
+    """A method that drafts for `speculate`: `drafter(run)` is a fresh Drafter for one generation;
+    `target_cache()` how the target's cache is kept (full context; streaming.Streaming windows it)."""
+
+    needs_draft: ClassVar[bool] = True
+
+    def drafter(self, run: "Run") -> Drafter:
+        raise NotImplementedError
+
+    def target_cache(self) -> "FullContext":
+        return FullContext()
 
 
 def prefill(run: Run) -> tuple[object, int]:
@@ -275,18 +336,27 @@ def autoregressive(run: Run) -> None:
         run.trace.append(_record(nodes=0, depth=0, accepted=0, committed=1, draft_s=0.0, verify_s=t1 - t0))
 
 
-# The target cache as speculate uses it. Another policy (streaming.WindowedTarget) provides the same three calls.
-FULL_CONTEXT = SimpleNamespace(prefill=prefill, verify=verify, commit=commit_target)
+class FullContext:
+    """The target's cache as `speculate` keeps it: every token stays (streaming.WindowedTarget forgets some)."""
+
+    def prefill(self, run: Run):
+        return prefill(run)
+
+    def verify(self, model, cache, tree):
+        return verify(model, cache, tree)
+
+    def commit(self, cache, prefix: int, path: list[int]) -> None:
+        commit_target(cache, prefix, path)
+
+    def stats(self) -> dict:
+        return {}
 
 
-def speculate(run: Run, draft_round, on_round=None) -> None:
-    """Draft -> verify -> accept -> commit until done.
-
-    `draft_round(run, state, max_depth) -> Drafted | None` proposes this round's tree (None: no proposal, the round
-    is a plain target step); `on_round(record)` lets adaptive methods learn from each finished round.
-    """
+def speculate(run: Run, drafter: Drafter, kv: FullContext | None = None) -> None:
+    """Draft -> verify -> accept -> commit until done: `drafter` proposes each round's tree and learns from it, `kv`
+    keeps the target's cache (default: full context)."""
     pair = run.pair
-    kv = run.target_kv or FULL_CONTEXT
+    kv = kv or FullContext()
     target_cache, root = kv.prefill(run)
     done = run.emit([root])
     t0 = run.clock()
@@ -295,7 +365,7 @@ def speculate(run: Run, draft_round, on_round=None) -> None:
     run.extra["draft_forwards"] = 0
     while not done:
         # A round commits at most depth + 1 tokens: never draft past what is still wanted.
-        drafted = draft_round(run, draft, run.remaining - 1) if run.remaining > 1 else None
+        drafted = drafter.propose(draft, run.remaining - 1) if run.remaining > 1 else None
         tree = drafted.tree if drafted else tree_root(root, device=pair.target.device)
         t1 = run.clock()
         prefix = kvcache.cache_len(target_cache)
@@ -322,10 +392,12 @@ def speculate(run: Run, draft_round, on_round=None) -> None:
             nodes=tree.num_draft, depth=tree.max_depth, accepted=len(path) - 1, committed=len(committed),
             draft_s=t1 - t0, verify_s=t2 - t1, commit_s=t3 - t2,
         )
+        record.update(drafter.notes())
         run.trace.append(record)
-        if on_round is not None:
-            on_round(record)
+        drafter.learn(record)
         t0 = t3
+    run.extra.update(drafter.summary())
+    run.extra.update(kv.stats())
 
 
 def _record(**values) -> dict:

@@ -1,12 +1,14 @@
-"""The decoding methods: frozen dataclasses (pure configuration) and the drafters that run them."""
-from .base import Autoregressive, FixedTree, HFAssisted, HFPromptLookup, Linear, TreePolicy, drafter, label, policy
-from . import fixed  # noqa: F401  (registers the decoders of the fixed policies)
-from .hf import HFGenerate
-from .adaptive import DynaTree
+"""The decoding methods: frozen dataclasses (pure configuration), each with the drafter or loop that runs it."""
+from .base import (Autoregressive, FixedTree, Linear, TreeDrafter, label, method_from_row, upgrade_kwargs,
+                   upgrade_record)
+from .hf import HFAssisted, HFGenerate, HFPromptLookup
+from .adaptive import AdaptiveTree
+from .confidence import DynaTree
 from .topn import TopNTree
 from .ngram import HybridTree, PromptLookup
 from .streaming import Streaming
-from .hardware import HardwareAware
+from .hardware import HardwareAware, PlannedTree
 
-__all__ = ["Autoregressive", "DynaTree", "FixedTree", "HFAssisted", "HFGenerate", "HFPromptLookup", "HardwareAware", "HybridTree",
-           "Linear", "PromptLookup", "Streaming", "TopNTree", "TreePolicy", "drafter", "label", "policy"]
+__all__ = ["AdaptiveTree", "Autoregressive", "DynaTree", "FixedTree", "HFAssisted", "HFGenerate", "HFPromptLookup",
+           "HardwareAware", "HybridTree", "Linear", "PlannedTree", "PromptLookup", "Streaming", "TopNTree",
+           "TreeDrafter", "label", "method_from_row", "upgrade_kwargs", "upgrade_record"]

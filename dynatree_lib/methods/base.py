@@ -1,21 +1,22 @@
-"""Decoding methods as small frozen dataclasses.
+"""Decoding methods as small frozen dataclasses, one algorithm per class, every field read by it.
 
-A method is pure configuration: `dynatree_lib.generate(pair, prompt, method, max_new_tokens)` dispatches on its type.
-Validation happens at construction so that a bad parameter fails where it was written, with its name in the error.
+A method is pure configuration, validated at construction (a bad parameter fails where it was written, with its name
+in the error). `generate` runs a `Speculative` method through `core.loop.speculate` with the Drafter its
+`drafter(run)` returns; a method with its own loop (plain decoding, transformers' peers) defines `decode(run)`.
 """
 from __future__ import annotations
 
 import functools
 import warnings
 from dataclasses import dataclass
-from functools import singledispatch
 from typing import Callable
+
+import torch
 
 # the other method modules import these checks from here
 from ..core.checks import _check_draft_bits, _check_draft_options, _check_int, _check_prob  # noqa: F401
-from ..core.draft import DraftState, Expand, draft_tree
-from ..core.loop import Run, decode, speculate
-
+from ..core.draft import DraftState, Expand, draft_tree, fixed_expand
+from ..core.loop import Drafter, Method, Run, Speculative, autoregressive
 
 def renamed(**old_to_new):
     """Class decorator for a method dataclass whose parameters were renamed: `Cls(old=v)` still works, as
@@ -52,59 +53,127 @@ def renamed(**old_to_new):
     return wrap
 
 
+def retired(redirect: Callable | None = None, dropped: tuple[str, ...] = ()):
+    """Class decorator for a method class that used to hold more than one algorithm: `redirect(kwargs)` names the
+    class an old spelling now means (an instance of it is returned instead, with a DeprecationWarning), and the
+    keywords in `dropped`, which the remaining algorithm never read, are accepted with a DeprecationWarning and
+    ignored. Stored rows load through `method_from_row` instead, silently."""
+
+    def wrap(cls):
+        init = cls.__init__
+
+        def __new__(klass, *args, **kwargs):
+            other = redirect(kwargs) if redirect is not None and klass is cls else None
+            if other is None:
+                return object.__new__(klass)
+            new_kwargs = upgrade_kwargs(cls.__name__, kwargs)[1]
+            warnings.warn(f"{cls.__name__}({_spelled(kwargs)}) is deprecated, use {other.__name__}"
+                          f"({_spelled(new_kwargs)})", DeprecationWarning, stacklevel=2)
+            return other(*args, **new_kwargs)
+
+        @functools.wraps(init)
+        def __init__(self, *args, **kwargs):
+            unread = [k for k in dropped if k in kwargs]
+            if unread:
+                warnings.warn(f"{cls.__name__}: {', '.join(unread)} deprecated and ignored ({cls.__name__} never "
+                              f"read {'it' if len(unread) == 1 else 'them'})", DeprecationWarning, stacklevel=2)
+                kwargs = {k: v for k, v in kwargs.items() if k not in unread}
+            init(self, *args, **kwargs)
+
+        cls.__new__ = __new__
+        cls.__init__ = __init__
+        return cls
+
+    return wrap
+
+
+def _spelled(kwargs: dict) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
+
+
+# Per class that was split (issue 24): stored parameters -> (the class that runs them today, parameters it never read)
+_UPGRADES: dict[str, Callable[[dict], tuple[str, tuple[str, ...]]]] = {}
+
+
+def upgrade_kwargs(type_name: str, params: dict) -> tuple[str, dict]:
+    """(type, parameters) as an older version wrote them (a stored row, an old constructor call) -> (the class that
+    runs that algorithm today, its parameters), dropping parameters that algorithm never read. Unchanged for a
+    type that was not split. No warning: the caller decides whether to warn."""
+    upgrade = _UPGRADES.get(type_name)
+    if upgrade is None:
+        return type_name, dict(params)
+    new_type, unread = upgrade(params)
+    return new_type, {k: v for k, v in params.items() if k not in unread}
+
+
+def upgrade_record(type_name: str, params: dict) -> tuple[str, dict]:
+    """upgrade_kwargs for a stored record, nested methods ({"method_type", "method_params"}) included."""
+    def value(v):
+        if isinstance(v, dict) and "method_type" in v:
+            t, p = upgrade_record(v["method_type"], v.get("method_params", {}))
+            return {**v, "method_type": t, "method_params": p}
+        return v
+
+    new_type, new_params = upgrade_kwargs(type_name, params)
+    return new_type, {k: value(v) for k, v in new_params.items()}
+
+
+def method_from_row(type_name: str, params: dict):
+    """The method a stored row's (method_type, method_params) describe, in today's classes, without deprecation
+    warnings: `DynaTree` rows of phase 1-3 load as AdaptiveTree, `HardwareAware` rows of shapes="fixed" as
+    PlannedTree."""
+    from .names import from_record
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # renamed parameters of untyped nested rows
+        return from_record(*upgrade_record(type_name, params))
+
+
+class TreeDrafter(Drafter):
+    """A drafter that grows one round's tree level by level with the draft model: `expand` picks each level's
+    children among the draft's top-`width` candidates, at most `depth` levels, `select_frontier` (optional) which new
+    nodes get children. `branches(p)` (children allowed per node from the draft's top-1 probability) and `threshold`
+    (the cumulative-probability pruning in force) let a figure say why a candidate was dropped (book.treeviz)."""
+
+    def __init__(self, run: Run, expand: Expand, width: int, depth: int, select_frontier: Callable | None = None,
+                 branches: Callable | None = None, threshold: float = 0.0):
+        self.run, self.expand, self.width, self.depth = run, expand, width, depth
+        self.select_frontier, self.branches, self.threshold = select_frontier, branches, threshold
+
+    def propose(self, state: DraftState, max_depth: int):
+        return draft_tree(self.run.pair.draft, state, self.expand, self.width, min(self.depth, max_depth),
+                          self.select_frontier)
+
+
 @dataclass(frozen=True)
-class Autoregressive:
+class Autoregressive(Method):
     """Target-only greedy decoding: the reference every other method must reproduce token for token."""
 
-    name = "AR"
-    needs_draft = False
     rolls_back_cache = False  # exact on sliding-window models at any length (core.loop.check_inputs)
 
-    def label(self) -> str:
-        return self.name
+    def decode(self, run: Run) -> None:
+        autoregressive(run)
 
 
 @dataclass(frozen=True)
-class HFAssisted:
-    """transformers' own assisted generation (`generate(..., assistant_model=draft)`), with its default
-    dynamic draft-length schedule unless `num_assistant_tokens` is given."""
-
-    num_assistant_tokens: int | None = None
-    draft_bits: int | None = None  # 8 or 4: an int8/int4 weight copy of the draft (see ModelPair.with_draft_bits)
-    name = "HFAssisted"
-    needs_draft = True
-    supports_sampling = False
-    rolls_back_cache = False  # transformers' own cache handling
-
-    def label(self) -> str:
-        return self.name if self.num_assistant_tokens is None else f"HFAssisted(K={self.num_assistant_tokens})"
-
-    def __post_init__(self):
-        _check_draft_bits(self.draft_bits)
-        if self.num_assistant_tokens is not None:
-            _check_int("num_assistant_tokens", self.num_assistant_tokens, 1)
-
-
-@dataclass(frozen=True)
-class Linear:
+class Linear(Speculative):
     """Classic speculative decoding: the draft proposes a chain of `k` tokens, verified in one target forward."""
 
     k: int = 5
-    draft_bits: int | None = None
+    draft_bits: int | None = None  # 8 or 4: an int8/int4 weight copy of the draft (ModelPair.with_draft)
     draft_vocab: int | None = None  # K: the draft scores only the K most frequent tokens (models/vocab.py)
-    name = "Linear"
-    needs_draft = True
-
-    def label(self) -> str:
-        return f"Linear(K={self.k})"
 
     def __post_init__(self):
         _check_draft_options(self.draft_bits, self.draft_vocab)
         _check_int("k", self.k, 1)
 
+    def drafter(self, run: Run) -> TreeDrafter:
+        return TreeDrafter(run, fixed_expand(1, 0.0, self.k), width=1, depth=self.k,
+                           branches=lambda p: torch.ones_like(p, dtype=torch.long))
+
 
 @dataclass(frozen=True)
-class FixedTree:
+class FixedTree(Speculative):
     """The research's "Tree V2": top-`branch` children per node, level by level up to `depth`; a child is pruned
     when its cumulative draft probability falls below `threshold`; at most `max_nodes` draft nodes."""
 
@@ -114,11 +183,6 @@ class FixedTree:
     max_nodes: int = 128
     draft_bits: int | None = None
     draft_vocab: int | None = None  # K: the draft scores only the K most frequent tokens (models/vocab.py)
-    name = "FixedTree"
-    needs_draft = True
-
-    def label(self) -> str:
-        return f"FixedTree(D={self.depth},B={self.branch},tau={self.threshold:g},N={self.max_nodes})"
 
     def __post_init__(self):
         _check_draft_options(self.draft_bits, self.draft_vocab)
@@ -126,6 +190,11 @@ class FixedTree:
         _check_int("branch", self.branch, 1)
         _check_prob("threshold", self.threshold)
         _check_int("max_nodes", self.max_nodes, 1)
+
+    def drafter(self, run: Run) -> TreeDrafter:
+        return TreeDrafter(run, fixed_expand(self.branch, self.threshold, self.max_nodes), width=self.branch,
+                           depth=self.depth, branches=lambda p: torch.full_like(p, self.branch, dtype=torch.long),
+                           threshold=self.threshold)
 
 
 def label(method) -> str:
@@ -135,78 +204,3 @@ def label(method) -> str:
     from .names import describe
 
     return describe(method)
-
-
-@renamed(num_tokens="k")
-@dataclass(frozen=True)
-class HFPromptLookup:
-    """transformers' own prompt-lookup decoding (`generate(..., prompt_lookup_num_tokens=...)`): drafts are copied
-    from n-gram matches in the context, no draft model. `k`: tokens proposed per round (transformers'
-    prompt_lookup_num_tokens; was `num_tokens`)."""
-
-    k: int = 10
-    max_ngram: int = 2
-    name = "HFPromptLookup"
-    needs_draft = False
-    supports_sampling = False
-    rolls_back_cache = False
-
-    def label(self) -> str:
-        return f"HFPromptLookup(K={self.k},n={self.max_ngram})"
-
-    def __post_init__(self):
-        _check_int("k", self.k, 1)
-        _check_int("max_ngram", self.max_ngram, 1)
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# The drafter registry: how each method proposes a round's tree. The loop (core.loop.speculate) knows no method.
-
-
-@dataclass
-class TreePolicy:
-    """A method's way of growing one round's tree with the draft model: `expand` picks each level's children among
-    the draft's top-`width` candidates, at most `depth` levels, `select_frontier` (optional) which new nodes get
-    children; `on_round(record)` learns from each finished round. `branches(p)` (children allowed per node from the
-    draft's top-1 probability) and `threshold` (the cumulative-probability pruning in force) let a figure say why a
-    candidate was dropped."""
-
-    expand: Expand
-    width: int
-    depth: int
-    select_frontier: Callable | None = None
-    on_round: Callable | None = None
-    branches: Callable | None = None
-    threshold: float = 0.0
-
-    def draft_round(self, run: Run, state: DraftState, max_depth: int):
-        return draft_tree(run.pair.draft, state, self.expand, self.width, min(self.depth, max_depth),
-                          self.select_frontier)
-
-
-@singledispatch
-def policy(method) -> TreePolicy:
-    """A fresh TreePolicy for one generation of `method` (methods that draft level by level register one)."""
-    raise TypeError(f"{label(method)} does not grow its tree level by level with the draft model")
-
-
-@singledispatch
-def drafter(method):
-    """A fresh (draft_round, on_round or None) for one generation of `method`: what `speculate` runs. Methods with
-    a TreePolicy get it from there; others (best-first, n-gram lookup) register their own."""
-    p = policy(method)
-    return p.draft_round, p.on_round
-
-
-def speculative(cls):
-    """Class decorator: `generate` runs `cls` through `speculate` with its registered drafter."""
-
-    @decode.register(cls)
-    def _(method, run: Run) -> None:
-        draft_round, on_round = drafter(method)
-        speculate(run, draft_round, on_round)
-        state = getattr(on_round, "__self__", None)  # a drafter's state may summarise the generation
-        if hasattr(state, "summary"):
-            run.extra.update(state.summary())
-
-    return cls

@@ -1,8 +1,9 @@
-"""DynaTree phase 4: a tree shaped by confidence and by what a level costs on this machine, learned while decoding.
+"""DynaTree: a tree shaped by confidence and by what a level costs on this machine, learned while decoding (the
+library's default method; it was DynaTree's phase 4).
 
-The research's phases fix the depth (base_depth, extended to max_depth only for near-certain paths). With a cheap
-draft that is the wrong trade: on predictable text the draft is right twenty tokens in a row, and a depth cap of 8
-throws most of that away, while on hard text even depth 5 drafts tokens nobody will accept. Phase 4 asks, level by
+The research's phases (AdaptiveTree) fix the depth (base_depth, extended to max_depth only for near-certain
+paths). With a cheap draft that is the wrong trade: on predictable text the draft is right twenty tokens in a row,
+and a depth cap of 8 throws most of that away, while on hard text even depth 5 drafts tokens nobody will accept. DynaTree asks, level by
 level, whether drafting another level pays for itself:
 
     a child's worth    q(child) = q(parent) * f(p)      the chance the target accepts the whole path down to it;
@@ -38,8 +39,65 @@ import time
 
 import torch
 
+from dataclasses import dataclass
+
 from ..core.draft import select_children
-from .base import TreePolicy
+from ..core.loop import Run
+from .adaptive import AdaptiveTree, branches, check_branch_rule
+from .base import TreeDrafter, Speculative, _UPGRADES, _check_draft_options, _check_int, retired
+
+# What DynaTree() used to accept for its research phases: a phase of 1-3 is AdaptiveTree now, and these settings,
+# which the shaped tree never read, are accepted with a DeprecationWarning and ignored.
+_UNREAD = ("phase", "base_depth", "stop_threshold", "extend_threshold", "learning_rate", "target_acceptance", "window",
+           "threshold", "pruning")
+
+
+def _research_phase(params: dict) -> bool:
+    phase = params.get("phase", 4)
+    if phase not in (1, 2, 3, 4) or isinstance(phase, bool):
+        raise ValueError(f"phase must be 1, 2 or 3 (AdaptiveTree) or 4 (DynaTree), got {phase!r}")
+    return phase != 4
+
+
+_UPGRADES["DynaTree"] = lambda params: ("AdaptiveTree", ()) if _research_phase(params) else ("DynaTree", _UNREAD)
+
+
+@retired(redirect=lambda kwargs: AdaptiveTree if _research_phase(kwargs) else None, dropped=_UNREAD)
+@dataclass(frozen=True)
+class DynaTree(Speculative):
+    """The confidence-and-cost shaped tree (module docstring): phase 1's branch rule (min_branch children where the
+    draft's top-1 probability is above high_conf, max_branch below low_conf, default_branch between), while
+    confidence and cost set the depth and which nodes stay; max_depth is only a hard cap and max_nodes a node budget
+    (node_budget=False lifts it). Why it is the default: in the speed table (benchmarks/goal.py, stored in
+    data/results/speed.csv; prompts of three kinds that tuning never saw) it is faster than the research's phase 3
+    (AdaptiveTree) and than transformers' assisted generation given the same draft on the median prompt, with the
+    int4 draft and with the bf16 draft; only the hardware-aware planner (HardwareAware, which grows this tree from
+    the machine's calibrated costs) is level with it there, within one run's noise. At 128 tokens no method of this
+    library reaches the issue's 3x target on this CPU; the benchmarks chapter shows which measured costs stop it.
+
+    `DynaTree(phase=1..3, ...)` still works, with a DeprecationWarning: it returns AdaptiveTree(phase=..., ...)."""
+
+    high_conf: float = 0.9
+    low_conf: float = 0.4
+    min_branch: int = 1
+    default_branch: int = 2
+    max_branch: int = 3
+    max_depth: int = 32
+    max_nodes: int = 128
+    node_budget: bool = True
+    draft_bits: int | None = None  # 8 or 4: an int8/int4 weight copy of the draft
+    draft_vocab: int | None = None  # K: the draft scores only the K most frequent tokens (models/vocab.py)
+
+    def __post_init__(self):
+        _check_draft_options(self.draft_bits, self.draft_vocab)
+        check_branch_rule(self)
+        _check_int("max_depth", self.max_depth, 1)
+        if not isinstance(self.node_budget, bool):
+            raise ValueError(f"node_budget must be True or False, got {self.node_budget!r}")
+
+    def drafter(self, run: Run) -> "ShapedDrafter":
+        return ShapedDrafter(Shaped(self, lambda p: branches(p, self.high_conf, self)), run, self.max_branch,
+                             self.max_depth)
 
 _EMA = 0.2  # weight of the newest round in every running average
 _PRIOR_LEVEL_TOKENS = 0.4  # rate * draft_per_level before anything is measured (an int4 draft on a CPU)
@@ -86,7 +144,7 @@ class _Line:
         return max(self.my + self.slope() * (x - self.mx), 0.25 * self.my)
 
 
-class Calibration:
+class AcceptanceTable:
     """f(p): the observed rate at which the target accepts a draft token of draft probability p, given its parent
     was accepted; ten bins, discounted counts, shrunk towards f(p) = p."""
 
@@ -113,12 +171,12 @@ class Calibration:
 
 
 class Shaped:
-    """One generation's phase-4 state: running costs, rate and calibration, and this round's tree bookkeeping."""
+    """One generation's DynaTree state: running costs, rate and calibration, and this round's tree bookkeeping."""
 
     def __init__(self, method, branches):
         self.method = method
         self.branches = branches  # phase 1's rule: children per node from its top-1 probability
-        self.calibration = Calibration()
+        self.acceptance = AcceptanceTable()
         self.abar = 0.8
         self.rate = None
         self.verify = _Line(_NODE_SLOPE)  # verify seconds = intercept + slope * nodes, fitted as the rounds come
@@ -180,11 +238,11 @@ class Shaped:
         allowed = self.branches(top1)
         keep = torch.arange(cand_logp.shape[1], device=allowed.device) < allowed.unsqueeze(1)
         parent_q = self.logq[frontier.cpu()].exp().to(cand_p.device)
-        keep &= parent_q.unsqueeze(1) * self.calibration.f(cand_p) >= self.child_floor(tree)
+        keep &= parent_q.unsqueeze(1) * self.acceptance.f(cand_p) >= self.child_floor(tree)
         parents, tokens, logp = select_children(tree, frontier, cand_logp, cand_tokens, keep,
                                                 max_nodes=m.max_nodes if m.node_budget else None)
         p = logp.exp().float()
-        child_logq = self.logq[parents.cpu()] + self.calibration.f(p).cpu().clamp(min=1e-6).log()
+        child_logq = self.logq[parents.cpu()] + self.acceptance.f(p).cpu().clamp(min=1e-6).log()
         self.logq = torch.cat([self.logq, child_logq])
         self.parent += parents.tolist()
         self.token += tokens.tolist()
@@ -204,7 +262,7 @@ class Shaped:
 
     # --- learning ----------------------------------------------------------------------------------------------
     def summary(self) -> dict:
-        table = self.calibration.table()
+        table = self.acceptance.table()
         return {"final_abar": self.abar, "final_level_tokens": self.level_tokens(),
                 "final_node_floor": self.node_floor(), "final_accept_at_p0.5": float(table[_BINS // 2]),
                 "final_accept_at_p0.95": float(table[-1])}
@@ -221,15 +279,17 @@ class Shaped:
                 return
             matched = next((k for k in kids if self.token[k] == target_token), None)
             for rank, kid in enumerate(kids):
-                self.calibration.observe(self.prob[kid], kid == matched)
+                self.acceptance.observe(self.prob[kid], kid == matched)
                 if rank == 0:
                     self.abar = _ema(self.abar, float(kid == matched))
             if matched is None:
                 return
             node = matched
 
-    def on_round(self, record: dict) -> None:
-        record.update(abar=self.abar, rate_x_level=self.level_tokens(), node_floor=self.node_floor())
+    def notes(self) -> dict:
+        return dict(abar=self.abar, rate_x_level=self.level_tokens(), node_floor=self.node_floor())
+
+    def learn(self, record: dict) -> None:
         levels = self.level_times
         if self.run is not None and not self.run.finished and record["depth"] > 0:
             self._learn_acceptance(self.run.tokens[len(self.run.tokens) - record["committed"]:])
@@ -244,15 +304,24 @@ class Shaped:
             self.draft.add(width, seconds)
 
 
-class ShapedPolicy(TreePolicy):
-    """Phase 4's TreePolicy: before each round it hands the state the run (whether it samples, what it committed)."""
+class ShapedDrafter(TreeDrafter):
+    """DynaTree's drafter: `shaped` decides, level by level, and learns from each round; before each round it hears
+    whether the run samples (decisions must not then depend on the clock)."""
 
-    def __init__(self, shaped: Shaped, width: int, depth: int):
-        super().__init__(shaped.expand, width, depth, shaped.select_frontier, shaped.on_round,
-                         branches=shaped.branches)
+    def __init__(self, shaped: Shaped, run: Run, width: int, depth: int):
+        super().__init__(run, shaped.expand, width, depth, shaped.select_frontier, branches=shaped.branches)
         self.shaped = shaped
+        shaped.run = run
 
-    def draft_round(self, run, state, max_depth: int):
-        self.shaped.timed = run.sampling is None
-        self.shaped.run = run
-        return super().draft_round(run, state, max_depth)
+    def propose(self, state, max_depth: int):
+        self.shaped.timed = self.run.sampling is None
+        return super().propose(state, max_depth)
+
+    def notes(self) -> dict:
+        return self.shaped.notes()
+
+    def learn(self, record: dict) -> None:
+        self.shaped.learn(record)
+
+    def summary(self) -> dict:
+        return self.shaped.summary()

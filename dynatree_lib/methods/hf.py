@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import torch
 from transformers import GenerationConfig
 
-from ..core.loop import Run, decode
-from .base import HFAssisted, HFPromptLookup
+from ..core.loop import Method, Run
+from .base import _check_draft_bits, _check_int, renamed
 
 
 class _FirstTokenClock:
@@ -76,41 +76,66 @@ def _hf_generate(run: Run, settings: dict | None = None, **kwargs) -> None:
                      tokens_per_round=len(new) / rounds if rounds else float("nan"))
 
 
-@decode.register
-def _(method: HFAssisted, run: Run) -> None:
-    # transformers 5 takes the draft length from the assistant's own generation_config (num_assistant_tokens passed
-    # to generate is ignored) and its "heuristic" schedule writes back into it: a copy per call, restored after.
-    draft = run.pair.draft
-    settings = {} if method.num_assistant_tokens is None else {
-        "num_assistant_tokens": method.num_assistant_tokens, "num_assistant_tokens_schedule": "constant"}
-    saved = draft.generation_config
-    draft.generation_config = copy.deepcopy(saved)
-    for key, value in settings.items():
-        setattr(draft.generation_config, key, value)
-    try:
-        _hf_generate(run, settings if draft is run.pair.target else None, assistant_model=draft)
-    finally:
-        draft.generation_config = saved
+class _Transformers(Method):
+    """A peer that runs transformers' own greedy loop: it cannot sample, and transformers handles its caches."""
 
-
-@decode.register
-def _(method: HFPromptLookup, run: Run) -> None:
-    _hf_generate(run, prompt_lookup_num_tokens=method.k, max_matching_ngram_size=method.max_ngram)
+    supports_sampling = False
+    rolls_back_cache = False
 
 
 @dataclass(frozen=True)
-class HFGenerate:
+class HFAssisted(_Transformers):
+    """transformers' own assisted generation (`generate(..., assistant_model=draft)`), with its default
+    dynamic draft-length schedule unless `num_assistant_tokens` is given."""
+
+    num_assistant_tokens: int | None = None
+    draft_bits: int | None = None  # 8 or 4: an int8/int4 weight copy of the draft (ModelPair.with_draft)
+    needs_draft = True
+
+    def __post_init__(self):
+        _check_draft_bits(self.draft_bits)
+        if self.num_assistant_tokens is not None:
+            _check_int("num_assistant_tokens", self.num_assistant_tokens, 1)
+
+    def decode(self, run: Run) -> None:
+        # transformers 5 takes the draft length from the assistant's own generation_config (num_assistant_tokens
+        # passed to generate is ignored) and its "heuristic" schedule writes back into it: a copy per call, restored
+        # after.
+        draft = run.pair.draft
+        settings = {} if self.num_assistant_tokens is None else {
+            "num_assistant_tokens": self.num_assistant_tokens, "num_assistant_tokens_schedule": "constant"}
+        saved = draft.generation_config
+        draft.generation_config = copy.deepcopy(saved)
+        for key, value in settings.items():
+            setattr(draft.generation_config, key, value)
+        try:
+            _hf_generate(run, settings if draft is run.pair.target else None, assistant_model=draft)
+        finally:
+            draft.generation_config = saved
+
+
+@renamed(num_tokens="k")
+@dataclass(frozen=True)
+class HFPromptLookup(_Transformers):
+    """transformers' own prompt-lookup decoding (`generate(..., prompt_lookup_num_tokens=...)`): drafts are copied
+    from n-gram matches in the context, no draft model. `k`: tokens proposed per round (transformers'
+    prompt_lookup_num_tokens; was `num_tokens`)."""
+
+    k: int = 10
+    max_ngram: int = 2
+
+    def __post_init__(self):
+        _check_int("k", self.k, 1)
+        _check_int("max_ngram", self.max_ngram, 1)
+
+    def decode(self, run: Run) -> None:
+        _hf_generate(run, prompt_lookup_num_tokens=self.k, max_matching_ngram_size=self.max_ngram)
+
+
+@dataclass(frozen=True)
+class HFGenerate(_Transformers):
     """transformers' own greedy `generate` on the target alone: the plain-decoding baseline a transformers user
     knows. Benchmarks that run it divide by the faster of it and Autoregressive (bench.harness)."""
 
-    name = "HFGenerate"
-    needs_draft = False
-    supports_sampling = False
-
-    def label(self) -> str:
-        return self.name
-
-
-@decode.register
-def _(method: HFGenerate, run: Run) -> None:
-    _hf_generate(run)
+    def decode(self, run: Run) -> None:
+        _hf_generate(run)

@@ -12,10 +12,11 @@ from dataclasses import dataclass, field
 import torch
 
 from ..core.draft import DraftState, Drafted, reorder
-from ..core.loop import Run
+from ..core.loop import Drafter, Run
 from ..core.tree import Tree, add_level, root
-from .adaptive import DynaTree
-from .base import FixedTree, Linear, _check_int, drafter, label, renamed, speculative
+from .adaptive import AdaptiveTree
+from .base import FixedTree, Linear, Speculative, _check_int, renamed
+from .confidence import DynaTree
 from .topn import TopNTree
 
 
@@ -25,10 +26,9 @@ def _check_lookup(method) -> None:
     _check_int("branches", method.branches, 1)
 
 
-@speculative
 @renamed(num_tokens="k")
 @dataclass(frozen=True)
-class PromptLookup:
+class PromptLookup(Speculative):
     """Drafts copied from n-gram matches in the context (prompt + generated so far), no draft model.
 
     For n from `max_ngram` down to 1, the most recent earlier occurrences of the context's last n tokens propose the
@@ -41,26 +41,23 @@ class PromptLookup:
     max_ngram: int = 3
     k: int = 8
     branches: int = 1
-    name = "PromptLookup"
     needs_draft = False
 
     def __post_init__(self):
         _check_lookup(self)
 
-    def label(self) -> str:
-        extra = f",b={self.branches}" if self.branches > 1 else ""
-        return f"PromptLookup(n={self.max_ngram},K={self.k}{extra})"
+    def drafter(self, run: Run) -> "_Lookup":
+        return _Lookup(self, run)
 
 
-_TREE_METHODS = (Linear, FixedTree, DynaTree, TopNTree)
+_TREE_METHODS = (Linear, FixedTree, DynaTree, AdaptiveTree, TopNTree)
 
 
-@speculative
 @renamed(num_tokens="k")
 @dataclass(frozen=True)
-class HybridTree:
-    """The draft model's tree (`tree`: Linear, FixedTree, DynaTree or TopNTree) plus prompt-lookup chains as extra
-    branches from the root. A chain that starts like an existing path follows it and only adds the nodes that
+class HybridTree(Speculative):
+    """The draft model's tree (`tree`: Linear, FixedTree, DynaTree, AdaptiveTree or TopNTree) plus prompt-lookup
+    chains as extra branches from the root. A chain that starts like an existing path follows it and only adds the nodes that
     differ; n-gram nodes come on top of the tree's node budget (at most branches * k; `k` was `num_tokens`), with
     draft log-prob 0.
     Each round's trace adds `ngram` (length of the matched n-gram, 0: none) and `ngram_nodes` (nodes it added)."""
@@ -69,8 +66,6 @@ class HybridTree:
     max_ngram: int = 3
     k: int = 8
     branches: int = 1
-    name = "HybridTree"
-    needs_draft = True
 
     def __post_init__(self):
         if not isinstance(self.tree, _TREE_METHODS):
@@ -80,15 +75,14 @@ class HybridTree:
 
     @property
     def draft_bits(self):
-        return getattr(self.tree, "draft_bits", None)
+        return self.tree.draft_bits
 
     @property
     def draft_vocab(self):
-        return getattr(self.tree, "draft_vocab", None)
+        return self.tree.draft_vocab
 
-    def label(self) -> str:
-        extra = f",b={self.branches}" if self.branches > 1 else ""
-        return f"Hybrid({label(self.tree)}+PL(n={self.max_ngram},K={self.k}{extra}))"
+    def drafter(self, run: Run) -> "_Lookup":
+        return _Lookup(self, run, self.tree.drafter(run))
 
 
 def lookup(context: list[int], max_ngram: int, num_tokens: int, branches: int = 1) -> tuple[list[list[int]], int]:
@@ -151,17 +145,16 @@ def _context(run: Run) -> list[int]:
     return run.prompt_ids + run.tokens  # the last token is this round's root
 
 
-class _Lookup:
+class _Lookup(Drafter):
     """One generation's n-gram drafter, optionally on top of a model drafter; records what it found per round."""
 
-    def __init__(self, method, model_round=None, model_on_round=None):
-        self.method = method
-        self.model_round, self.model_on_round = model_round, model_on_round
+    def __init__(self, method, run: Run, model: Drafter | None = None):
+        self.method, self.run, self.model = method, run, model
         self.found = self.added = 0
 
-    def draft_round(self, run: Run, state: DraftState, max_depth: int):
-        m = self.method
-        drafted = self.model_round(run, state, max_depth) if self.model_round is not None else None
+    def propose(self, state: DraftState, max_depth: int):
+        m, run = self.method, self.run
+        drafted = self.model.propose(state, max_depth) if self.model is not None else None
         chains, self.found = lookup(_context(run), m.max_ngram, min(m.k, max_depth), m.branches)
         if drafted is None:
             if not chains:
@@ -174,21 +167,15 @@ class _Lookup:
         order = torch.sort(tree.depth, stable=True).indices.tolist()  # back to BFS order: parents before children
         return reorder(drafted, tree, order)
 
-    def on_round(self, record: dict) -> None:
-        if self.model_on_round is not None:
-            self.model_on_round(record)
-        record["ngram"] = self.found  # length of the matched n-gram, 0 when none
-        record["ngram_nodes"] = self.added  # nodes the lookup added to the tree
+    def notes(self) -> dict:
+        # ngram: length of the matched n-gram (0: none); ngram_nodes: nodes the lookup added to the tree
+        return {**(self.model.notes() if self.model is not None else {}), "ngram": self.found,
+                "ngram_nodes": self.added}
+
+    def learn(self, record: dict) -> None:
+        if self.model is not None:
+            self.model.learn(record)
         self.found = self.added = 0
 
-
-@drafter.register
-def _(method: PromptLookup):
-    state = _Lookup(method)
-    return state.draft_round, state.on_round
-
-
-@drafter.register
-def _(method: HybridTree):
-    state = _Lookup(method, *drafter(method.tree))
-    return state.draft_round, state.on_round
+    def summary(self) -> dict:
+        return self.model.summary() if self.model is not None else {}

@@ -32,27 +32,26 @@ import torch
 
 from ..core import kvcache
 from ..core.forward import forward
-from ..core.loop import Run, decode, needs_draft, speculate
+from ..core.loop import Drafter, FullContext, Run, Speculative
 from ..core.mask import tree_attention_mask
 from ..core.tree import Tree
 from ..core.verify import commit_target
-from .base import Autoregressive, HFAssisted, HFPromptLookup, _check_int, label
+from .base import Autoregressive, _check_int
 
 
 @dataclass(frozen=True)
-class Streaming:
+class Streaming(Speculative):
     """Decode with `method` while the target keeps a StreamingLLM cache: `sink_tokens` attention sinks plus the
     most recent `cache_size - sink_tokens` tokens. The cache is compressed when it exceeds `cache_size + slack`
     (default `cache_size // 8`)."""
 
-    method: object
+    method: Speculative | Autoregressive
     cache_size: int = 1024
     sink_tokens: int = 4
     slack: int | None = None
-    name = "Streaming"
 
     def __post_init__(self):
-        if isinstance(self.method, (Streaming, HFAssisted, HFPromptLookup)) or isinstance(self.method, type):
+        if not isinstance(self.method, (Speculative, Autoregressive)) or isinstance(self.method, Streaming):
             raise ValueError(
                 f"method must be a method instance decoded by speculate (Autoregressive, Linear, FixedTree, ...), "
                 f"got {self.method!r}: transformers' own loops and nested Streaming cannot be windowed"
@@ -76,10 +75,26 @@ class Streaming:
 
     @property
     def needs_draft(self) -> bool:
-        return needs_draft(self.method)
+        return self.method.needs_draft
 
-    def label(self) -> str:
-        return f"Streaming({label(self.method)},cache={self.cache_size},sinks={self.sink_tokens})"
+    @property
+    def supports_sampling(self) -> bool:
+        return self.method.supports_sampling
+
+    @property
+    def draft_bits(self):
+        return self.method.draft_bits  # the draft copy the windowed method drafts with
+
+    @property
+    def draft_vocab(self):
+        return self.method.draft_vocab
+
+    def drafter(self, run: Run) -> Drafter:
+        # plain decoding under the policy: every round is one target step, nothing is proposed
+        return Drafter() if isinstance(self.method, Autoregressive) else self.method.drafter(run)
+
+    def target_cache(self) -> "WindowedTarget":
+        return WindowedTarget(self)
 
 
 def visible(query_pos: torch.Tensor, key_pos: torch.Tensor, sink_tokens: int, window: int) -> torch.Tensor:
@@ -88,9 +103,9 @@ def visible(query_pos: torch.Tensor, key_pos: torch.Tensor, sink_tokens: int, wi
     return (k <= q) & ((k < sink_tokens) | (k > q - window))
 
 
-class WindowedTarget:
-    """The target's cache under a `Streaming` policy, in the shape `speculate` asks of it (`run.target_kv`):
-    prefill / verify / commit, plus the absolute position of every cache slot."""
+class WindowedTarget(FullContext):
+    """The target's cache under a `Streaming` policy, in the shape `speculate` asks of it: prefill / verify /
+    commit, plus the absolute position of every cache slot."""
 
     def __init__(self, policy: Streaming):
         self.policy = policy
@@ -149,24 +164,3 @@ class WindowedTarget:
     def stats(self) -> dict:
         return {"kv_compressions": self.compressions, "kv_evicted_tokens": self.evicted, "kv_peak_slots": self.peak,
                 "kv_cache_size": self.policy.cache_size}
-
-
-def no_draft(run: Run, state, max_depth: int):
-    """A `draft_round` that never proposes: every round is one plain target step (autoregressive decoding)."""
-    return None
-
-
-@decode.register
-def _(method: Streaming, run: Run) -> None:
-    kv = WindowedTarget(method)
-    run.target_kv = kv
-    try:
-        if isinstance(method.method, Autoregressive):
-            speculate(run, no_draft)
-        else:
-            decode(method.method, run)
-    finally:
-        run.target_kv = None
-    if kv.positions is None:
-        raise TypeError(f"{label(method.method)} does not decode through speculate, so Streaming cannot window it")
-    run.extra.update(kv.stats())

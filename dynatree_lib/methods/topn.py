@@ -11,14 +11,13 @@ from dataclasses import dataclass
 import torch
 
 from ..core.draft import DraftState, draft_tree, reorder, select_children
-from ..core.loop import Run
-from .base import _check_draft_options, _check_int, drafter, renamed, speculative
+from ..core.loop import Drafter, Run
+from .base import Speculative, _check_draft_options, _check_int, renamed
 
 
-@speculative
 @renamed(nodes="max_nodes")
 @dataclass(frozen=True)
-class TopNTree:
+class TopNTree(Speculative):
     """Best-first tree of at most `max_nodes` draft nodes, `max_depth` levels, `topk` children per expanded node.
 
     The exact rule, one draft forward per level:
@@ -37,8 +36,6 @@ class TopNTree:
     topk: int = 8
     draft_bits: int | None = None  # 8 or 4: an int8/int4 weight copy of the draft
     draft_vocab: int | None = None  # K: the draft scores only the K most frequent tokens (models/vocab.py)
-    name = "TopNTree"
-    needs_draft = True
 
     def __post_init__(self):
         _check_draft_options(self.draft_bits, self.draft_vocab)
@@ -46,8 +43,8 @@ class TopNTree:
         _check_int("max_depth", self.max_depth, 1)
         _check_int("topk", self.topk, 1)
 
-    def label(self) -> str:
-        return f"TopNTree(N={self.max_nodes},D={self.max_depth},k={self.topk})"
+    def drafter(self, run: Run) -> "_BestFirst":
+        return _BestFirst(self, run)
 
 
 def best_nodes(tree, n: int) -> torch.Tensor:
@@ -60,9 +57,9 @@ def _expand_all(tree, frontier, cand_logp, cand_tokens):
     return select_children(tree, frontier, cand_logp, cand_tokens)
 
 
-class _BestFirst:
-    def __init__(self, method: TopNTree):
-        self.method = method
+class _BestFirst(Drafter):
+    def __init__(self, method: TopNTree, run: Run):
+        self.method, self.run = method, run
         self.candidates = 0
 
     def select_frontier(self, tree, new_nodes):
@@ -71,9 +68,9 @@ class _BestFirst:
         top = torch.sort(-tree.cum_logp[alive], stable=True).indices[: m.topk]
         return alive[top].sort().values
 
-    def draft_round(self, run: Run, state: DraftState, max_depth: int):
+    def propose(self, state: DraftState, max_depth: int):
         m = self.method
-        drafted = draft_tree(run.pair.draft, state, _expand_all, m.topk, min(m.max_depth, max_depth),
+        drafted = draft_tree(self.run.pair.draft, state, _expand_all, m.topk, min(m.max_depth, max_depth),
                              self.select_frontier)
         self.candidates = drafted.tree.num_draft
         if drafted.tree.num_draft <= m.max_nodes:
@@ -81,12 +78,8 @@ class _BestFirst:
         keep = [0] + best_nodes(drafted.tree, m.max_nodes).tolist()
         return reorder(drafted, drafted.tree, keep)
 
-    def on_round(self, record: dict) -> None:
-        record["candidates"] = self.candidates  # drafted before the global top-N selection
+    def notes(self) -> dict:
+        return {"candidates": self.candidates}  # drafted before the global top-N selection
+
+    def learn(self, record: dict) -> None:
         self.candidates = 0
-
-
-@drafter.register
-def _(method: TopNTree):
-    state = _BestFirst(method)
-    return state.draft_round, state.on_round

@@ -18,7 +18,7 @@ Public API (notebook 09 builds on these):
     fixed_widths(depth, branch, budget), tree_shapes(...)            the candidate trees, as nodes per level
     rank_accept_prior(p, max_depth, max_branch)                      a simple acceptance model (also the prior)
     expected_tokens(widths, rank_accept)                             E[committed tokens] of one tree shape
-    Planner(costs, ...).best(rank_accept, ...) -> Plan, plan_round() the size/depth decision
+    Planner(costs, ...).best(rank_accept, ...) -> RoundPlan, plan_round() the size/depth decision
     Acceptance, rank_observations(tree, path_tokens)                 the running acceptance statistics
     HardwareAware                                                    the decoding method that uses all of it
 
@@ -147,7 +147,7 @@ def expected_tokens(widths, rank_accept) -> float:
 
 
 @dataclass(frozen=True)
-class Plan:
+class RoundPlan:
     """One round's choice. depth 0 is a plain target step. `draft_cost`/`verify_cost` are the calibrated seconds;
     `expected_s` adds the running cost corrections; `ar_tps`/`tree_tps` are the two alternatives' expected rates
     (tree_tps: the best tree's, nan when no tree was allowed)."""
@@ -181,7 +181,7 @@ class Planner:
         self.ar_cost = costs.verify(1)
 
     def best(self, rank_accept, *, max_depth: int | None = None, allow_ar: bool = True, draft_scale: float = 1.0,
-             verify_scale: float = 1.0, overhead_s: float = 0.0) -> Plan:
+             verify_scale: float = 1.0, overhead_s: float = 0.0) -> RoundPlan:
         """The plan maximising E[committed] / seconds. `rank_accept` is r[d, j] (max_depth x max_branch); shapes
         deeper than `max_depth` are excluded; costs are scaled by the running corrections plus a per-round
         overhead. A tree must beat the plain step strictly (ties go to the cheaper, simpler step)."""
@@ -192,20 +192,20 @@ class Planner:
         ar_tps = 1.0 / ar_s if ar_s > 0 else math.inf
         allowed = self.depths <= (self.max_depth if max_depth is None else max_depth)
         if not allowed.any():
-            return Plan(0, 0, 0, (), 1.0, ar_s, ar_tps, ar_tps, math.nan, 0.0, self.ar_cost)
+            return RoundPlan(0, 0, 0, (), 1.0, ar_s, ar_tps, ar_tps, math.nan, 0.0, self.ar_cost)
         expected = _expected(self.children, r)
         seconds = draft_scale * self.draft_cost + verify_scale * self.verify_cost + overhead_s
         tps = np.where(allowed, expected / np.maximum(seconds, 1e-12), -np.inf)
         i = int(np.argmax(tps))
         if allow_ar and tps[i] <= ar_tps:
-            return Plan(0, 0, 0, (), 1.0, ar_s, ar_tps, ar_tps, float(tps[i]), 0.0, self.ar_cost)
+            return RoundPlan(0, 0, 0, (), 1.0, ar_s, ar_tps, ar_tps, float(tps[i]), 0.0, self.ar_cost)
         s = self.shapes[i]
-        return Plan(s.depth, s.branch, s.nodes, s.widths, float(expected[i]), float(seconds[i]), float(tps[i]),
+        return RoundPlan(s.depth, s.branch, s.nodes, s.widths, float(expected[i]), float(seconds[i]), float(tps[i]),
                     ar_tps, float(tps[i]), float(self.draft_cost[i]), float(self.verify_cost[i]))
 
 
 def plan_round(costs: Costs, rank_accept, *, max_depth: int = 8, max_branch: int = 3, max_nodes: int = 64,
-               allow_ar: bool = True) -> Plan:
+               allow_ar: bool = True) -> RoundPlan:
     """One-off planning (builds a Planner): e.g. `as_method(plan_round(costs, rank_accept_prior(0.7)))` sizes a
     static FixedTree for this machine from an acceptance guess."""
     return Planner(costs, max_depth, max_branch, max_nodes).best(rank_accept, allow_ar=allow_ar)

@@ -245,7 +245,7 @@ def measure_overheads(pair, methods, prompt_ids, n: int = 64, repeats: int = 3) 
                             (fs.total - out.stats.get("ttft_s", 0.0)) / rounds))
         return tuple(statistics.median(s[i] for s in samples) for i in range(3))
 
-    ar = next((m for m in methods if getattr(m, "name", None) == "AR"), None)
+    ar = next((m for m in methods if type(m).__name__ == "Autoregressive"), None)
     trees = [m for m in methods if m is not ar]
     step_s, _, ar_forward_s = outside(ar) if ar is not None else (0.0, 0.0, None)
     ar_context = len(prompt_ids) + (n - 1) / 2  # the mean cache an AR step of those runs read
