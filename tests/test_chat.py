@@ -79,7 +79,7 @@ def test_embedded_tokenizer_chat_template():
     if not (folder / "tokenizer.json").exists():
         pytest.skip(f"the embedded pair is not in the cache ({folder}); python -m dynatree_lib fetch")
     tok = AutoTokenizer.from_pretrained(folder)
-    qwen = ModelPair(torch.nn.Linear(1, 1), None, tok, name="qwen tokenizer")  # encode needs only the tokenizer
+    qwen = ModelPair(torch.nn.Linear(1, 1).eval(), None, tok, name="qwen tokenizer")  # encode needs only the tokenizer
     prompt_ids = encode(qwen, "Write a Python function that adds two numbers.", chat=True)
     text = tok.decode(prompt_ids)
     assert text.startswith("<|im_start|>system\n") and text.endswith("<|im_start|>assistant\n")
