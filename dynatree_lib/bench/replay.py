@@ -99,9 +99,9 @@ class Superset:
     cum: torch.Tensor = field(init=False, repr=False)
     depth: list[int] = field(init=False, repr=False)
     children: list[list[int]] = field(init=False, repr=False)
-    # by node and rank: the child's index (kids, -1: no such child), whether it exists (has), its cum (kid_cum)
+    # by node and rank: the child's index (kids, -1: no such child) and its cum (kid_cum, NaN: no such child, so
+    # that no threshold keeps it)
     kids: torch.Tensor = field(init=False, repr=False)
-    has: torch.Tensor = field(init=False, repr=False)
     kid_cum: torch.Tensor = field(init=False, repr=False)
 
     def __post_init__(self):
@@ -122,7 +122,7 @@ class Superset:
         self.cum = cum
         kids = torch.full((n, int(self.rank.max()) + 1 if n > 1 else 0), -1, dtype=torch.long)
         kids[self.parents[1:], self.rank[1:]] = torch.arange(1, n)
-        self.kids, self.has, self.kid_cum = kids, kids >= 0, cum[kids.clamp(min=0)]
+        self.kids, self.kid_cum = kids, cum[kids.clamp(min=0)].masked_fill(kids < 0, float("nan"))
         self._tokens = self.tokens.tolist()
 
     def __len__(self) -> int:
@@ -189,16 +189,16 @@ def select(sup: Superset, policies: list[tuple[Params, int]], path: list[int]) -
     within = torch.arange(sup.kids.shape[1]) < torch.tensor([[params[0]] for params, _ in policies])  # ranks < B
     widths: list[list[int]] = [[] for _ in policies]
     drafted, accepted = [0] * len(policies), [0] * len(policies)
-    groups = torch.tensor([j for j, (_, depth) in enumerate(policies) if depth >= 1])  # the roots, one per policy
+    groups = torch.tensor([j for j, (_, depth) in enumerate(policies) if depth >= 1], dtype=torch.long)  # roots
     nodes, level = torch.zeros_like(groups), 0
     while nodes.numel():
         level += 1
         rooms = [max(params[2] - count, 0) for (params, _), count in zip(policies, drafted)]
-        rows, cols = choose(sup.kid_cum[nodes], thresholds, rooms, sup.has[nodes] & within[groups], groups)
+        rows, cols = choose(sup.kid_cum[nodes], thresholds, rooms, within[groups], groups)
         nodes, groups = sup.kids[nodes[rows], cols], groups[rows]
         owners, on_path = groups.tolist(), path[level - 1] if level <= len(path) else -1
         for j, node in zip(owners, nodes.tolist()):
-            if not widths[j] or len(widths[j]) < level:
+            if len(widths[j]) < level:  # the policy's first node at this level
                 widths[j].append(0)
             widths[j][-1] += 1
             if node == on_path and accepted[j] == level - 1:  # every level so far held the path's node
