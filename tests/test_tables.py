@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from dynatree_lib.book import research, tables
-from dynatree_lib.methods.adaptive import DynaTree
+from dynatree_lib import AdaptiveTree, DynaTree
 from dynatree_lib.methods.base import Autoregressive, FixedTree, Linear, label
 from dynatree_lib.methods.streaming import Streaming
 
@@ -85,9 +85,9 @@ def test_ablation_gains_are_per_base_depth():
         for d in (4, 5):
             spec[pid][FixedTree(depth=d, branch=2)] = 1.0
             for p in (1, 2, 3):
-                spec[pid][DynaTree(phase=p, base_depth=d)] = 1.0 + 0.1 * p * (d - 3)
-    spec["a"][DynaTree(phase=3, pruning=False)] = 0.5
-    spec["b"][DynaTree(phase=3, pruning=False)] = 0.5
+                spec[pid][AdaptiveTree(phase=p, base_depth=d)] = 1.0 + 0.1 * p * (d - 3)
+    spec["a"][AdaptiveTree(phase=3, pruning=False)] = 0.5
+    spec["b"][AdaptiveTree(phase=3, pruning=False)] = 0.5
     table = tables.ablation_table(rows(spec)).set_index(["base_depth", "stage"])
     assert table.loc[(4, "phase 3"), "gain_over_fixed"] == pytest.approx(0.3)
     assert table.loc[(5, "phase 2"), "gain_over_fixed"] == pytest.approx(0.4)
@@ -96,7 +96,7 @@ def test_ablation_gains_are_per_base_depth():
 
 
 def test_sensitivity_relative_to_default():
-    default, other = DynaTree(phase=3), DynaTree(phase=3, min_branch=2)
+    default, other = AdaptiveTree(phase=3), AdaptiveTree(phase=3, min_branch=2)
     table = tables.sensitivity_table(rows({"a": {AR: 1.0, default: 1.25, other: 1.0}})).set_index("branches")
     assert table.loc["[2, 3], default 2", "vs_default"] == pytest.approx(0.8)
     assert table.loc["[1, 3], default 2", "confidence"] == "0.9/0.4"

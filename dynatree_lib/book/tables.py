@@ -248,13 +248,14 @@ def ablation_table(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def sensitivity_table(df: pd.DataFrame, default: str | None = None) -> pd.DataFrame:
-    """DynaTree configurations by confidence thresholds and branch range, with `vs_default`: the per-prompt median
-    of each one's speedup over the `default` method's (the research's best, DynaTree(phase=3), unless given)."""
-    from ..methods.adaptive import DynaTree
+    """The research's adaptive tree's configurations by confidence thresholds and branch range, with `vs_default`:
+    the per-prompt median of each one's speedup over the `default` method's (the research's best, AdaptiveTree(),
+    unless given)."""
+    from ..methods.adaptive import AdaptiveTree
 
-    default = default or label(DynaTree(phase=3))
+    default = default or label(AdaptiveTree())
     table = per_config(df)
-    table = table[table["method"].str.startswith("DynaTree")].copy()
+    table = table[table["method"].str.startswith("AdaptiveTree")].copy()
     table["confidence"] = [f"{h:g}/{lo:g}" for h, lo in zip(table["high_conf"], table["low_conf"])]
     table["branches"] = [f"[{int(a)}, {int(c)}], default {int(b)}" for a, b, c in
                          zip(table["min_branch"], table["default_branch"], table["max_branch"])]
