@@ -73,7 +73,7 @@ def test_session_budget():
 def test_session_contents():
     methods = {label(m) for m in ex.plan("methods").methods}
     for needed in ("HFAssisted", "HFPromptLookup", "Linear(k=4)", "Linear(k=6)", "TopNTree", "HybridTree", "PromptLookup",
-                   "DynaTree(phase=1", "DynaTree(phase=2", "DynaTree(phase=3"):
+                   "AdaptiveTree(phase=1", "AdaptiveTree(phase=2", "AdaptiveTree"):
         assert any(m.startswith(needed) for m in methods), needed
     assert ex.plan("methods").lengths == (128,)
     assert ex.plan("length").lengths == (64, 128, 256)

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from dynatree_lib import (Autoregressive, DynaTree, FixedTree, HardwareAware, HFAssisted, HFGenerate, HFPromptLookup,
-                          HybridTree, Linear, PromptLookup, Streaming, TopNTree, label)
+from dynatree_lib import (AdaptiveTree, Autoregressive, DynaTree, FixedTree, HardwareAware, HFAssisted, HFGenerate,
+                          HFPromptLookup, HybridTree, Linear, PlannedTree, PromptLookup, Streaming, TopNTree, label)
 from dynatree_lib.bench import parse_method, parse_methods, read_results
 from dynatree_lib.bench.specs import MAX_METHODS, row_methods
 from dynatree_lib.bench.storage import KEY, config_key, stored_keys
@@ -30,23 +30,34 @@ topns = st.builds(TopNTree, max_nodes=st.integers(1, 64), max_depth=small, topk=
 
 
 @st.composite
+def adaptive_trees(draw):
+    lo, hi = sorted((draw(probs), draw(probs)))
+    b = sorted(draw(st.lists(st.integers(1, 4), min_size=3, max_size=3)))
+    base, phase = draw(st.integers(1, 6)), draw(st.sampled_from([1, 2, 3]))
+    later = {"max_depth": draw(st.integers(base, 12))} if phase >= 2 else {}  # a phase refuses later phases' settings
+    later.update({"window": draw(small)} if phase == 3 else {})
+    return AdaptiveTree(phase=phase, high_conf=hi, low_conf=lo, min_branch=b[0], default_branch=b[1], max_branch=b[2],
+                        base_depth=base, max_nodes=draw(st.integers(1, 200)), threshold=draw(probs),
+                        pruning=draw(st.booleans()), node_budget=draw(st.booleans()), draft_bits=draw(bits),
+                        draft_vocab=draw(vocab), **later)
+
+
+@st.composite
 def dynatrees(draw):
     lo, hi = sorted((draw(probs), draw(probs)))
     b = sorted(draw(st.lists(st.integers(1, 4), min_size=3, max_size=3)))
-    base = draw(st.integers(1, 6))
-    return DynaTree(phase=draw(st.sampled_from([1, 2, 3, 4])), high_conf=hi, low_conf=lo, min_branch=b[0],
-                    default_branch=b[1], max_branch=b[2], base_depth=base,
-                    max_depth=draw(st.one_of(st.none(), st.integers(base, 12))), window=draw(small),
-                    max_nodes=draw(st.integers(1, 200)), threshold=draw(probs), pruning=draw(st.booleans()),
+    return DynaTree(high_conf=hi, low_conf=lo, min_branch=b[0], default_branch=b[1], max_branch=b[2],
+                    max_depth=draw(st.integers(1, 40)), max_nodes=draw(st.integers(1, 200)),
                     node_budget=draw(st.booleans()), draft_bits=draw(bits), draft_vocab=draw(vocab))
 
 
-trees = st.one_of(linears, fixeds, topns, dynatrees())
+trees = st.one_of(linears, fixeds, topns, adaptive_trees(), dynatrees())
 lookups = st.builds(PromptLookup, max_ngram=small, k=small, branches=st.integers(1, 4))
 hybrids = st.builds(HybridTree, tree=trees, max_ngram=small, k=small, branches=st.integers(1, 4))
-hardware = st.builds(HardwareAware, max_depth=st.one_of(st.none(), small), max_nodes=st.integers(1, 128),
-                     threshold=probs, prior_weight=st.integers(1, 9).map(float), adapt_costs=st.booleans(),
-                     draft_bits=bits, shapes=st.sampled_from(["fixed", "confidence"]))
+hardware = st.one_of(
+    st.builds(HardwareAware, max_depth=small, max_nodes=st.integers(1, 128), allow_ar=st.booleans(), draft_bits=bits),
+    st.builds(PlannedTree, max_depth=small, max_nodes=st.integers(1, 128), threshold=probs,
+              prior_weight=st.integers(1, 9).map(float), adapt_costs=st.booleans(), draft_bits=bits))
 hf = st.one_of(st.builds(HFAssisted, num_assistant_tokens=st.one_of(st.none(), small), draft_bits=bits),
                st.builds(HFPromptLookup, k=small, max_ngram=small), st.just(HFGenerate()))
 inner = st.one_of(st.just(Autoregressive()), trees, lookups, hybrids, hardware)
@@ -83,18 +94,15 @@ def test_constructor_syntax_as_a_person_types_it():
     assert parse_methods("Linear(k=[4, 5, 6])") == [Linear(4), Linear(5), Linear(6)]
     assert parse_methods("FixedTree(depth=range(3, 5), branch=[2, 3])") == [
         FixedTree(3, 2), FixedTree(3, 3), FixedTree(4, 2), FixedTree(4, 3)]
-    # the former HardwareAware labels were constructor syntax already
-    assert parse_method("HardwareAware(max_depth=8,max_branch=3,max_nodes=64,shapes='fixed',draft_bits=4)") == \
-        HardwareAware(shapes="fixed", draft_bits=4)
     assert describe(DynaTree(draft_bits=4)) == "DynaTree(draft_bits=4)" and describe(Autoregressive()) == "AR"
-    assert describe(DynaTree(phase=3)) == "DynaTree(phase=3)"  # max_depth 8 follows from phase 3: not shown
+    assert describe(AdaptiveTree(phase=2)) == "AdaptiveTree(phase=2)"
 
 
 @pytest.mark.parametrize("spec, message", [
     ("FixedTree(depth=5, depth=6)", "depth is given twice"),
     ("FixedTree(D=5,D=6)", "depth is given twice"),
     ("FixedTree(dept=5)", "no parameter 'dept'; its parameters: depth, branch, threshold"),
-    ("Nope(k=1)", "unknown method 'Nope'; known: AR, Autoregressive"),
+    ("Nope(k=1)", "unknown method 'Nope'; known: AR, AdaptiveTree, Autoregressive"),
     ("__import__('os').system('true')", "is not a method"),
     ("Linear(k=len([1]))", "unknown method 'len'"),
     ("Linear(k=1..1000000000)", f"1,000,000,000 methods; at most {MAX_METHODS}"),
@@ -115,9 +123,11 @@ def test_bad_specs_are_refused_with_what_is_wrong(spec, message):
     ("Linear(K=5,draft_bits=4)", Linear(5, draft_bits=4)),
     ("FixedTree(D=5,B=2,tau=0.03,N=128)", FixedTree()),
     ("DynaTree-P4(D<=32,B=1/2/3,conf=0.9/0.4,draft_bits=4)", DynaTree(draft_bits=4)),
-    ("DynaTree-P3(D=5..8,B=1/2/3,conf=0.9/0.4)", DynaTree(phase=3)),
-    ("DynaTree-P1(D=4,B=1/2/3,conf=0.9/0.4,noprune)", DynaTree(phase=1, base_depth=4, pruning=False)),
-    ("DynaTree-P3(D=5..8,B=1/2/3,conf=0.9/0.4,nobudget)", DynaTree(phase=3, node_budget=False)),
+    ("DynaTree-P3(D=5..8,B=1/2/3,conf=0.9/0.4)", AdaptiveTree(phase=3)),
+    ("DynaTree-P1(D=4,B=1/2/3,conf=0.9/0.4,noprune)", AdaptiveTree(phase=1, base_depth=4, pruning=False)),
+    ("DynaTree-P3(D=5..8,B=1/2/3,conf=0.9/0.4,nobudget)", AdaptiveTree(phase=3, node_budget=False)),
+    ("DynaTree(phase=3, draft_bits=4)", AdaptiveTree(draft_bits=4)),  # the class that was split
+    ("HardwareAware(max_depth=8,max_branch=3,max_nodes=64,shapes='fixed',draft_bits=4)", PlannedTree(draft_bits=4)),
     ("TopNTree(N=32,D=8,k=8)", TopNTree()),
     ("Hybrid(FixedTree(D=5,B=2,tau=0.03,N=128)+PL(n=3,K=8))", HybridTree()),
     ("Streaming(Linear(K=6),cache=64,sinks=4)", Streaming(Linear(6), cache_size=64)),
@@ -128,7 +138,7 @@ def test_bad_specs_are_refused_with_what_is_wrong(spec, message):
     ("TopNTree(nodes=16)", TopNTree(max_nodes=16)),
 ])
 def test_old_label_spellings_still_read_with_a_warning(old, method):
-    with pytest.warns(DeprecationWarning, match="old label spelling"):
+    with pytest.warns(DeprecationWarning, match="old spelling"):
         assert parse_method(old) == method
 
 
@@ -186,8 +196,10 @@ def test_display_names_are_readable_and_unique_in_a_table():
     assert display_name(HFAssisted(draft_bits=4)) == "transformers assisted · int4 draft"
     assert display_name(Autoregressive()) == "Plain decoding"
     assert display_name(Streaming(Linear(6), cache_size=64)) == "Chain of 6 · 64-token window"
-    shown = display_names([DynaTree(draft_bits=4), DynaTree(phase=3, draft_bits=4), Linear(5), Linear(6)])
-    assert shown == ["DynaTree · int4 draft", "DynaTree · int4 draft (phase=3)", "Chain of 5", "Chain of 6"]
+    shown = display_names([DynaTree(draft_bits=4), DynaTree(max_depth=8, draft_bits=4), Linear(5), Linear(6)])
+    assert shown == ["DynaTree · int4 draft", "DynaTree · int4 draft (max_depth=8)", "Chain of 5", "Chain of 6"]
+    assert display_names([AdaptiveTree(phase=p) for p in (1, 2, 3)]) == [
+        "Adaptive tree (phase=1)", "Adaptive tree (phase=2)", "Adaptive tree (phase=3)"]
     # a parameter is shown where it is not the default, and on every member where two non-defaults are swept
     sweep = [FixedTree(d, b) for d in (4, 5) for b in (2, 3)]
     assert display_names(sweep) == ["Fixed tree (depth=4)", "Fixed tree (depth=4, branch=3)", "Fixed tree",

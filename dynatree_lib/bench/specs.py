@@ -12,7 +12,7 @@ Old label spellings ("Linear(K=5,draft_bits=4)", "FixedTree(D=5,B=2,tau=0.03,N=1
 with a DeprecationWarning, then read by the same reader.
 
 Stored rows: `row_methods(table)` rebuilds each row's method from its `method_type` and `method_params`
-(methods.names.from_record); `canonical(table)` rewrites a table's method columns in today's spelling.
+(methods.method_from_row); `canonical(table)` rewrites a table's method columns in today's spelling.
 """
 from __future__ import annotations
 
@@ -24,7 +24,8 @@ import math
 import re
 import warnings
 
-from ..methods.names import ALIASES, describe, from_record, identity, method_classes, valid_fields
+from ..methods.base import method_from_row, upgrade_kwargs
+from ..methods.names import ALIASES, describe, identity, method_classes, valid_fields
 
 MAX_METHODS = 1000
 
@@ -85,7 +86,7 @@ def _parse(spec: str, stacklevel: int) -> list:
                for cls, options in items for combo in itertools.product(*options.values())]
     if state.old:
         shown = ", ".join(describe(m) for m in methods[:4]) + (", ..." if len(methods) > 4 else "")
-        warnings.warn(f"{spec!r} is an old label spelling; write the constructor's own syntax: {shown}",
+        warnings.warn(f"{spec!r} is an old spelling; write the constructor's own syntax: {shown}",
                       DeprecationWarning, stacklevel=stacklevel)
     return methods
 
@@ -122,15 +123,11 @@ def _options(node, state: _Spec, sweep: bool = True) -> tuple[type, dict]:
 
 
 def _keyword(cls, name: str, state: _Spec) -> str:
-    valid = valid_fields(cls)
-    if name in valid:
-        return name
-    old = OLD_KEYWORDS.get(cls.__name__, {}).get(name)
-    if old is not None:
-        state.old = True
-        return old
-    raise state.error(f"{cls.__name__} has no parameter {name!r}; its parameters: "
-                      f"{', '.join(f.name for f in cls.__dataclass_fields__.values() if f.init)}")
+    """A keyword as the class reads it: a former label's abbreviation translated (the name is checked in _build,
+    after a split class's old parameters have been upgraded)."""
+    old = OLD_KEYWORDS.get(cls.__name__, {}).get(name) if name not in valid_fields(cls) else None
+    state.old = state.old or old is not None
+    return old or name
 
 
 def _values(node, state: _Spec, sweep: bool):
@@ -154,12 +151,18 @@ def _values(node, state: _Spec, sweep: bool):
 
 
 def _build(cls, kwargs: dict, state: _Spec):
+    name, upgraded = upgrade_kwargs(cls.__name__, kwargs)  # a class split since: DynaTree(phase=3) -> AdaptiveTree
+    state.old = state.old or (name, set(upgraded)) != (cls.__name__, set(kwargs))
+    cls = method_classes()[name]
+    unknown = [k for k in upgraded if k not in valid_fields(cls)]
+    if unknown:
+        raise state.error(f"{cls.__name__} has no parameter {unknown[0]!r}; its parameters: "
+                          f"{', '.join(f.name for f in cls.__dataclass_fields__.values() if f.init)}")
+    state.old = state.old or any(k in getattr(cls, "renamed_parameters", {}) for k in upgraded)
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)  # renamed parameters: the spec's warning says it
-            if any(k in getattr(cls, "renamed_parameters", {}) for k in kwargs):
-                state.old = True
-            return cls(**kwargs)
+            warnings.simplefilter("ignore", DeprecationWarning)  # old parameters: the spec's one warning says it
+            return cls(**upgraded)
     except (TypeError, ValueError) as error:
         raise state.error(f"{cls.__name__}: {error}") from None
 
@@ -240,12 +243,13 @@ def _hybrid(suffix: str, args: str) -> str:
 
 @functools.lru_cache(maxsize=8192)
 def stored_method(method_type, method_params, method):
-    """The method of a stored row: from its method_type and method_params (JSON), else from its `method` text (files
-    that kept only that). Deprecation warnings are not repeated for stored data."""
+    """The method of a stored row, in today's classes: from its method_type and method_params (JSON;
+    methods.method_from_row), else from its `method` text (files that kept only that). Deprecation warnings are not
+    repeated for stored data."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         if isinstance(method_type, str) and isinstance(method_params, str) and method_params:
-            return from_record(method_type, json.loads(method_params))
+            return method_from_row(method_type, json.loads(method_params))
         return parse_method(str(method))
 
 
