@@ -3,7 +3,7 @@
     bash scripts/build_llama_cpp.sh                         # once: builds the tools into $DYNATREE_CACHE/llama.cpp
     python benchmarks/llama_cpp.py --dry-run                # list configurations and prompts, run nothing
     python benchmarks/llama_cpp.py --prompts speed --tokens 128 --configs all   # the sweep, speed table's 10 prompts
-    python benchmarks/llama_cpp.py --prompts speed,spec_bench --tokens 128,512 --configs plain,draft,<best>,ngram-mod
+    python benchmarks/llama_cpp.py --prompts speed,spec_bench --tokens 128,512 --configs "plain,draft,<best>,ngram-mod"
     python benchmarks/llama_cpp.py --report                 # the table from data/results/llama_cpp.csv
 
 Prompts: "speed" is the speed table's 10 held-out prompts as benchmarks/goal.py takes them (raw text, as our harness
@@ -36,16 +36,17 @@ SPEED_SETS, SPEED_SKIP = "humaneval:4,prose:3,technical:3", 10  # the speed tabl
 CONFIGS = {
     "plain": ("llama-completion", ()),
     "draft": ("llama-speculative-simple", ()),
-    "draft(n_max=8,p_min=0.5)": ("llama-speculative-simple", ("--spec-draft-n-max", "8", "--spec-draft-p-min", "0.5")),
-    "draft(n_max=8,p_min=0.75)": ("llama-speculative-simple", ("--spec-draft-n-max", "8", "--spec-draft-p-min", "0.75")),
-    "draft(n_max=16,p_min=0.75)": ("llama-speculative-simple",
-                                   ("--spec-draft-n-max", "16", "--spec-draft-p-min", "0.75")),
-    "draft(n_max=16,n_min=4,p_min=0.9)": ("llama-speculative-simple", ("--spec-draft-n-max", "16", "--spec-draft-n-min",
-                                                                       "4", "--spec-draft-p-min", "0.9")),
-    "tree(np=2,n_max=8,p_split=0.1)": ("llama-speculative", ("-np", "2", "--spec-draft-n-max", "8",
-                                                            "--spec-draft-p-split", "0.1")),
-    "tree(np=4,n_max=8,p_split=0.3)": ("llama-speculative", ("-np", "4", "--spec-draft-n-max", "8",
-                                                            "--spec-draft-p-split", "0.3")),
+    "draft n_max=8 p_min=0.5": ("llama-speculative-simple", ("--spec-draft-n-max", "8", "--spec-draft-p-min", "0.5")),
+    "draft n_max=8 p_min=0.75": ("llama-speculative-simple", ("--spec-draft-n-max", "8", "--spec-draft-p-min", "0.75")),
+    "draft n_max=16 p_min=0.75": ("llama-speculative-simple",
+                                  ("--spec-draft-n-max", "16", "--spec-draft-p-min", "0.75")),
+    "draft n_max=16 n_min=4 p_min=0.9": ("llama-speculative-simple",
+                                         ("--spec-draft-n-max", "16", "--spec-draft-n-min", "4",
+                                          "--spec-draft-p-min", "0.9")),
+    "tree np=2 n_max=8 p_split=0.1": ("llama-speculative",
+                                      ("-np", "2", "--spec-draft-n-max", "8", "--spec-draft-p-split", "0.1")),
+    "tree np=4 n_max=8 p_split=0.3": ("llama-speculative",
+                                      ("-np", "4", "--spec-draft-n-max", "8", "--spec-draft-p-split", "0.3")),
     "ngram-simple": ("llama-speculative-simple", ("--spec-type", "ngram-simple")),
     "ngram-mod": ("llama-speculative-simple", ("--spec-type", "ngram-mod")),
     "ngram-cache": ("llama-speculative-simple", ("--spec-type", "ngram-cache")),

@@ -112,17 +112,34 @@ def command(tool_name: str, args, prompt_file, max_new_tokens: int, threads: int
            "-n", str(max_new_tokens), "-t", str(threads), "-c", "4096", *COMMON_ARGS]
     if tool_name in ("llama-speculative", "llama-speculative-simple") and "--spec-type" not in args:
         cmd += ["-md", str(embedded_gguf("draft", cache_dir)), "-td", str(threads)]
+        if tool_name == "llama-speculative-simple":  # it infers the drafter from GGUF metadata these files lack
+            cmd += ["--spec-type", "draft-simple"]
     if tool_name == "llama-completion":
         cmd += ["-no-cnv", "--no-display-prompt"]
     return cmd + list(args)
 
 
+def generated_text(stdout: str, prompt_text: str) -> str:
+    """The text a run generated: its stdout without the two newlines and the prompt that the speculative and lookup
+    tools echo first (llama-completion runs with --no-display-prompt), and without trailing blank lines."""
+    echo = "\n\n" + prompt_text
+    return (stdout[len(echo):] if stdout.startswith(echo) else stdout).rstrip()
+
+
+def same_text(a: str, b: str) -> bool:
+    """Whether two runs wrote the same text as far as both went (a speculative tool may overshoot the length by its
+    last round's tokens): how a run is checked against llama.cpp's own plain decoding, from text, not token ids."""
+    n = min(len(a), len(b))
+    return n > 0 and a[:n] == b[:n]
+
+
 def run(tool_name: str, args, prompt_text: str, max_new_tokens: int, threads: int = 2, cache_dir=None,
         timeout: float = 1800) -> tuple[dict, str]:
     """Run one configuration on one prompt (text given as is: a chat prompt arrives already templated); its parsed
-    numbers and the full output (stdout then stderr). A failing tool raises with the end of its output."""
+    numbers with `output` (the generated text), and the full output (stdout then stderr). A failing tool raises with
+    the end of its output."""
     with tempfile.NamedTemporaryFile("w", suffix=".txt", encoding="utf-8", delete=False) as f:
-        f.write(prompt_text)
+        f.write(prompt_text + "\n")  # llama.cpp drops a prompt file's last newline: this one, so the prompt is exact
     try:
         cmd = command(tool_name, args, f.name, max_new_tokens, threads, cache_dir)
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
@@ -131,7 +148,7 @@ def run(tool_name: str, args, prompt_text: str, max_new_tokens: int, threads: in
     text = proc.stdout + proc.stderr
     if proc.returncode != 0:
         raise RuntimeError(f"{tool_name} exited with {proc.returncode}: {' '.join(cmd)}\n{text[-3000:]}")
-    return parse_output(text), text
+    return {**parse_output(text), "output": generated_text(proc.stdout, prompt_text)}, text
 
 
 def version(cache_dir=None) -> str:
@@ -143,20 +160,25 @@ def version(cache_dir=None) -> str:
 def llama_cpp_table(df, plain: str = "plain"):
     """Per configuration and length: prompts, median tokens per second (prefill included, as our rows count them) and
     after the prefill, median and worst-prompt speedup over llama.cpp's own `plain` decoding (per prompt, the ratio of
-    the two runs' tokens per second), median acceptance (accepted / drafted tokens). Fastest first per length."""
-    import pandas as pd
-
+    the two runs' tokens per second), median acceptance (accepted / drafted tokens), and `same_as_plain`: the share of
+    runs whose text agrees with the plain run's on that prompt (`same_text`). Fastest first per length."""
     if df.empty:
         raise ValueError("no llama.cpp rows: run benchmarks/llama_cpp.py first")
-    per = df.groupby(["max_new_tokens", "config", "prompt_id"], sort=False)[
-        ["tokens_per_s", "decode_tokens_per_s", "acceptance"]].median().reset_index()
-    base = per[per["config"] == plain].set_index(["max_new_tokens", "prompt_id"])["tokens_per_s"]
+    keys = ["max_new_tokens", "prompt_id"]
+    base = df[df["config"] == plain].groupby(keys).agg(plain_tps=("tokens_per_s", "median"),
+                                                       plain_output=("output", "first"))
     if base.empty:
         raise ValueError(f"no {plain!r} rows: the speedups are over llama.cpp's own plain decoding")
-    per["speedup"] = per["tokens_per_s"].to_numpy() / base.reindex(
-        pd.MultiIndex.from_frame(per[["max_new_tokens", "prompt_id"]])).to_numpy()
-    table = per.groupby(["max_new_tokens", "config"], sort=False).agg(
+    df = df.join(base, on=keys)
+    df["same_as_plain"] = [isinstance(a, str) and isinstance(b, str) and same_text(a, b)
+                           for a, b in zip(df["output"], df["plain_output"])]
+    per = df.groupby(["max_new_tokens", "config", "prompt_id"], sort=False).agg(
+        tokens_per_s=("tokens_per_s", "median"), decode_tokens_per_s=("decode_tokens_per_s", "median"),
+        acceptance=("acceptance", "median"), plain_tps=("plain_tps", "first"), same=("same_as_plain", "mean"))
+    per["speedup"] = per["tokens_per_s"] / per["plain_tps"]
+    table = per.reset_index().groupby(["max_new_tokens", "config"], sort=False).agg(
         prompts=("prompt_id", "nunique"), tokens_per_s=("tokens_per_s", "median"),
         decode_tokens_per_s=("decode_tokens_per_s", "median"), speedup=("speedup", "median"),
-        speedup_min=("speedup", "min"), acceptance=("acceptance", "median")).reset_index()
-    return table.sort_values(["max_new_tokens", "tokens_per_s"], ascending=[True, False], ignore_index=True)
+        speedup_min=("speedup", "min"), acceptance=("acceptance", "median"), same_as_plain=("same", "mean"))
+    return table.reset_index().sort_values(["max_new_tokens", "tokens_per_s"], ascending=[True, False],
+                                           ignore_index=True)
