@@ -14,7 +14,8 @@ import torch
 
 from dynatree_lib import Autoregressive, FixedTree, HFAssisted, Linear, bench, generate, label
 from dynatree_lib.book import plots
-from dynatree_lib.core.loop import Method, autoregressive
+from dynatree_lib.core.loop import autoregressive
+from dynatree_lib.core.method import Method
 from dynatree_lib.models import provenance
 from dynatree_lib.models.provenance import write_atomic
 from tiny import VOCAB, tiny_pair

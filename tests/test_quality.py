@@ -9,7 +9,7 @@ import torch
 
 import dynatree_lib as dt
 from dynatree_lib.bench import quality
-from dynatree_lib.core.loop import Method
+from dynatree_lib.core.method import Method
 from tiny import ARCHS, reference_greedy, tiny_pair
 
 

@@ -248,9 +248,8 @@ def ablation_table(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def sensitivity_table(df: pd.DataFrame, default: str | None = None) -> pd.DataFrame:
-    """The research's adaptive tree's configurations by confidence thresholds and branch range, with `vs_default`:
-    the per-prompt median of each one's speedup over the `default` method's (the research's best, AdaptiveTree(),
-    unless given)."""
+    """AdaptiveTree configurations by confidence thresholds and branch range, with `vs_default`: the per-prompt
+    median of each one's speedup over the `default` method's (the research's best, AdaptiveTree(), unless given)."""
     from ..methods.adaptive import AdaptiveTree
 
     default = default or label(AdaptiveTree())

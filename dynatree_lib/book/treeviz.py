@@ -22,7 +22,8 @@ import torch
 from ..core import kvcache
 from ..core.draft import DraftState, draft_tree
 from ..core.forward import forward
-from ..core.loop import Run, Speculative, check_inputs, encode
+from ..core.loop import Run, check_inputs, encode
+from ..core.method import Speculative
 from ..core.mask import tree_attention_mask, tree_position_ids
 from ..core.tree import Tree
 from ..core.verify import accept_greedy, verify

@@ -5,29 +5,26 @@ commit it plus the bonus token in both caches. A linear draft is the tree with o
 > 0 the same loop drafts by sampling and accepts by recursive rejection sampling (sampling.py), so every method that
 runs on `speculate` samples exactly from the target's distribution.
 
-The loop knows two small interfaces and no particular method. A `Method` is configuration that either drafts
-(`Speculative`: `drafter(run)` gives one generation's `Drafter`, whose `propose(state, max_depth)` drafts a round's
-tree and `learn(record)` hears how it went, as transformers' candidate generators do) or runs its own loop
-(`decode(run)`: plain decoding, transformers' peers). From `generate` to the draft model's forward:
+The loop knows two small interfaces (core/method.py) and no particular method. A `Method` is configuration that
+either drafts (`Speculative`: `drafter(run)` gives one generation's `Drafter`, whose `propose(state, max_depth)`
+drafts a round's tree and `learn(record)` hears how it went, as transformers' candidate generators do) or runs its
+own loop (`decode(run)`: plain decoding, transformers' peers). From `generate` to the draft model's forward:
 
     generate -> speculate(run, method.drafter(run)) -> drafter.propose(state, max_depth) -> draft_tree -> forward
-
-(before issue 24 it was generate -> decode (registry) -> the `speculative` decorator's decoder -> drafter (registry)
--> policy (registry) -> speculate -> ShapedPolicy.draft_round -> TreePolicy.draft_round -> draft_tree -> forward).
 """
 from __future__ import annotations
 
 import numbers
 import time
 from dataclasses import dataclass, field
-from typing import ClassVar
 
 import torch
 
 from . import kvcache
 from ..models.pair import ModelPair, vocab_size
-from .draft import DraftState, Drafted, commit_draft
+from .draft import DraftState, commit_draft
 from .forward import clock, forward
+from .method import Drafter, Method, Speculative
 from .sampling import Sampling, accept_sampling, make_sampling
 from .tree import root as tree_root
 from .verify import accept_greedy, commit_target, verify
@@ -257,60 +254,7 @@ def _eos_ids(pair: ModelPair) -> set[int]:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# What the loop knows of a method: the two interfaces below, never a particular class.
-
-
-class Method:
-    """A decoding method: pure configuration (subclasses are frozen dataclasses, validated at construction). The
-    class attributes say what `generate` must check: whether it needs the pair's draft model, whether it can sample,
-    and whether it rolls its caches back after a round (exact on sliding-window models only inside the window).
-    `draft_bits` / `draft_vocab`: the draft copy it runs on (ModelPair.with_draft); methods that offer them declare
-    them as fields. A method with its own loop (plain decoding, transformers' peers) defines `decode(run)`."""
-
-    needs_draft: ClassVar[bool] = False
-    supports_sampling: ClassVar[bool] = True
-    rolls_back_cache: ClassVar[bool] = True
-    draft_bits = None
-    draft_vocab = None
-
-    def label(self) -> str:
-        return type(self).__name__
-
-    def decode(self, run: "Run") -> None:
-        raise NotImplementedError(f"{self.label()} defines neither decode(run) nor drafter(run)")
-
-
-class Drafter:
-    """One generation's proposer (the state of one `generate` call; the method itself stays frozen):
-    `propose(state, max_depth)` drafts this round's tree below the root `state.pending[-1]`, at most `max_depth`
-    levels (None: no proposal, the round is a plain target step); `notes()` what this round's proposal decided,
-    added to its trace record; `learn(record)` hears how the round went; `summary()` what the generation learned,
-    added to its stats."""
-
-    def propose(self, state: DraftState, max_depth: int) -> Drafted | None:
-        return None
-
-    def notes(self) -> dict:
-        return {}
-
-    def learn(self, record: dict) -> None:
-        pass
-
-    def summary(self) -> dict:
-        return {}
-
-
-class Speculative(Method):
-    """A method that drafts for `speculate`: `drafter(run)` is a fresh Drafter for one generation;
-    `target_cache()` how the target's cache is kept (full context; streaming.Streaming windows it)."""
-
-    needs_draft: ClassVar[bool] = True
-
-    def drafter(self, run: "Run") -> Drafter:
-        raise NotImplementedError
-
-    def target_cache(self) -> "FullContext":
-        return FullContext()
+# Speculative decoding: what the loop knows of a method is core.method's interfaces, never a particular class.
 
 
 def prefill(run: Run) -> tuple[object, int]:

@@ -16,7 +16,8 @@ import torch
 # the other method modules import these checks from here
 from ..core.checks import _check_draft_bits, _check_draft_options, _check_int, _check_prob  # noqa: F401
 from ..core.draft import DraftState, Expand, draft_tree, fixed_expand
-from ..core.loop import Drafter, Method, Run, Speculative, autoregressive
+from ..core.loop import Run, autoregressive
+from ..core.method import Drafter, Method, Speculative
 
 def renamed(**old_to_new):
     """Class decorator for a method dataclass whose parameters were renamed: `Cls(old=v)` still works, as

@@ -17,7 +17,8 @@ import time
 from dataclasses import dataclass
 
 from ..core.draft import DraftState, draft_tree, fixed_expand
-from ..core.loop import Drafter, Run
+from ..core.loop import Run
+from ..core.method import Drafter
 from ..planning.calibrate import Costs, calibration_nodes, load_or_measure_costs
 from ..planning.planner import Acceptance, Planner, RoundPlan, rank_accept_prior, rank_observations
 from .base import (Autoregressive, FixedTree, Speculative, _UPGRADES, _check_draft_options, _check_int, _check_prob,

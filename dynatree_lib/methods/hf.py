@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import torch
 from transformers import GenerationConfig
 
-from ..core.loop import Method, Run
+from ..core.loop import Run
+from ..core.method import Method
 from .base import _check_draft_bits, _check_int, renamed
 
 

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 import torch
 
 from ..core.draft import DraftState, Drafted, reorder
-from ..core.loop import Drafter, Run
+from ..core.loop import Run
+from ..core.method import Drafter
 from ..core.tree import Tree, add_level, root
 from .adaptive import AdaptiveTree
 from .base import FixedTree, Linear, Speculative, _check_int, renamed

@@ -32,7 +32,8 @@ import torch
 
 from ..core import kvcache
 from ..core.forward import forward
-from ..core.loop import Drafter, FullContext, Run, Speculative
+from ..core.loop import FullContext, Run
+from ..core.method import Drafter, Speculative
 from ..core.mask import tree_attention_mask
 from ..core.tree import Tree
 from ..core.verify import commit_target

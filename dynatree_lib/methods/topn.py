@@ -11,7 +11,8 @@ from dataclasses import dataclass
 import torch
 
 from ..core.draft import DraftState, draft_tree, reorder, select_children
-from ..core.loop import Drafter, Run
+from ..core.loop import Run
+from ..core.method import Drafter
 from .base import Speculative, _check_draft_options, _check_int, renamed
 
 
