@@ -20,9 +20,10 @@ from ..models.embedded import EMBEDDED_SPECS, assemble_gguf, cache_root, fetch_w
 VERSION = "0.3.36"  # the llama-cpp-python sdist scripts/build_llama_cpp.sh builds from (the same pin there)
 # Plain decoding (llama-completion), draft-model speculation as a chain (llama-speculative-simple, which also runs
 # the n-gram drafters of --spec-type) and as a tree (llama-speculative, --spec-draft-p-split with -np drafts),
-# the n-gram cache lookup example (llama-lookup), and llama-bench.
+# the n-gram cache lookup example (llama-lookup), and llama-bench (built for a reader's own throughput checks; the
+# benchmark does not run it).
 TOOLS = ("llama-completion", "llama-speculative", "llama-speculative-simple", "llama-lookup", "llama-bench")
-# Every run: greedy (temperature 0), the full length (EOS never sampled), no prompt echoed by llama-completion.
+# Every run: greedy (temperature 0 keeps only the most likely token), the full length (EOS never sampled).
 COMMON_ARGS = ("--temp", "0", "--ignore-eos", "--seed", "0")
 
 
