@@ -145,7 +145,10 @@ def test_plotly_js_once_per_site(built_book: Path):
     html = built_book.parent
     copies = sorted(str(p.relative_to(html)) for p in html.rglob("plotly*.js"))
     assert copies == ["_static/plotly.min.js"], copies
-    assert not (html / "_sources").exists(), "html_copy_source should keep copies of the outputs out of the site"
+    # The download button's notebooks are the committed ones: no outputs, so no second copy of any figure.
+    for source in (html / "_sources" / "notebooks").glob("*.ipynb"):
+        cells = json.loads(source.read_text(encoding="utf-8"))["cells"]
+        assert not any(c.get("outputs") for c in cells), f"{source.name} in _sources carries outputs"
     pages = sorted((html / "notebooks").glob("*.html"))
     for page in pages:
         text = page.read_text(encoding="utf-8")

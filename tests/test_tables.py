@@ -60,24 +60,6 @@ def test_per_config_medians_and_worst_prompt():
     assert row["depth"] == 3 and row["nodes_per_round"] == pytest.approx(3.0)
 
 
-def test_sweep_table_sorted_with_parameters():
-    grid = [FixedTree(depth=d, branch=b) for d in (3, 5) for b in (2, 3)]
-    df = rows({"a": {AR: 1.0, **{t: 1 + t.depth / 10 + t.branch / 100 for t in grid}}})
-    table = tables.sweep_table(df)
-    assert list(table[["depth", "branch"]].iloc[0]) == [5, 3]
-    assert table["speedup"].is_monotonic_decreasing and len(table) == 4
-
-
-def test_marginal_and_best_on_average():
-    grid = [FixedTree(depth=d, branch=b) for d in (3, 5) for b in (2, 3)]
-    speed = {(3, 2): 1.0, (3, 3): 2.0, (5, 2): 1.5, (5, 3): 1.1}
-    table = tables.sweep_table(rows({"a": {AR: 1.0, **{t: speed[t.depth, t.branch] for t in grid}}}))
-    m = tables.marginal(table, ("depth", "branch")).set_index(["parameter", "setting"])
-    assert m.loc[("branch", 3), "mean"] == pytest.approx(1.55) and m.loc[("branch", 3), "best"] == pytest.approx(2.0)
-    assert m.loc[("depth", 5), "mean"] == pytest.approx(1.3)
-    assert tables.best_on_average(table, "branch") == 3 and tables.best_on_average(table, "depth") == 3
-
-
 def test_ablation_gains_are_per_base_depth():
     spec = {}
     for pid in ("a", "b"):
@@ -163,26 +145,6 @@ def test_research_tables_are_consistent():
     assert best.max() == research.PARAM_BEST["speedup"] and best.idxmax() == research.PARAM_BEST["max_new_tokens"]
 
 
-def test_headline_numbers_come_from_rows():
-    from dynatree_lib import HFAssisted
-    fast, slow, hf, hf4 = Linear(5, draft_bits=4), Linear(5), HFAssisted(), HFAssisted(draft_bits=4)
-    df = rows({"p0": {AR: 1.0, hf: 0.9, hf4: 2.0, fast: 2.0, slow: 1.1},
-               "p1": {AR: 1.0, hf: 1.0, hf4: 2.0, fast: 3.0, slow: 1.3}}, n=128)
-    df = df.assign(dtype="bfloat16", device="cpu", cpu="test cpu", torch_threads=2, pair="a/b", git_commit="abcdef123",
-                   date_utc="2026-11-24T00:00:00", draft_s=1.0, verify_s=2.0, commit_s=0.1)
-    quality = df.assign(match_ar=[True] * 9 + [False])
-    text = tables.headline(df, quality)
-    assert "2 prompts (2 other), 128 new tokens, bfloat16, cpu (test cpu, 2 threads), a/b, commit abcdef1" in text
-    # the int4 linear: speedups 2 and 3 -> median 2.5x, worst 2x; over HFAssisted (0.9, 1.0) median (2.22+3)/2=2.61x;
-    # over HFAssisted(draft_bits=4) (2, 2): median 1.25x
-    assert "| Chain of 5 · int4 draft | 2.50x | 2.00x | 2.61x | 1.25x |" in text  # display names in the table
-    assert f"Chain of 5 · int4 draft `{label(fast)}`" in text  # and each one's configuration below it
-    assert f"Fastest of this library's methods: Chain of 5 · int4 draft (`{label(fast)}`), 2.50x over AR" in text
-    assert f"With the draft as shipped, the best is Chain of 5 (`{label(slow)}`) at 1.20x" in text
-    assert "7 of 8 greedy runs (4 methods) produced exactly AR's tokens" in text
-    assert "1.61x" in text  # the research's phase 3, from research.ADAPTIVE_1000
-
-
 def run_headline_script(results) -> str:
     """The intro's headline as scripts/headline.py writes it from the results folder `results`."""
     import subprocess
@@ -222,19 +184,6 @@ def test_against_best_policy_picks_the_best_candidate_per_prompt():
     assert table.loc["prose/x", "ratio"] == pytest.approx(1.8 / 1.6)
     with pytest.raises(ValueError, match="no rows of"):
         against_best_policy(pd.DataFrame(rows), "DynaTree")
-
-
-def test_headline_with_only_the_same_draft_peer_has_one_peer_column():
-    """Long-generation rows measure transformers' assisted generation only with the same int4 draft: the headline
-    compares against that peer once instead of failing for want of the bf16-draft one."""
-    from dynatree_lib.bench.prompts import data_dir
-
-    speed = pd.read_csv(data_dir() / "results" / "speed.csv")
-    longest = int(speed["max_new_tokens"].max())
-    part = speed[(speed["max_new_tokens"] == longest) & (speed["method"] != "HFAssisted")]
-    text = tables.headline(part, length=longest)
-    header = next(line for line in text.splitlines() if line.startswith("| method"))
-    assert header.count("over transformers assisted · int4 draft") == 1 and "over transformers assisted |" not in header
 
 
 def test_rerun_table_pairs_the_same_prompts():

@@ -137,23 +137,6 @@ def prompts_described(df: pd.DataFrame) -> str:
     return f"{len(ids)} prompt{'' if len(ids) == 1 else 's'} ({parts})"
 
 
-def by_kind(df: pd.DataFrame, methods=None) -> pd.DataFrame:
-    """Per method and kind of text (code, prose, technical): medians over prompts of the speedup, tokens per round
-    and accepted depth per round, and the number of prompts. `methods` keeps and orders a subset."""
-    pp = per_prompt(df)
-    pp["kind"] = pp["prompt_id"].map(text_kind)
-    if methods is not None:
-        pp = pp[pp["method"].isin(methods)]
-    out = (pp.groupby(["method", "max_new_tokens", "kind"], sort=False)
-           .agg(prompts=("prompt_id", "nunique"), speedup=("speedup", "median"),
-                tokens_per_round=("tokens_per_round", "median"), acceptance_depth=("acceptance_depth", "median"))
-           .reset_index())
-    if methods is not None:
-        out["order"] = out["method"].map({m: i for i, m in enumerate(methods)})
-        out = out.sort_values(["order", "max_new_tokens", "kind"]).drop(columns="order")
-    return named(out.reset_index(drop=True))
-
-
 def round_costs(df: pd.DataFrame) -> pd.DataFrame:
     """Per method, medians over runs: seconds per round spent drafting, verifying and committing (the draft's
     one-off prompt prefill falls in the first round), nodes drafted per round, seconds per draft forward (forward
@@ -178,33 +161,6 @@ def round_costs(df: pd.DataFrame) -> pd.DataFrame:
     out["verify_over_ar_step"] = out["verify_s_per_round"] / ar_step
     out["draft_forward_over_ar_step"] = out["draft_s_per_forward"] / ar_step
     return out.reset_index()
-
-
-def sweep_table(df: pd.DataFrame) -> pd.DataFrame:
-    """The fixed-tree grid: one row per (depth, branch, threshold, max_new_tokens), best speedup first."""
-    table = per_config(df)
-    table = table[[isinstance(method_of(m), FixedTree) for m in table["method"]]].copy()
-    for column in ("depth", "branch", "max_nodes"):
-        table[column] = table[column].astype(int)
-    columns = ["depth", "branch", "threshold", "max_nodes", "max_new_tokens", "prompts", "speedup", "speedup_min",
-               "tokens_per_s", "tokens_per_round", "acceptance_depth", "nodes_per_round", "method"]
-    return named(table[columns].sort_values("speedup", ascending=False).reset_index(drop=True))
-
-
-def marginal(table: pd.DataFrame, parameters=("depth", "branch", "threshold"), value: str = "speedup") -> pd.DataFrame:
-    """For every value of each parameter, per length: the mean of `value` over the other parameters' values (the
-    research's "best on average") and the best. Long form: parameter, setting, max_new_tokens, mean, best."""
-    parts = []
-    for parameter in parameters:
-        g = table.groupby([parameter, "max_new_tokens"])[value].agg(["mean", "max"]).reset_index()
-        parts.append(g.rename(columns={parameter: "setting", "max": "best"}).assign(parameter=parameter))
-    out = pd.concat(parts, ignore_index=True)
-    return out[["parameter", "setting", "max_new_tokens", "mean", "best"]]
-
-
-def best_on_average(table: pd.DataFrame, parameter: str, value: str = "speedup") -> float:
-    """The setting of `parameter` with the highest mean `value` over everything else in `table`."""
-    return table.groupby(parameter)[value].mean().idxmax()
 
 
 def _stage(text: str) -> str:
@@ -332,88 +288,6 @@ def beside_research(reference: pd.DataFrame, ours: pd.DataFrame, mapping: dict, 
 
 def _fmt_x(value: float) -> str:
     return "–" if pd.isna(value) else f"{value:.2f}x"
-
-
-def headline(goal: pd.DataFrame, quality: pd.DataFrame | None = None, *, length: int = 128, top: int = 6,
-             baseline: str = "HFAssisted", same_draft: str = "HFAssisted(draft_bits=4)",
-             source: str = "data/results/goal.csv") -> str:
-    """The book's headline results as Markdown, computed from stored rows only: the goal benchmark's `top` fastest
-    methods and both peers (median and worst-prompt speedup over AR, over `baseline`, over `same_draft`: the same
-    peer given the same quantized draft), what they were measured on, and, from a float32 `quality` table, how many
-    greedy runs were token-identical to AR."""
-    part = goal[goal["max_new_tokens"] == length]
-    if baseline not in set(part["method"]) and same_draft in set(part["method"]):
-        baseline = same_draft  # rows that measured only the peer given the same draft (e.g. long generations)
-    one_peer = baseline == same_draft
-    table = goal_table(part, length, baseline)
-    if same_draft in set(part["method"]):
-        same = goal_table(part, length, same_draft).set_index("method")
-        table[f"speedup_vs_{same_draft}"] = table["method"].map(same[f"speedup_vs_{same_draft}"])
-    else:
-        table[f"speedup_vs_{same_draft}"] = float("nan")
-    stats = per_config(part).set_index("method")
-    table["tokens_per_round"] = table["method"].map(stats["tokens_per_round"])
-    table["match_ar"] = table["method"].map(stats["match_ar"])
-    peers = table["method"].isin([baseline, same_draft, "AR", "HFGenerate"])
-    shown = named(pd.concat([table[~peers].head(top), table[peers]]).drop(columns="name"))
-    called = dict(zip(shown["method"], shown["name"]))
-
-    def said(method):  # a method in prose: its name, then its configuration
-        return f"{called[method]} (`{method}`)" if method in called else f"`{method}`"
-
-    def each(column, width=None):
-        return ", ".join(distinct(part, column, width))
-
-    two_refs = "HFGenerate" in set(part["method"])
-    reference = ("plain decoding (the faster of AR and transformers' own greedy `generate`, measured for every "
-                 "prompt)" if two_refs else "AR")
-    lines = [f"Measured by `benchmarks/goal.py` (stored in `{source}`): {prompts_described(part)}, "
-             f"{length} new tokens, {each('dtype')}, {each('device')} ({each('cpu')}, "
-             f"{each('torch_threads')} threads), {each('pair')}, commit {each('git_commit', 7)}, "
-             f"{each('date_utc', 10)}. Speedups are over {reference}: medians over prompts of same-process ratios of "
-             "wall time.",
-             "",
-             f"| method | speedup | worst prompt | over {called.get(baseline, baseline)} |"
-             + ("" if one_peer else f" over {called.get(same_draft, same_draft)} |")
-             + " tokens per round | runs identical to bf16 AR |",
-             "|---|---|---|---|---|---|" + ("" if one_peer else "---|")]
-    for _, row in shown.iterrows():
-        lines.append(f"| {row['name']} | {_fmt_x(row['speedup_ar'])} | {_fmt_x(row['speedup_ar_min'])} "
-                     f"| {_fmt_x(row[f'speedup_vs_{baseline}'])} |"
-                     + ("" if one_peer else f" {_fmt_x(row[f'speedup_vs_{same_draft}'])} |")
-                     + f" {row['tokens_per_round']:.2f} | {row['match_ar']:.0%} |")
-    best = table[~peers].iloc[0]
-    plain = table[~peers & ~table["method"].str.contains("draft_bits=")]
-    lines += ["", "Configurations: " + "; ".join(f"{n} `{m}`" for m, n in called.items()) + ".",
-              "", f"- Fastest of this library's methods: {said(best['method'])}, {_fmt_x(best['speedup_ar'])} over "
-                  f"{'plain decoding' if two_refs else 'AR'} "
-                  f"(worst prompt {_fmt_x(best['speedup_ar_min'])}), {_fmt_x(best[f'speedup_vs_{baseline}'])} over "
-                  + (f"{said(baseline)}, transformers' assisted generation given the same quantized draft."
-                     if one_peer else
-                     f"{said(baseline)} as transformers runs it, and {_fmt_x(best[f'speedup_vs_{same_draft}'])} over "
-                     f"{said(same_draft)}, the same peer given the same quantized draft.")]
-    if not plain.empty:
-        p = plain.iloc[0]
-        cost = round_costs(part).set_index("method")["draft_forward_over_ar_step"]
-        line = f"- With the draft as shipped, the best is {said(p['method'])} at {_fmt_x(p['speedup_ar'])}."
-        if best["method"] in cost.index and p["method"] in cost.index:
-            line += (f" One draft forward costs {cost[p['method']]:.2f} of an AR target step with the shipped draft "
-                     f"and {cost[best['method']]:.2f} with {called[best['method']]}'s draft; the draft's weights "
-                     "change speed and acceptance, never the output.")
-        lines.append(line)
-    adaptive = research.ADAPTIVE_1000.set_index("method")["speedup"]
-    lines.append(f"- For reference, the research measured phase 3 at {adaptive['Phase 3']:.2f}x over AR (WikiText-2, "
-                 f"1000 tokens) and its best fixed tree at {research.PARAM_BEST['speedup']:.2f}x "
-                 f"({research.PARAM_BEST['max_new_tokens']} tokens), with {research.SETUP}; the benchmark chapter "
-                 "says why the two setups differ.")
-    if quality is not None and not quality.empty:
-        runs = quality[quality["method"] != "AR"]
-        lines.append(f"- Exactness, float32 (`data/results/quality.csv`): {int(runs['match_ar'].sum())} of "
-                     f"{len(runs)} greedy runs ({runs['method'].nunique()} methods) produced exactly AR's tokens. "
-                     "In bf16 (the last column above) a run can leave bf16 AR's path where the target's two best "
-                     "logits nearly tie, because a batched verification rounds differently from one-token steps; "
-                     "the quality chapter measures the gap at every such divergence.")
-    return "\n".join(lines)
 
 
 def against_best_policy(df: pd.DataFrame, method: str, candidates=None) -> pd.DataFrame:
