@@ -305,17 +305,13 @@ class Shaped:
 
 
 class ShapedDrafter(TreeDrafter):
-    """DynaTree's drafter: `shaped` decides, level by level, and learns from each round; before each round it hears
-    whether the run samples (decisions must not then depend on the clock)."""
+    """DynaTree's drafter: `shaped` decides, level by level, and learns from each round (from the clock only when
+    the run is greedy: a sampled run's draws must not depend on timings)."""
 
     def __init__(self, shaped: Shaped, run: Run, width: int, depth: int):
         super().__init__(run, shaped.expand, width, depth, shaped.select_frontier, branches=shaped.branches)
         self.shaped = shaped
-        shaped.run = run
-
-    def propose(self, state, max_depth: int):
-        self.shaped.timed = self.run.sampling is None
-        return super().propose(state, max_depth)
+        shaped.run, shaped.timed = run, run.sampling is None
 
     def notes(self) -> dict:
         return self.shaped.notes()
