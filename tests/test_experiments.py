@@ -2,7 +2,6 @@
 smoke preset runs end to end on a tiny pair, resumes, and loads back."""
 from __future__ import annotations
 
-import importlib.util
 import re
 import sys
 from pathlib import Path
@@ -81,12 +80,6 @@ def test_session_contents():
     assert ex.plan("quality").dtype == "float32"
     assert ex.plan("int8").variants == ("base", "int8")
     assert ex.file_name("ttft_tpot_memory") == "methods"
-
-
-def test_hardware_aware_included_when_present():
-    present = importlib.util.find_spec("dynatree_lib.costmodel") is not None
-    assert any(type(m).__name__ == "HardwareAware" for m in ex.plan("methods").methods) == present
-    assert ex.optional_method("no_such_module", "Nothing") == []
 
 
 def test_bad_names():

@@ -27,12 +27,13 @@ results exist. `data_note` / `plan_note` say in markdown where the rows came fro
 """
 from __future__ import annotations
 
-import importlib
 import shlex
 from dataclasses import dataclass
 
 from ..methods.adaptive import AdaptiveTree
 from ..methods.base import Autoregressive, FixedTree, Linear
+from ..methods.confidence import DynaTree
+from ..methods.hardware import HardwareAware
 from ..methods.hf import HFAssisted, HFPromptLookup
 from ..methods.ngram import HybridTree, PromptLookup
 from ..methods.streaming import Streaming
@@ -115,18 +116,6 @@ SMOKE_LENGTHS = (8,)
 SMOKE = {"warmup_tokens": 1}  # smoke numbers mean nothing: a 1-token warm-up only exercises the code path
 
 
-def optional_method(module: str, name: str, **options) -> list:
-    """[module.name(**options)] from a library module that may not exist yet (then []), e.g. the hardware-aware
-    method of dynatree_lib.costmodel."""
-    try:
-        mod = importlib.import_module(f"{__package__}.{module}")
-    except ModuleNotFoundError as error:
-        if error.name != f"{__package__}.{module}":
-            raise  # the module exists but is broken: say so rather than silently dropping its method
-        return []
-    return [getattr(mod, name)(**options)]
-
-
 def _methods() -> dict[str, Plan]:
     """Every method on HumanEval prompts: throughput, speedup, TTFT/TPOT, memory, acceptance (figures 4, 7, 8)."""
     peers = [HFAssisted(), HFPromptLookup()]
@@ -137,11 +126,10 @@ def _methods() -> dict[str, Plan]:
                 FixedTree(depth=8, branch=3, threshold=0.03, max_nodes=128)]
     ours = [AdaptiveTree(phase=1), AdaptiveTree(phase=2), AdaptiveTree(phase=3), TopNTree(), HybridTree(),
             PromptLookup()]
-    ours += optional_method("costmodel", "HardwareAware")
     # The same methods with an int4 copy of the draft (the draft's cost is what limits a CPU; tokens are unchanged),
     # transformers' assisted generation included, so that the comparison with it is also made at equal drafts.
     int4 = [HFAssisted(draft_bits=4), Linear(6, draft_bits=4), FixedTree(depth=5, branch=2, draft_bits=4),
-            AdaptiveTree(phase=3, draft_bits=4), *optional_method("costmodel", "HardwareAware", draft_bits=4)]
+            AdaptiveTree(phase=3, draft_bits=4)]
     return {
         "smoke": Plan((HFAssisted(), Linear(4), small, AdaptiveTree(phase=3)), SMOKE_LENGTHS, **SMOKE),
         "session": Plan((*peers, Linear(4), Linear(6), small, *ours, *int4), (128,), prompts=2),
@@ -255,8 +243,10 @@ def _int8() -> dict[str, Plan]:
 
 def _quality() -> dict[str, Plan]:
     """float32 exactness (every greedy method's tokens equal AR's) and perplexity of the generations (figure 10)."""
+    # The headline's methods too: the default with each draft, the trimmed vocabulary, the planner.
     methods = (HFAssisted(), Linear(6), FixedTree(depth=5, branch=2), AdaptiveTree(phase=3), TopNTree(), HybridTree(),
-               PromptLookup(), *optional_method("costmodel", "HardwareAware"))
+               PromptLookup(), DynaTree(), DynaTree(draft_bits=4), DynaTree(draft_bits=4, draft_vocab=32768),
+               HardwareAware(draft_bits=4))
     return {
         "smoke": Plan((Linear(4), AdaptiveTree(phase=3)), SMOKE_LENGTHS, dtype="float32", **SMOKE),
         "session": Plan(methods, (16,), prompts=2, dtype="float32"),
@@ -314,4 +304,4 @@ def command(name: str, preset: str = "session") -> str:
     return COMMAND.format(name=shlex.quote(_resolve(name)), preset=preset)
 
 
-__all__ = ['ALIASES', 'COMMAND', 'EXPERIMENTS', 'MissingResults', 'PRESETS', 'Plan', 'SMOKE', 'SMOKE_LENGTHS', 'VARIANTS', 'command', 'describe', 'file_name', 'names', 'optional_method', 'plan']
+__all__ = ['ALIASES', 'COMMAND', 'EXPERIMENTS', 'MissingResults', 'PRESETS', 'Plan', 'SMOKE', 'SMOKE_LENGTHS', 'VARIANTS', 'command', 'describe', 'file_name', 'names', 'plan']

@@ -1,7 +1,7 @@
 """Output quality: does a method reproduce target-only greedy decoding token for token, where does it first
 diverge and why, and how likely is its text under the target (perplexity).
 
-    table = compare_to_ar(pair, {"HumanEval/0": text}, [Linear(5), DynaTree(phase=3)], 32)
+    table = compare_to_ar(pair, {"HumanEval/0": text}, [Linear(5), AdaptiveTree()], 32)
 
 In float32 every greedy method must match AR exactly. In bfloat16 a method may leave AR's path: verifying a tree
 multiplies matrices of another shape than a one-token AR step, so the sums inside run in another order and round
