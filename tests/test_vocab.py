@@ -82,9 +82,9 @@ def test_trim_keeps_the_kept_rows(head):
         model.lm_head = Int4Linear.from_linear(model.lm_head.to(torch.bfloat16), group_size=32)
     keep = torch.tensor([90, 3, 17, 0, 42, 95, 8])
     trimmed = trim_draft_vocab(model, keep)
-    assert torch.equal(trimmed.draft_vocab, keep.sort().values)
+    assert torch.equal(trimmed.kept_ids, keep.sort().values)
     assert vocab_size(trimmed) == VOCAB and trimmed.get_input_embeddings().weight.shape[0] == VOCAB
-    assert vocab_size(model) == VOCAB and getattr(model, "draft_vocab", None) is None  # the original is untouched
+    assert vocab_size(model) == VOCAB and getattr(model, "kept_ids", None) is None  # the original is untouched
     ids = torch.tensor([[1, 2, 3, 50, 94]])
     with torch.no_grad():
         full, part = model(input_ids=ids).logits, trimmed(input_ids=ids).logits
@@ -117,7 +117,7 @@ def test_trim_then_quantize_and_cache():
     assert pair.with_draft() is pair and pair.with_draft_bits(None) is pair
     head = variant.draft.get_output_embeddings()
     assert isinstance(head, Int8Linear) and head.out_features == K  # 40 rows: int8 fallback of quantize_draft
-    assert torch.equal(variant.draft.draft_vocab, keep_ids(pair, K))
+    assert torch.equal(variant.draft.kept_ids, keep_ids(pair, K))
 
 
 def test_keep_ids_keeps_special_tokens():

@@ -87,7 +87,7 @@ def draft_supersets(model, cache, seq: list[int], roots: list[int], depths: list
     Needs `cache` to hold at most seq[: roots[0]] (it is cropped to that); leaves it holding seq[: roots[-1] + 1].
     Returns (supersets, draft forwards made)."""
     device = model.device
-    trimmed = getattr(model, "draft_vocab", None)  # a trimmed output layer's token ids (models/vocab.py)
+    trimmed = getattr(model, "kept_ids", None)  # a trimmed output layer's token ids (models/vocab.py)
 
     def feed(tokens, at, keep):
         positions = torch.arange(at, at + len(tokens), device=device).unsqueeze(0)

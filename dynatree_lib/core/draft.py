@@ -113,7 +113,7 @@ def draft_tree(model, state: DraftState, expand: Expand, width: int, max_depth: 
     fed: list[int] = []
     forwards = 1
     sampling, drawn = state.sampling, []
-    ids = getattr(model, "draft_vocab", None)  # a trimmed output layer's token ids (models/vocab.py), else None
+    ids = getattr(model, "kept_ids", None)  # a trimmed output layer's token ids (models/vocab.py), else None
     for level in range(1, max_depth + 1):
         last = level == max_depth
         if sampling is None:

@@ -201,7 +201,7 @@ def trim_draft_vocab(model, keep) -> nn.Module:
     """A copy of the draft `model` whose output layer scores only the token ids `keep` (its row i is token keep[i]).
 
     The input embeddings stay whole (the draft still reads every token; a tied output layer is untied). The id map
-    is the non-persistent buffer `model.draft_vocab` (LongTensor, ascending), and `model.full_vocab_size` is the size
+    is the non-persistent buffer `model.kept_ids` (LongTensor, ascending), and `model.full_vocab_size` is the size
     of the vocabulary the ids index. Works on a float, int8 or int4 output layer; trimming before quantizing
     (ModelPair.with_draft does) keeps the int4 codes those rows would have had anyway."""
     head = model.get_output_embeddings()
@@ -212,7 +212,7 @@ def trim_draft_vocab(model, keep) -> nn.Module:
     keep = torch.sort(keep).values
     if int(keep[0]) < 0 or int(keep[-1]) >= full or bool((keep[1:] == keep[:-1]).any()):
         raise ValueError(f"keep must hold distinct token ids in [0, {full})")
-    old = getattr(model, "draft_vocab", None)
+    old = getattr(model, "kept_ids", None)
     if old is not None:  # trimming a trimmed draft: keep must be a subset of what it scores
         old = old.cpu()
         if not bool(torch.isin(keep, old).all()):
@@ -225,7 +225,7 @@ def trim_draft_vocab(model, keep) -> nn.Module:
     trimmed.set_output_embeddings(_slice_head(trimmed.get_output_embeddings(), rows))
     trimmed.config.tie_word_embeddings = False  # never re-tie the K-row head to the full input embedding
     device = next(trimmed.parameters()).device
-    trimmed.register_buffer("draft_vocab", keep.to(device), persistent=False)
+    trimmed.register_buffer("kept_ids", keep.to(device), persistent=False)
     trimmed.full_vocab_size = int(full)
     return trimmed
 
@@ -234,7 +234,7 @@ def full_probs(model, probs: torch.Tensor, size: int | None = None) -> torch.Ten
     """A distribution over the trimmed draft's output as one over the whole vocabulary (zero outside the kept ids),
     so that rejection sampling compares it with the target's token for token; `size` columns (default: the draft's
     full vocabulary; the kept ids are below both models' row counts)."""
-    ids = getattr(model, "draft_vocab", None)
+    ids = getattr(model, "kept_ids", None)
     if ids is None:
         return probs
     out = probs.new_zeros(*probs.shape[:-1], size or model.full_vocab_size)

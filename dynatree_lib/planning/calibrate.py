@@ -234,7 +234,7 @@ def model_identity(model) -> dict:
         "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
         "modules_sha1": hashlib.sha1(modules.encode()).hexdigest()[:12],
     }
-    trimmed = getattr(model, "draft_vocab", None)  # an output layer of K rows (models/vocab.py) costs less
+    trimmed = getattr(model, "kept_ids", None)  # an output layer of K rows (models/vocab.py) costs less
     if trimmed is not None:
         identity["draft_vocab"] = len(trimmed)
     return identity
