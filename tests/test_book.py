@@ -330,3 +330,28 @@ def test_intro_headline_table_fits_1000px(built_book: Path, chromium: str):
     size = json.loads(unescape(match.group(1)))
     assert size is not None, "the intro has no table named headline-table"
     assert size["scroll"] <= size["client"] + 1, size
+
+
+WORD_LIMIT = 2500  # words of paragraphs and lists a chapter may hold: what a reader in a hurry reads
+
+
+def _prose_words(page: Path) -> int:
+    """Words in a page's paragraphs and list items (tables, code and figures aside)."""
+    html = page.read_text(encoding="utf-8")
+    html = re.sub(r"<(script|style)\b.*?</\1>", " ", html, flags=re.S | re.I)
+    article = re.search(r'<article class="bd-article"[^>]*>(.*?)</article>', html, re.S)
+    items = re.findall(r"<(?:p|li)\b[^>]*>(.*?)</(?:p|li)>", article.group(1) if article else html, re.S)
+    return len(unescape(re.sub(r"<[^>]+>", " ", " ".join(items))).split())
+
+
+def test_prose_word_count_counts_paragraphs_and_lists(tmp_path):
+    page = tmp_path / "p.html"
+    page.write_text('<article class="bd-article"><p>one two</p><ul><li>three</li></ul><table><tr><td>x y</td>'
+                    '</tr></table><script>var a = "b c";</script></article>', "utf-8")
+    assert _prose_words(page) == 3
+
+
+def test_chapters_are_short(built_book: Path):
+    pages = sorted((built_book.parent / "notebooks").glob("*.html")) + [built_book.parent / "book" / "intro.html"]
+    long = {p.stem: n for p in pages if (n := _prose_words(p)) > WORD_LIMIT}
+    assert not long, f"pages over {WORD_LIMIT} words of paragraphs and lists: {long}"
