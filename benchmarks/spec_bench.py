@@ -1,4 +1,4 @@
-"""Spec-Bench on the embedded pair: every method on each task's questions, in Spec-Bench's table layout.
+"""Spec-Bench on a model pair (embedded by default): every method on each task's questions, in Spec-Bench's layout.
 
     python benchmarks/spec_bench.py --dry-run             # list the prompts and the units to run, load nothing
     python benchmarks/spec_bench.py                       # 5 questions per task, 128 new tokens, bf16, one process
@@ -21,7 +21,7 @@ from dynatree_lib.bench import parse_methods, with_ar
 from dynatree_lib.bench.spec_bench import TASKS, spec_bench_prompts
 from dynatree_lib.book.spec_bench import spec_bench_layout, spec_bench_table, spec_bench_versus
 from dynatree_lib.methods.base import label
-from dynatree_lib.models.pair import load_pair
+from dynatree_lib.models.pair import pair_from_args
 
 # The issue's list: plain decoding, transformers' assisted generation with the shipped and the int4 draft, the best
 # chain, prompt lookup as transformers runs it (Spec-Bench's PLD row), and the default with both drafts.
@@ -61,7 +61,7 @@ def main(argv=None, load=None):
         print("\n".join(methods))
         return
     df = sweep(args, prompts[["id", "prompt"]], [args.tokens],
-               load or (lambda: load_pair("embedded", dtype=args.dtype)))
+               load or (lambda: pair_from_args(args)))
     print(f"\n{df['pair'].iloc[0]}, {df['dtype'].iloc[0]}, {df['prompt_id'].nunique()} question(s), "
           f"{args.tokens} new tokens")
     report(df, args.tokens)
