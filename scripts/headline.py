@@ -15,27 +15,13 @@ import pandas as pd
 
 from dynatree_lib.bench import read_results
 from dynatree_lib.bench.storage import distinct
-from dynatree_lib.book import verdict
+from dynatree_lib.book import page as book_page, verdict
 from dynatree_lib.book.tables import prompts_described
 from dynatree_lib.models.provenance import write_atomic
 
+SHOWN_ELSEWHERE = ["Configuration", "Prompts"]  # the figure's hover and the provenance line carry these
 MISSING = ("No speed table is stored yet: `python benchmarks/goal.py --sets humaneval:4,prose:3,technical:3 --skip 10 "
            "--experiment speed` measures it, and this section is rebuilt from its rows.")
-
-
-def _fmt(table: pd.DataFrame) -> pd.DataFrame:
-    out = table.drop(columns=["Configuration", "Prompts"]).copy()
-    for column in ("Speedup", "Worst prompt", "Over transformers, same draft"):
-        out[column] = out[column].map(lambda v: "" if pd.isna(v) else f"{v:.2f}x")
-    out["Tokens per forward"] = out["Tokens per forward"].map("{:.1f}".format)
-    out["Identical to bf16 AR"] = out["Identical to bf16 AR"].map("{:.0%}".format)
-    return out
-
-
-def _markdown_table(table: pd.DataFrame) -> str:
-    lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
-    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in table.itertuples(index=False)]
-    return "\n".join(lines)
 
 
 def page(speed: pd.DataFrame, figure_file: str) -> str:
@@ -53,11 +39,11 @@ def page(speed: pd.DataFrame, figure_file: str) -> str:
         f"**Figure 1.** Speedup over plain decoding against the number of new tokens, median over prompts; the band "
         f"is the range over prompts (fewer prompts were measured past {long} tokens: hover for the count). The "
         "buttons select a kind of text. Dashed: the draft as shipped (bf16); solid: its int4 copy.", "",
-        f":::{{table}} Each method at {long} new tokens, fastest first: speedup over plain decoding (median and "
-        "slowest prompt), over transformers' assisted generation given the same draft (per prompt, same process), "
-        "tokens committed per target forward, and the share of runs token-identical to plain decoding in bf16.",
-        ":name: headline-table", "",
-        _markdown_table(_fmt(table)), ":::", "",
+        book_page.table(table.drop(columns=SHOWN_ELSEWHERE), "headline-table",
+                        f"Each method at {long} new tokens, fastest first: speedup over plain decoding (median and "
+                        "slowest prompt), over transformers' assisted generation given the same draft (per prompt, "
+                        "same process), tokens committed per target forward, and the share of runs token-identical "
+                        "to plain decoding in bf16.", verdict.FORMATS), "",
         f"Measured on {provenance}. The {{doc}}`benchmarks chapter <../notebooks/06_benchmarks>` has every method "
         f"and length; the {{doc}}`quality chapter <../notebooks/08_quality>` the exactness checks.",
     ])
@@ -78,7 +64,8 @@ def main(argv=None) -> None:
             return
         n = verdict.numbers(speed)
         print(verdict.verdict(n) + "\n")
-        print(_fmt(verdict.summary(speed, n["long"])).to_string(index=False))
+        table = verdict.summary(speed, n["long"]).drop(columns=SHOWN_ELSEWHERE)
+        print(book_page.formatted(table, verdict.FORMATS).to_string(index=False))
         return
     figure_file = args.out.with_name(args.out.stem + "_figure.html")
     if speed.empty:

@@ -43,16 +43,20 @@ def _cell(value) -> str:
 def table(df: pd.DataFrame, name: str, caption: str, formats: dict | None = None) -> str:
     """`df` as a numbered, captioned MyST table (Markdown). `formats` maps a column to a function that writes its
     values (e.g. {"Speedup": page.times}); other floats get three significant digits; a missing value is blank."""
-    formats = formats or {}
     if df.empty:
         raise ValueError(f"table {name!r} has no rows")
-    columns = list(df.columns)
-    rows = [["" if _missing(v) else formats[c](v) if c in formats else _cell(v) for c, v in zip(columns, row)]
-            for row in df.itertuples(index=False)]
+    cells = formatted(df, formats)
     lines = [f":::{{table}} {caption}", f":name: {name}", "",
-             "| " + " | ".join(map(str, columns)) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
+             "| " + " | ".join(map(str, cells.columns)) + " |", "|" + "---|" * len(cells.columns)]
+    lines += ["| " + " | ".join(row) + " |" for row in cells.itertuples(index=False)]
     return "\n".join(lines + [":::"])
+
+
+def formatted(df: pd.DataFrame, formats: dict | None = None) -> pd.DataFrame:
+    """`df` as the strings a table shows (see `table`'s `formats`)."""
+    formats = formats or {}
+    return pd.DataFrame({c: ["" if _missing(v) else formats[c](v) if c in formats else _cell(v) for v in df[c]]
+                         for c in df.columns})
 
 
 def figure(fig, name: str) -> None:

@@ -14,7 +14,7 @@ import plotly.graph_objects as go
 
 from ..methods import DynaTree, HFAssisted, Linear, label
 from ..methods.names import display_name
-from . import plots
+from . import page, plots
 from .tables import method_of, names, per_prompt, text_kind
 
 
@@ -76,6 +76,11 @@ def peer_of(method):
     if not getattr(method, "needs_draft", False) or isinstance(method, HFAssisted):
         return None
     return HFAssisted(draft_bits=getattr(method, "draft_bits", None))
+
+
+# How `summary`'s columns are written on a page (book.page.table / formatted).
+FORMATS = {"Speedup": page.times, "Worst prompt": page.times, "Over transformers, same draft": page.times,
+           "Tokens per forward": "{:.1f}".format, "Identical to bf16 AR": page.share}
 
 
 def summary(speed: pd.DataFrame, length: int, methods=None) -> pd.DataFrame:
