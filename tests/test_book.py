@@ -355,3 +355,56 @@ def test_chapters_are_short(built_book: Path):
     pages = sorted((built_book.parent / "notebooks").glob("*.html")) + [built_book.parent / "book" / "intro.html"]
     long = {p.stem: n for p in pages if (n := _prose_words(p)) > WORD_LIMIT}
     assert not long, f"pages over {WORD_LIMIT} words of paragraphs and lists: {long}"
+
+
+# How a chapter shows a figure or a table: only through dynatree_lib.book.page (page.figure + a {glue:figure}
+# block, page.table), which number and caption them. Anything else a code cell displays is Markdown (prose, notes),
+# a widget (treeviz.explorer) or a placeholder note.
+_UNNUMBERED = re.compile(r"\.show\(\)|\bdisplay\((?!Markdown\(|nothing\)|treeviz\.explorer\()[^)\n]*")
+_FIGURE_CALL = re.compile(r'page\.figure\(\s*[^,()]+(?:\([^()]*\))?,\s*"(?P<name>fig-[\w-]+)"\s*(?P<caption>,)?')
+
+
+def _unnumbered_in(cells: list[dict]) -> list[str]:
+    code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+    text = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown")
+    found = [m.group(0) for m in _UNNUMBERED.finditer(code)]
+    for m in _FIGURE_CALL.finditer(code):
+        name = re.escape(m.group("name"))
+        if not m.group("caption") and not re.search(rf"```{{glue:figure}} {name}\n:name: {name}\n\n\S", text):
+            found.append(f"{m.group('name')} has no captioned {{glue:figure}} block")
+    return found
+
+
+def test_unnumbered_pattern_knows_unnumbered_output():
+    cell = lambda kind, text: {"cell_type": kind, "source": [text]}  # noqa: E731
+    assert _unnumbered_in([cell("code", "fig.show()")])
+    assert _unnumbered_in([cell("code", "display(df)")])
+    assert _unnumbered_in([cell("code", 'page.figure(fig, "fig-a")')])  # no caption block anywhere
+    assert not _unnumbered_in([cell("code", 'page.figure(fig, "fig-a")'),
+                               cell("markdown", "```{glue:figure} fig-a\n:name: fig-a\n\nA caption.\n```")])
+    assert not _unnumbered_in([cell("code", 'page.figure(make(x), "fig-b", "A caption.")')])
+    assert not _unnumbered_in([cell("code", 'display(Markdown(page.table(df, "tab-a", "Caption.")))')])
+
+
+def test_every_figure_and_table_is_numbered_and_captioned():
+    found = {}
+    for path in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        hits = _unnumbered_in(json.loads(path.read_text(encoding="utf-8"))["cells"])
+        if hits:
+            found[path.stem] = hits
+    assert not found, f"figures or tables shown without a number and caption (use book.page): {found}"
+
+
+def test_every_figure_and_table_in_pages_is_numbered(built_book: Path):
+    """On the built pages: every table has a numbered caption, every plotly figure sits in a numbered figure."""
+    found = []
+    for page in sorted((built_book.parent / "notebooks").glob("*.html")):
+        html = page.read_text(encoding="utf-8")
+        found += [f"{page.stem}: table {t[:60]!r}" for t in re.findall(r"<table\b.*?</table>", html, re.S)
+                  if "caption-number" not in t]
+        figures = [(m.start(), m.end(), "caption-number" in m.group(0))
+                   for m in re.finditer(r"<figure\b.*?</figure>", html, re.S)]
+        for div in re.finditer(r'class="plotly-graph-div"', html):
+            if not any(a <= div.start() < b and numbered for a, b, numbered in figures):
+                found.append(f"{page.stem}: a plotly figure outside a numbered figure")
+    assert not found, "\n".join(found)

@@ -9,9 +9,9 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from dynatree_lib import FixedTree, Linear, ModelPair, Streaming, generate, label, model_memory_bytes, quantize_draft, quantize_int8
+from dynatree_lib import DynaTree, FixedTree, Linear, ModelPair, Streaming, generate, label, model_memory_bytes, quantize_draft, quantize_int8
 from dynatree_lib.models.quant import Int4Linear, Int8Linear, bitsandbytes_available, dense_copy, is_quantized
-from tiny import ARCHS, DRAFTS, VOCAB, reference_greedy, tiny_model, tiny_pair
+from tiny import ARCHS, DRAFTS, VOCAB, perturbed, reference_greedy, tiny_model, tiny_pair
 
 
 def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -194,3 +194,54 @@ def reference_greedy_on(model, prompt, n):
     model.generation_config.eos_token_id = None
     out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, do_sample=False, pad_token_id=0)
     return out[0, len(prompt):].tolist()
+
+
+def int4_target_pair(arch: str) -> tuple[ModelPair, ModelPair]:
+    """A tiny pair wide enough for the int4 kernel's groups of 128 inputs, and the same pair with an int4 target."""
+    target = tiny_model(arch, seed=0, hidden=128)
+    pair = ModelPair(target, perturbed(target, 0.3, seed=1), name=f"tiny-{arch}")
+    return pair, pair.with_target_bits(4)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_int4_target_is_a_copy_with_int4_layers_and_its_own_name(arch):
+    pair, quantized = int4_target_pair(arch)
+    assert quantized.name == f"tiny-{arch}+int4" and quantized.draft is pair.draft
+    assert not is_quantized(pair.target)  # the caller's pair is untouched
+    head = quantized.target.get_output_embeddings()
+    assert isinstance(head, torch.nn.Linear)  # the output layer keeps the model's dtype
+    layers = [m for m in quantized.target.modules() if isinstance(m, (Int4Linear, Int8Linear, torch.nn.Linear))]
+    assert all(isinstance(m, Int4Linear) for m in layers if m is not head), {type(m).__name__ for m in layers}
+    ids = list(range(3, 40))
+    assert not torch.equal(logits(quantized.target, ids), logits(pair.target, ids))  # it really changed the model
+    assert relative_error(logits(quantized.target, ids), logits(pair.target, ids)) < 0.2
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_speculation_exact_for_int4_target(arch):
+    """Exactness against the quantized target: every method's tokens equal its own plain greedy decoding."""
+    _, pair = int4_target_pair(arch)
+    prompt = [5, 17, 3, 80, 41, 9, 9, 12]
+    expected = reference_greedy(pair.target, prompt, 40)
+    for method in (Linear(4), FixedTree(depth=4, branch=2, threshold=0.0), DynaTree(), DynaTree(draft_bits=8)):
+        assert generate(pair, prompt, method, 40, stop_at_eos=False).token_ids == expected, label(method)
+
+
+def test_target_bits_options(monkeypatch):
+    import argparse
+
+    from dynatree_lib.models import pair as pairs
+
+    for bad in (3, 16, True, "4"):
+        with pytest.raises(ValueError, match="target_bits must be 4, 8 or None"):
+            pairs.load_pair("embedded", target_bits=bad)  # refused before any model is read
+    parser = argparse.ArgumentParser()
+    pairs.add_model_args(parser)
+    seen = {}
+    monkeypatch.setattr(pairs, "load_pair", lambda target, draft, **options: seen.update(options))
+    pairs.pair_from_args(parser.parse_args(["--target-bits", "4"]))
+    assert seen["target_bits"] == 4
+    pairs.pair_from_args(parser.parse_args([]))
+    assert seen["target_bits"] is None
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--target-bits", "2"])

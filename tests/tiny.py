@@ -28,10 +28,10 @@ DEVICE = torch.device(os.environ.get("DYNATREE_TEST_DEVICE", "cpu"))
 DTYPE = getattr(torch, os.environ.get("DYNATREE_TEST_DTYPE", "float32"))
 
 
-def tiny_model(arch: str, seed: int, vocab: int = VOCAB, dtype=None, layers: int = 2):
+def tiny_model(arch: str, seed: int, vocab: int = VOCAB, dtype=None, layers: int = 2, hidden: int = 32):
     torch.manual_seed(seed)
-    common = dict(vocab_size=vocab, hidden_size=32, num_hidden_layers=layers, num_attention_heads=4,
-                  intermediate_size=64, max_position_embeddings=256)
+    common = dict(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=4,
+                  intermediate_size=2 * hidden, max_position_embeddings=256)
     if arch == "gpt_neox":
         model = GPTNeoXForCausalLM(GPTNeoXConfig(**common, rotary_pct=0.25))  # Pythia's partial rotary
     elif arch == "llama":

@@ -1,7 +1,6 @@
 """Running and loading experiments: pending configurations, warm-up, resume, the stored rows for a chapter."""
 from __future__ import annotations
 
-import copy
 import functools
 import json
 import math
@@ -34,24 +33,19 @@ def _show(markdown: str) -> None:
 
 
 def variant_pair(pair, variant: str):
-    """The pair to run a variant on. "int8" quantizes a copy of the target (bitsandbytes' reload on CUDA when
-    installed, else torch's int8 kernels), so the caller's pair is never modified."""
-    from ..models.pair import ModelPair
-    from ..models.quant import bitsandbytes_available, quantize_int8
-
+    """The pair to run a variant on. "int8" quantizes a copy of the target (ModelPair.with_target_bits: bitsandbytes'
+    reload on CUDA when installed, else torch's int8 kernels), so the caller's pair is never modified."""
     if variant == "base":
         return pair
     if variant != "int8":
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
-    if pair.device.type == "cuda" and bitsandbytes_available():
-        target = quantize_int8(pair.target, "bitsandbytes")  # a re-loaded model; the original stays as it is
-    else:
-        target = quantize_int8(copy.deepcopy(pair.target), "torch")
-    return ModelPair(target, pair.draft, pair.tokenizer, _variant_name(pair, variant))
+    return pair.with_target_bits(8)
 
 
 def _variant_name(pair, variant: str) -> str:
-    return pair_info(pair)["pair"] if variant == "base" else f"{pair.name or 'pair'}+{variant}"
+    from ..models.pair import quantized_name
+
+    return pair_info(pair)["pair"] if variant == "base" else quantized_name(pair.name, 8)
 
 
 def _pending(pair, p: Plan, prompts: dict, path: Path, variant: str = "base") -> list:

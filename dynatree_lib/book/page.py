@@ -3,6 +3,7 @@
     table(df, "tab-speed", "Caption ...")   Markdown for a cell to display: a MyST {table} (numbered, captioned,
                                             referenced from the text as {numref}`tab-speed`)
     figure(fig, "fig-speed")                glues a plotly figure for a {glue:figure} block that numbers it
+    figure(fig, "fig-x", "Caption ...")     the same, with the block displayed as the cell's output
     mib(bytes), times(x), share(x)          how the book writes memory, speedups and shares
 
 Chapters are executed by papermill and rendered by Jupyter Book (MyST-NB): a cell's Markdown output is parsed as
@@ -59,9 +60,14 @@ def formatted(df: pd.DataFrame, formats: dict | None = None) -> pd.DataFrame:
                          for c in df.columns})
 
 
-def figure(fig, name: str) -> None:
-    """Glue a plotly figure under `name`, for a Markdown cell's {glue:figure} block (which numbers and captions
-    it); nothing is displayed where the figure is computed."""
+def figure(fig, name: str, caption: str | None = None) -> None:
+    """Glue a plotly figure under `name` for a {glue:figure} block, which numbers and captions it; nothing is
+    displayed where the figure is computed. With `caption`, the block is displayed right here as the cell's Markdown
+    output (for a figure that only some runs draw, whose block cannot stand in a Markdown cell)."""
     from myst_nb import glue
 
     glue(name, fig, display=False)
+    if caption is not None:
+        from IPython.display import Markdown, display
+
+        display(Markdown(f"```{{glue:figure}} {name}\n:name: {name}\n\n{caption}\n```"))

@@ -97,6 +97,33 @@ def _figure(title: str | None, **layout) -> go.Figure:
     return fig
 
 
+def switcher(figures: dict, label: str = "") -> go.Figure:
+    """One figure that shows one of `figures` at a time, picked from a dropdown (`label` prefixes its entries): the
+    figures' traces stacked, each entry making one figure's traces visible with its own title and axis ranges, so
+    a page holds several related figures as one numbered figure."""
+    if not figures:
+        raise ValueError("no figures to switch between")
+    names = list(figures)
+    fig = go.Figure(layout=figures[names[0]].layout)
+    spans = []
+    for name in names:
+        start = len(fig.data)
+        for trace in figures[name].data:
+            fig.add_trace(trace)
+            fig.data[-1].visible = name == names[0]
+        spans.append((start, len(fig.data)))
+    buttons = []
+    for name, (a, b) in zip(names, spans):
+        layout = figures[name].layout
+        view = {"title.text": layout.title.text, "xaxis.range": layout.xaxis.range, "yaxis.range": layout.yaxis.range}
+        buttons.append(dict(label=f"{label}{name}", method="update",
+                            args=[{"visible": [a <= i < b for i in range(len(fig.data))]}, view]))
+    fig.update_layout(height=max((f.layout.height or 450) for f in figures.values()),
+                      updatemenus=[dict(type="dropdown", buttons=buttons, active=0, x=1, xanchor="right",
+                                        y=1.02, yanchor="bottom", pad=dict(t=0, r=0))])
+    return fig
+
+
 def speedup_bar(df: pd.DataFrame, value: str = "speedup", title: str | None = "Speedup over AR") -> go.Figure:
     """Median `value` per method (range over prompts as error bars), one group of bars per max_new_tokens."""
     agg = _over_prompts(df, value, ["method", "max_new_tokens"])

@@ -15,6 +15,9 @@ from ..bench.prompts import data_dir
 from ..bench.spec_bench import TASKS, task_of_id
 
 COLUMNS = (*TASKS, "overall")
+# The column headers a reader sees (Spec-Bench's own names for its tasks).
+TASK_NAMES = {"mt_bench": "MT-bench", "translation": "Translation", "summarization": "Summarization", "qa": "QA",
+              "math_reasoning": "Math", "rag": "RAG", "overall": "Overall", "exact": "Identical to AR"}
 
 
 def _with_task(df: pd.DataFrame) -> pd.DataFrame:

@@ -93,9 +93,29 @@ class ModelPair:
         return ModelPair(self.target, self._drafts[key], self.tokenizer, f"{self.name} (draft {suffix})",
                          vocab_ranking=self.vocab_ranking)
 
+    def with_target_bits(self, bits: int | None) -> "ModelPair":
+        """A pair whose target is an int8/int4 copy of this one's (models/quant.py quantize_target), named
+        "<name>+int<bits>"; this pair is untouched. Exactness then means the quantized target's own greedy output."""
+        if bits is None:
+            return self
+        import copy
+
+        from .quant import bitsandbytes_available, quantize_target
+
+        # bitsandbytes re-loads the model from its files: no copy of a GPU model is needed first
+        reloads = bits == 8 and self.device.type == "cuda" and bitsandbytes_available()
+        target = quantize_target(self.target if reloads else copy.deepcopy(self.target), bits)
+        return ModelPair(target, self.draft, self.tokenizer, quantized_name(self.name, bits),
+                         vocab_ranking=self.vocab_ranking)
+
     @property
     def dtype(self):
         return next(self.target.parameters()).dtype
+
+
+def quantized_name(name: str, bits: int) -> str:
+    """The name of a pair whose target has `bits`-bit weights (the `pair` column of its rows)."""
+    return f"{name or 'pair'}+int{bits}"
 
 
 def vocab_size(model) -> int:
@@ -183,11 +203,15 @@ def add_model_args(parser, *, dtype: str | None = "auto",
     parser.add_argument("--dtype", default=dtype, choices=["auto", "bfloat16", "float16", "float32"],
                         help=f"model dtype (default: %(default)s; {dtype_help})")
     parser.add_argument("--device", default="cpu", help="(default: %(default)s)")
+    parser.add_argument("--target-bits", type=int, choices=[4, 8], default=None,
+                        help="quantize the target's weights to int4/int8 (outputs are then that target's; default: "
+                             "as loaded)")
 
 
 def pair_from_args(args, **overrides) -> "ModelPair":
     """load_pair with the options add_model_args added (`overrides` replace them, e.g. dtype=...)."""
-    options = {"dtype": args.dtype, "device": args.device, **overrides}
+    options = {"dtype": args.dtype, "device": args.device, "target_bits": getattr(args, "target_bits", None),
+               **overrides}
     return load_pair(args.target, args.draft, **options)
 
 
@@ -199,6 +223,7 @@ def load_pair(
     device: str | torch.device = "cpu",
     attn_implementation: str | None = "sdpa",
     cache_dir: str | os.PathLike | None = None,
+    target_bits: int | None = None,
 ) -> ModelPair:
     """Load a target/draft pair with its shared tokenizer, in eval mode with gradients off.
 
@@ -209,8 +234,24 @@ def load_pair(
     (`resolve_dtype`); the README's speeds are bfloat16. A torch dtype or a name ("float32", "bf16", ...) is honoured
     as given: pass dtype="float32" for token-for-token comparisons, since batched verification in 16-bit floats can
     differ from one-token decoding at near-ties of the argmax. On CUDA the models are loaded with device_map=device.
+
+    `target_bits` 4 or 8 quantizes the target's weights in place (models/quant.py quantize_target; 4: CPU only, about
+    the precision of the GGUF files llama.cpp runs), and the pair is named "<name>+int<bits>". Every method is then
+    exact with respect to that quantized target, the model this pair decodes with.
     """
-    dtype = resolve_dtype(dtype, device)
+    if target_bits not in (None, 4, 8) or isinstance(target_bits, bool):
+        raise ValueError(f"target_bits must be 4, 8 or None, got {target_bits!r}")
+    pair = _load(target, draft, resolve_dtype(dtype, device), device, attn_implementation, cache_dir)
+    if target_bits is None:
+        return pair
+    from .quant import quantize_target
+
+    pair.target = quantize_target(pair.target, target_bits)
+    pair.name = quantized_name(pair.name, target_bits)
+    return pair
+
+
+def _load(target, draft, dtype, device, attn_implementation, cache_dir) -> ModelPair:
     target = os.fspath(target)
     if target == "embedded":
         if draft is not None:

@@ -138,6 +138,20 @@ def quantize_int8(model, backend: str = "auto", *, lm_head: bool = False):
     return model
 
 
+def quantize_target(model, bits: int):
+    """Int8 or int4 weights for the target, the output layer kept in the model's dtype (as bitsandbytes does).
+
+    bits=8 is `quantize_int8` (the research's variant); bits=4 uses the draft's CPU int4 kernel (one scale and zero
+    per group of 128 input channels; layers it cannot take get int8), about the precision of a Q4_K_M GGUF file. The
+    quantized target is then *the* target: greedy speculative output equals its own plain decoding, not the bf16
+    model's. Modifies `model` in place and returns it (bits=8 on CUDA with bitsandbytes: a re-loaded model)."""
+    if bits == 8:
+        return quantize_int8(model)
+    if bits == 4:
+        return quantize_draft(model, 4, lm_head=False)
+    raise ValueError(f"target_bits must be 4, 8 or None, got {bits!r}")
+
+
 def quantize_draft(model, bits: int = 4, *, group_size: int = 128, lm_head: bool = True):
     """Cheaper draft weights: int8 (per channel) or int4 (per group of `group_size` input channels, CPU only).
 

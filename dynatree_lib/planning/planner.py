@@ -97,6 +97,12 @@ class Shape:
     widths: tuple[int, ...]
 
 
+def draft_seconds(costs: Costs, widths) -> float:
+    """Draft seconds of a tree with `widths` nodes per level: the root's forward, then one forward per level but the
+    last (the deepest level is verified, never fed to the draft)."""
+    return costs.draft(1) + sum(costs.draft(w) for w in widths[:-1])
+
+
 def tree_shapes(max_depth: int = 8, max_branch: int = 3, max_nodes: int = 64) -> list[Shape]:
     """The distinct FixedTree shapes with depth <= max_depth, branch <= max_branch and a node budget in
     {2^k - 1, 2^k} or max_nodes (tree sizes 2^k and 2^k + 1 with the root, either side of hardware knees)."""
@@ -176,7 +182,7 @@ class Planner:
         for s, shape in enumerate(self.shapes):
             self.children[s, : shape.depth] = _children(shape.widths)
         self.depths = np.array([s.depth for s in self.shapes])
-        self.draft_cost = np.array([costs.draft(1) + sum(costs.draft(w) for w in s.widths[:-1]) for s in self.shapes])
+        self.draft_cost = np.array([draft_seconds(costs, s.widths) for s in self.shapes])
         self.verify_cost = np.array([costs.verify(1 + s.nodes) for s in self.shapes])
         self.ar_cost = costs.verify(1)
 

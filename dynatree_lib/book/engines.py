@@ -1,0 +1,65 @@
+"""Two engines on one CPU: llama.cpp's plain and speculative decoding of the GGUF files beside this library's methods,
+on the same prompts and lengths.
+
+Each engine's speedup is over its own plain decoding (per prompt, the ratio of two runs of one engine), the ratio
+speculative decoding is judged by. Tokens per second across engines compare two processes run one after the other on
+the same machine (prefill included, as every table of this book counts them); `Over llama.cpp plain` is that
+per-prompt ratio, the number a CPU user who only wants speed asks for.
+"""
+from __future__ import annotations
+
+import pandas as pd
+
+from ..bench.llama_cpp import llama_cpp_table
+from .tables import names
+
+# What each llama.cpp configuration of benchmarks/llama_cpp.py is, in words.
+LLAMA_CPP_NAMES = {
+    "plain": "plain decoding",
+    "draft": "0.5B draft, its defaults",
+    "ngram-simple": "n-gram drafting (simple)",
+    "ngram-mod": "n-gram drafting (mod)",
+    "ngram-cache": "n-gram drafting (cache)",
+    "lookup": "prompt lookup (llama-lookup)",
+}
+
+
+def _llama_cpp_name(config: str) -> str:
+    if config in LLAMA_CPP_NAMES:
+        return LLAMA_CPP_NAMES[config]
+    kind, _, settings = config.partition(" ")
+    return f"0.5B draft, {'tree, ' if kind == 'tree' else ''}{settings.replace('_', '-')}"
+
+
+def _weights(pair: str, method: str) -> str:
+    target = pair.rpartition("+")[2] if "+int" in pair else "bf16"
+    draft = "no draft" if method == "AR" else ("int4" if "draft_bits=4" in method else
+                                               "int8" if "draft_bits=8" in method else "bf16")
+    return f"{target} target, {draft} draft" if draft != "no draft" else f"{target} target"
+
+
+def engines_table(llama: pd.DataFrame, ours: pd.DataFrame, length: int) -> pd.DataFrame:
+    """One row per engine and configuration at `length` new tokens, fastest first: Engine, Configuration, Weights,
+    Prompts, Tokens/s (median over prompts), Over own plain and Over llama.cpp plain (medians of per-prompt ratios),
+    Same as own plain (the share of runs whose text or tokens equal the engine's own plain decoding)."""
+    llama = llama[llama["max_new_tokens"] == length]
+    ours = ours[ours["max_new_tokens"] == length]
+    if llama.empty or ours.empty:
+        raise ValueError(f"need rows of both engines at {length} new tokens (llama.cpp: {len(llama)}, ours: "
+                         f"{len(ours)})")
+    plain = llama[llama["config"] == "plain"].groupby("prompt_id")["tokens_per_s"].median()
+    rows = []
+    for _, r in llama_cpp_table(llama).iterrows():
+        per = llama[llama["config"] == r["config"]].groupby("prompt_id")["tokens_per_s"].median()
+        rows.append({"Engine": "llama.cpp", "Configuration": _llama_cpp_name(r["config"]),
+                     "Weights": "Q4_K_M target" if r["config"] == "plain" else "Q4_K_M target, Q5_0/Q8_0 draft",
+                     "Prompts": r["prompts"], "Tokens/s": r["tokens_per_s"], "Over own plain": r["speedup"],
+                     "Over llama.cpp plain": (per / plain).median(), "Same as own plain": r["same_as_plain"]})
+    for (method, pair), group in ours.groupby(["method", "pair"], sort=False):
+        per = group.groupby("prompt_id").agg(tps=("tokens_per_s", "median"), own=("speedup_vs_ar", "median"))
+        rows.append({"Engine": "DynaTree library", "Configuration": names([method])[0],
+                     "Weights": _weights(pair, method), "Prompts": len(per), "Tokens/s": per["tps"].median(),
+                     "Over own plain": per["own"].median(),
+                     "Over llama.cpp plain": (per["tps"] / plain.reindex(per.index)).median(),
+                     "Same as own plain": group["match_ar"].astype(float).mean()})
+    return pd.DataFrame(rows).sort_values("Tokens/s", ascending=False, ignore_index=True)
