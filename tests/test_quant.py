@@ -223,7 +223,9 @@ def test_speculation_exact_for_int4_target(arch):
     _, pair = int4_target_pair(arch)
     prompt = [5, 17, 3, 80, 41, 9, 9, 12]
     expected = reference_greedy(pair.target, prompt, 40)
-    for method in (Linear(4), FixedTree(depth=4, branch=2, threshold=0.0), DynaTree(), DynaTree(draft_bits=8)):
+    # Trees stay under TARGET_DENSE_ROWS: calls of that many rows take the dense path, which rounds differently.
+    for method in (Linear(4), FixedTree(depth=4, branch=2, threshold=0.0), DynaTree(max_nodes=32),
+                   DynaTree(max_nodes=32, draft_bits=8)):
         assert generate(pair, prompt, method, 40, stop_at_eos=False).token_ids == expected, label(method)
 
 
@@ -245,3 +247,18 @@ def test_target_bits_options(monkeypatch):
     assert seen["target_bits"] is None
     with pytest.raises(SystemExit):
         parser.parse_args(["--target-bits", "2"])
+
+
+def test_int4_dense_rows_multiplies_the_kernels_own_weights():
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(256, 64, bias=True).to(torch.bfloat16)
+    kernel = Int4Linear.from_linear(linear, 128)
+    both = Int4Linear.from_linear(linear, 128, dense_rows=4)
+    assert kernel.dense is None and both.dense.shape == (64, 256)
+    eye = torch.eye(256, dtype=torch.bfloat16)  # x @ W.T with x = I reads back the weights the kernel uses
+    read_back = torch.ops.aten._weight_int4pack_mm_for_cpu(eye, kernel.weight, 128, kernel.scales_and_zeros).T
+    torch.testing.assert_close(both.dense, read_back, rtol=1e-2, atol=1e-3)
+    x = torch.randn(3, 10, 256, dtype=torch.bfloat16)
+    assert torch.equal(both(x[:, :1]), kernel(x[:, :1]))  # 3 rows: below dense_rows, the kernel itself
+    assert relative_error(both(x), kernel(x)) < 1e-2  # 30 rows through the dense weights: the same product
+    assert both(x).shape == (3, 10, 64) and both(x).dtype == x.dtype

@@ -31,6 +31,9 @@ BACKENDS = ("auto", "torch", "bitsandbytes")
 # rows the weights are converted to the activation dtype for the call instead (exactly representable: |q| <= 127),
 # which costs roughly one bf16 forward's worth of extra memory traffic.
 FUSED_MAX_ROWS = 8
+# An int4 target multiplies calls of this many rows or more (a prompt's prefill) through dense dequantized weights;
+# verification of the trees a cost-aware method drafts stays below it, on the kernel plain decoding uses.
+TARGET_DENSE_ROWS = 64
 
 
 class Int8Linear(nn.Module):
@@ -68,14 +71,22 @@ class Int8Linear(nn.Module):
 
 class Int4Linear(nn.Module):
     """Weight-only int4 on CPU (torch's `_weight_int4pack_mm_for_cpu`): 4-bit codes q in [0, 15] per group of
-    `group_size` input channels, dequantized as (q - 8) * scale + zero, with bf16 scale/zero pairs."""
+    `group_size` input channels, dequantized as (q - 8) * scale + zero, with bf16 scale/zero pairs.
 
-    def __init__(self, packed, scales_and_zeros, bias, in_features: int, out_features: int, group_size: int):
+    The kernel's cost grows with the rows it multiplies (on 2 cores, about one pass over the packed weights per row or
+    two), so with `dense_rows` set the layer also keeps the dequantized weights in the activation dtype and multiplies
+    calls of at least that many rows (a prompt's prefill, a wide level) through the dense GEMM, which reads them once.
+    The same values, rounded once to that dtype: only the rounding of near-ties can differ between the two paths."""
+
+    def __init__(self, packed, scales_and_zeros, bias, in_features: int, out_features: int, group_size: int,
+                 dense: torch.Tensor | None = None, dense_rows: int | None = None):
         super().__init__()
         self.in_features, self.out_features, self.group_size = in_features, out_features, group_size
         self.register_buffer("weight", packed)  # (out, in / 2) uint8, the kernel's packed layout
         self.register_buffer("scales_and_zeros", scales_and_zeros)  # (in / group_size, out, 2) bf16
         self.register_buffer("bias", bias)
+        self.register_buffer("dense", dense)  # (out, in) dequantized, or None
+        self.dense_rows = dense_rows
 
     @staticmethod
     def supports(linear: nn.Linear, group_size: int) -> bool:
@@ -84,7 +95,7 @@ class Int4Linear(nn.Module):
         return out_features % 16 == 0 and in_features % group_size == 0
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear, group_size: int = 128) -> "Int4Linear":
+    def from_linear(cls, linear: nn.Linear, group_size: int = 128, dense_rows: int | None = None) -> "Int4Linear":
         if not cls.supports(linear, group_size):
             raise ValueError(f"int4 needs out_features % 16 == 0 and in_features % group_size == 0, got "
                              f"{tuple(linear.weight.shape)} with group_size={group_size}")
@@ -97,11 +108,21 @@ class Int4Linear(nn.Module):
         scales_and_zeros = torch.stack([scale, zero], dim=-1).transpose(0, 1).contiguous().to(torch.bfloat16)
         packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, 2)  # inner k tiles: unused on CPU
         bias = None if linear.bias is None else linear.bias.detach().clone()
-        return cls(packed, scales_and_zeros, bias, k, n, group_size)
+        dense = None
+        if dense_rows is not None:  # what the kernel multiplies: the codes with its bf16 scale and zero
+            scale, zero = scales_and_zeros.float().permute(2, 1, 0)  # each (n, k / group_size)
+            w = (q.reshape(n, k // group_size, group_size) - 8) * scale[..., None] + zero[..., None]
+            dense = w.reshape(n, k).to(linear.weight.dtype)
+        return cls(packed, scales_and_zeros, bias, k, n, group_size, dense, dense_rows)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # A draft level's rows are few, so each call's Python counts: convert only what needs converting.
         rows = x.reshape(-1, self.in_features)
+        if self.dense is not None and rows.shape[0] >= self.dense_rows:
+            y = nn.functional.linear(rows.to(self.dense.dtype), self.dense)
+            if self.bias is not None:
+                y = y + self.bias.to(y.dtype)
+            return y.to(x.dtype).view(*x.shape[:-1], self.out_features)
         if rows.dtype != torch.bfloat16:
             rows = rows.to(torch.bfloat16)
         if not rows.is_contiguous():
@@ -147,17 +168,19 @@ def quantize_target(model, bits: int):
     model's. Modifies `model` in place and returns it (bits=8 on CUDA with bitsandbytes: a re-loaded model)."""
     if bits == 8:
         return quantize_int8(model)
-    if bits == 4:
-        return quantize_draft(model, 4, lm_head=False)
+    if bits == 4:  # a prompt's prefill through the dense GEMM: the int4 kernel's cost grows with its rows
+        return quantize_draft(model, 4, lm_head=False, dense_rows=TARGET_DENSE_ROWS)
     raise ValueError(f"target_bits must be 4, 8 or None, got {bits!r}")
 
 
-def quantize_draft(model, bits: int = 4, *, group_size: int = 128, lm_head: bool = True):
+def quantize_draft(model, bits: int = 4, *, group_size: int = 128, lm_head: bool = True,
+                   dense_rows: int | None = None):
     """Cheaper draft weights: int8 (per channel) or int4 (per group of `group_size` input channels, CPU only).
 
     The output is unaffected whatever the draft computes (the target verifies every token), so accuracy only shows
     up as acceptance. The output layer is included by default: for a small model with a big vocabulary it is the
-    largest matmul. Layers whose shape the int4 kernel does not take are quantized to int8 instead.
+    largest matmul. Layers whose shape the int4 kernel does not take are quantized to int8 instead. `dense_rows`:
+    int4 layers multiply calls of at least that many rows through dequantized dense weights (Int4Linear).
     """
     if bits not in (4, 8):
         raise ValueError(f"bits must be 4 or 8, got {bits!r}")
@@ -171,7 +194,7 @@ def quantize_draft(model, bits: int = 4, *, group_size: int = 128, lm_head: bool
 
     def convert(linear):
         if Int4Linear.supports(linear, group_size):
-            return Int4Linear.from_linear(linear, group_size)
+            return Int4Linear.from_linear(linear, group_size, dense_rows)
         return Int8Linear.from_linear(linear)
 
     _replace_linears(model, convert, lm_head=lm_head)
