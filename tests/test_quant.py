@@ -262,3 +262,16 @@ def test_int4_dense_rows_multiplies_the_kernels_own_weights():
     assert torch.equal(both(x[:, :1]), kernel(x[:, :1]))  # 3 rows: below dense_rows, the kernel itself
     assert relative_error(both(x), kernel(x)) < 1e-2  # 30 rows through the dense weights: the same product
     assert both(x).shape == (3, 10, 64) and both(x).dtype == x.dtype
+
+
+def test_int4_draft_multiplies_many_rows_densely_and_target_only_its_prefill():
+    from dynatree_lib.models.quant import DRAFT_DENSE_ROWS, TARGET_DENSE_ROWS, quantize_target
+
+    draft = quantize_draft(tiny_model("qwen2", seed=1, hidden=128), bits=4)
+    int4 = [m for m in draft.modules() if isinstance(m, Int4Linear)]
+    assert int4 and all(m.dense is not None and m.dense_rows == DRAFT_DENSE_ROWS for m in int4)
+    assert all(m.dense is None for m in quantize_draft(tiny_model("qwen2", seed=1, hidden=128), 4,
+                                                       dense_rows=None).modules() if isinstance(m, Int4Linear))
+    target = quantize_target(tiny_model("qwen2", seed=0, hidden=128), 4)
+    assert {m.dense_rows for m in target.modules() if isinstance(m, Int4Linear)} == {TARGET_DENSE_ROWS}
+    assert DRAFT_DENSE_ROWS < TARGET_DENSE_ROWS  # a target's trees stay on the kernel plain decoding uses

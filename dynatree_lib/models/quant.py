@@ -34,6 +34,11 @@ FUSED_MAX_ROWS = 8
 # An int4 target multiplies calls of this many rows or more (a prompt's prefill) through dense dequantized weights;
 # verification of the trees a cost-aware method drafts stays below it, on the kernel plain decoding uses.
 TARGET_DENSE_ROWS = 64
+# An int4 draft does so from fewer rows: its numbers only move acceptance, and on 2 cores the kernel costs more than
+# the dense GEMM from about this many rows on (benchmarks/int_kernels.py). The draft's prefill of a long prompt is
+# the call that matters: through the kernel, 826 prompt tokens (Spec-Bench's summarization) cost the 0.5B draft
+# about 5 s, an eighth of plain decoding's whole 128-token generation.
+DRAFT_DENSE_ROWS = 16
 
 
 class Int8Linear(nn.Module):
@@ -174,13 +179,14 @@ def quantize_target(model, bits: int):
 
 
 def quantize_draft(model, bits: int = 4, *, group_size: int = 128, lm_head: bool = True,
-                   dense_rows: int | None = None):
+                   dense_rows: int | None = DRAFT_DENSE_ROWS):
     """Cheaper draft weights: int8 (per channel) or int4 (per group of `group_size` input channels, CPU only).
 
     The output is unaffected whatever the draft computes (the target verifies every token), so accuracy only shows
     up as acceptance. The output layer is included by default: for a small model with a big vocabulary it is the
     largest matmul. Layers whose shape the int4 kernel does not take are quantized to int8 instead. `dense_rows`:
-    int4 layers multiply calls of at least that many rows through dequantized dense weights (Int4Linear).
+    int4 layers multiply calls of at least that many rows through dequantized dense weights (Int4Linear; None: the
+    kernel always, and no dense copy is kept).
     """
     if bits not in (4, 8):
         raise ValueError(f"bits must be 4 or 8, got {bits!r}")
