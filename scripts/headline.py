@@ -15,7 +15,7 @@ import pandas as pd
 
 from dynatree_lib.bench import read_results
 from dynatree_lib.bench.storage import distinct
-from dynatree_lib.book import page as book_page, verdict
+from dynatree_lib.book import page as book_page, spec_bench, verdict
 from dynatree_lib.book.tables import prompts_described
 from dynatree_lib.models.provenance import write_atomic
 
@@ -49,6 +49,25 @@ def page(speed: pd.DataFrame, figure_file: str) -> str:
     ])
 
 
+def field(spec: pd.DataFrame) -> str:
+    """One sentence on Spec-Bench (benchmarks/spec_bench.py's rows), or "" where none are stored."""
+    lead, peer = "DynaTree(draft_bits=4)", "HFAssisted(draft_bits=4)"
+    if spec.empty or not {lead, peer} <= set(spec["method"]):
+        return ""
+    length = int(spec["max_new_tokens"].max())
+    cells = spec_bench.spec_bench_table(spec, length)
+    overall = cells[(cells["method"] == lead) & (cells["task"] == "overall")].iloc[0]
+    over = spec_bench.spec_bench_versus(spec, lead, peer, length)
+    tasks = over.drop("overall")
+    names = spec_bench.TASK_NAMES
+    return (f"**On the field's benchmark.** On Spec-Bench's six tasks ({spec['prompt_id'].nunique()} questions, "
+            f"{length} new tokens) DynaTree with the int4 draft runs {overall['speedup']:.2f}x as fast as plain "
+            f"decoding and {over['overall']:.2f}x as fast as transformers' assisted generation with the same draft, "
+            f"from {tasks.min():.2f}x on {names[tasks.idxmin()]} to {tasks.max():.2f}x on {names[tasks.idxmax()]}; "
+            "the {doc}`benchmarks chapter <../notebooks/06_benchmarks>` shows Spec-Bench's table and llama.cpp, the "
+            "CPU's own engine, beside this library.")
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out", type=Path, nargs="?")
@@ -80,7 +99,8 @@ def main(argv=None) -> None:
     # plotly.js once per site, from _static (scripts/build_book.sh copies it there); the intro is book/intro.html
     html = fig.to_html(full_html=False, include_plotlyjs=False, div_id="verdict-figure", config={"displaylogo": False})
     write_atomic(figure_file, '<script src="../_static/plotly.min.js"></script>\n' + html)
-    write_atomic(args.out, page(speed, figure_file.name) + "\n")
+    sentence = field(read_results(args.results / "spec_bench.csv"))
+    write_atomic(args.out, page(speed, figure_file.name) + ("\n\n" + sentence if sentence else "") + "\n")
     print(f"headline: wrote {args.out} and {figure_file}")
 
 
