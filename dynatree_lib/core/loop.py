@@ -22,6 +22,7 @@ import torch
 
 from . import kvcache
 from ..models.pair import ModelPair, vocab_size
+from ..models.vocab import eos_ids
 from .draft import DraftState, commit_draft
 from .forward import clock, forward
 from .method import Drafter, Method, Speculative
@@ -109,7 +110,7 @@ def generate(pair: ModelPair, prompt, method, max_new_tokens: int, *, stop_at_eo
     pair = running_pair(pair, method)
     if sampling is not None and not method.supports_sampling:
         raise ValueError(f"{describe(method)} runs transformers' greedy generate; temperature > 0 is not supported")
-    eos = _eos_ids(pair) if stop_at_eos else set()
+    eos = eos_ids(pair) if stop_at_eos else set()
     run = Run(pair=pair, prompt_ids=prompt_ids, max_new_tokens=max_new_tokens, eos_ids=eos, sampling=sampling)
     run.start = run.clock()
     with torch.inference_mode():
@@ -242,15 +243,6 @@ def needs_draft(method) -> bool:
 def describe(method) -> str:
     """The method's label for messages."""
     return method.label()
-
-
-def _eos_ids(pair: ModelPair) -> set[int]:
-    ids = set()
-    for source in (pair.target.generation_config, pair.target.config, pair.tokenizer):
-        value = getattr(source, "eos_token_id", None) if source is not None else None
-        if value is not None:
-            ids.update(value if isinstance(value, (list, tuple)) else [value])
-    return ids
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -125,14 +125,19 @@ def token_ranking(pair) -> torch.Tensor:
     return torch.arange(vocab)
 
 
-def special_ids(pair) -> set[int]:
-    """Token ids that a trimmed draft vocabulary always keeps: the tokenizer's special tokens and every eos id."""
+def eos_ids(pair) -> set[int]:
+    """Every eos id the target's generation config, its config or the tokenizer names."""
     ids = set()
-    sources = (pair.target.generation_config, pair.target.config, pair.tokenizer)
-    for source in sources:
+    for source in (pair.target.generation_config, pair.target.config, pair.tokenizer):
         value = getattr(source, "eos_token_id", None) if source is not None else None
         if value is not None:
             ids.update(value if isinstance(value, (list, tuple)) else [value])
+    return ids
+
+
+def special_ids(pair) -> set[int]:
+    """Token ids that a trimmed draft vocabulary always keeps: the tokenizer's special tokens and every eos id."""
+    ids = eos_ids(pair)
     if pair.tokenizer is not None:
         ids.update(getattr(pair.tokenizer, "all_special_ids", []))
     return {int(i) for i in ids if i is not None}
