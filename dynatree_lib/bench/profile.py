@@ -16,9 +16,8 @@ import statistics
 import pandas as pd
 import torch
 
-from ..core import kvcache
-from ..core.forward import clock, forward
-from ..planning.calibrate import tree_inputs
+from ..core.forward import clock
+from ..planning.calibrate import timed_forward, tree_inputs
 
 PARTS = ("weight matmuls", "attention", "other ops", "outside ops")
 
@@ -65,16 +64,10 @@ def forward_profile(model, nodes=(1, 4, 16), prefix_len: int = 128, repeats: int
 
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
-    device = model.device
     cache, inputs = tree_inputs(model, prefix_len, nodes, torch.Generator().manual_seed(seed))
 
     def run(n):
-        tokens, positions, mask = inputs[n]
-        t0 = clock(device)
-        forward(model, tokens, cache, positions, mask)
-        seconds = clock(device) - t0
-        kvcache.crop(cache, prefix_len)
-        return seconds
+        return timed_forward(model, cache, prefix_len, inputs[n])
 
     rows = []
     for n in nodes:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..core import kvcache
-from ..core.forward import clock as _clock, forward
+from ..core.forward import clock, forward
 from ..core.mask import tree_attention_mask, tree_position_ids
 from ..core.tree import from_parents
 from ..core.checks import _check_int
@@ -131,13 +131,23 @@ def tree_inputs(model, prefix_len: int, nodes, generator):
     return cache, inputs
 
 
+def timed_forward(model, cache, prefix_len: int, tree_input) -> float:
+    """Seconds of one forward of `model` over `tree_input` (tokens, positions, tree mask: `tree_inputs`) on `cache`,
+    which is cropped back to its `prefix_len` tokens afterwards, so every forward starts from the same prefix."""
+    tokens, positions, mask = tree_input
+    t0 = clock(model.device)
+    forward(model, tokens, cache, positions, mask)
+    seconds = clock(model.device) - t0
+    kvcache.crop(cache, prefix_len)
+    return seconds
+
+
 @torch.inference_mode()
 def _time_forwards(model, prefixes, nodes, repeats: int, seed: int) -> dict:
     """Median seconds of one forward of `model` over n tree tokens (tree mask, all logits, as verify and each draft
     level compute them) on a cache of c random tokens, {(c, n): seconds} for every c in `prefixes` and n in `nodes`,
     after one warm-up pass. Each pass times every (c, n) once, so a stall of a shared machine spoils one sample of
     several sizes rather than every sample of one size."""
-    device = model.device
     generator = torch.Generator().manual_seed(seed)
     caches, inputs = [], {}
     for c in prefixes:
@@ -148,11 +158,7 @@ def _time_forwards(model, prefixes, nodes, repeats: int, seed: int) -> dict:
     for _ in range(repeats + 1):
         for c, cache in zip(prefixes, caches):
             for n in nodes:
-                tokens, positions, mask = inputs[c, n]
-                t0 = _clock(device)
-                forward(model, tokens, cache, positions, mask)
-                samples[c, n].append(_clock(device) - t0)
-                kvcache.crop(cache, c)  # every forward starts from the same prefix
+                samples[c, n].append(timed_forward(model, cache, c, inputs[c, n]))
     return {key: statistics.median(times[1:]) for key, times in samples.items()}
 
 
