@@ -77,12 +77,6 @@ def test_long_texts_are_long_enough():
     assert all(len(r["text"]) >= 6000 for r in rows)
 
 
-def test_prompt_of_length_accepts_callable_tokenizer():
-    # tokenizer(text) returning {"input_ids": [...]}, like a transformers tokenizer's __call__.
-    ids = prompt_of_length(lambda text: {"input_ids": [ord(c) for c in text]}, 50, source="technical")
-    assert len(ids) == 50
-
-
 def test_prompt_of_length_errors():
     tok = CharTokenizer()
     for bad in (0, -5, 2.5):

@@ -51,34 +51,18 @@ def _long_text(kind: str, index: int) -> str:
     return texts[index]["text"]
 
 
-def _encode(tokenizer, text: str) -> list[int]:
-    """Token ids without special tokens (BOS etc. are the caller's choice, model by model)."""
-    if hasattr(tokenizer, "encode"):
-        try:
-            ids = tokenizer.encode(text, add_special_tokens=False)  # transformers / tokenizers
-        except TypeError:
-            ids = tokenizer.encode(text)  # encoders without that keyword
-    else:
-        ids = tokenizer(text)
-    if isinstance(ids, dict) or hasattr(ids, "keys"):  # BatchEncoding from tokenizer(text)
-        ids = ids["input_ids"]
-    ids = getattr(ids, "ids", ids)  # tokenizers.Encoding
-    if hasattr(ids, "tolist"):
-        ids = ids.tolist()
-    return [int(i) for i in ids]
-
-
 def prompt_of_length(tokenizer, n_tokens: int, source: str = "prose", index: int = 0) -> list[int]:
     """Exactly `n_tokens` token ids: the first n_tokens of stored long text `index` of `source`.
 
-    source is one of "prose", "technical", "code". The whole text is tokenized, then cut, so the
-    ids are those the tokenizer gives in context (cutting the text first could split a token).
+    source is one of "prose", "technical", "code". The whole text is tokenized (transformers' `encode`, without
+    special tokens: BOS etc. are the caller's choice, model by model), then cut, so the ids are those the tokenizer
+    gives in context (cutting the text first could split a token).
     """
     if source not in LONG_KINDS:
         raise ValueError(f"unknown source {source!r}; valid: {', '.join(LONG_KINDS)}")
     if not isinstance(n_tokens, numbers.Integral) or isinstance(n_tokens, bool) or n_tokens < 1:
         raise ValueError(f"n_tokens must be a positive int, got {n_tokens!r}")
-    ids = _encode(tokenizer, _long_text(source, index))
+    ids = tokenizer.encode(_long_text(source, index), add_special_tokens=False)
     if len(ids) < n_tokens:
         raise ValueError(f"stored {source!r} text {index} is only {len(ids)} tokens with this tokenizer, "
                          f"fewer than n_tokens={n_tokens}; use a smaller n_tokens or store longer texts")
