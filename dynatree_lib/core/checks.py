@@ -21,14 +21,11 @@ def _check_draft_bits(value) -> None:
         raise ValueError(f"draft_bits must be None, 8 or 4, got {value!r}")
 
 
-def _check_draft_vocab(value) -> None:
-    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 16):
-        raise ValueError(f"draft_vocab must be None (the full vocabulary) or an integer >= 16 (the number of "
-                         f"tokens the draft scores), got {value!r}")
-
-
 def _check_draft_options(draft_bits, draft_vocab) -> None:
     """The draft options every speculative method takes: `draft_bits` (an int8/int4 weight copy of the draft) and
     `draft_vocab` (the draft scores only the K most frequent tokens)."""
     _check_draft_bits(draft_bits)
-    _check_draft_vocab(draft_vocab)
+    if draft_vocab is not None and (not isinstance(draft_vocab, int) or isinstance(draft_vocab, bool)
+                                    or draft_vocab < 16):
+        raise ValueError(f"draft_vocab must be None (the full vocabulary) or an integer >= 16 (the number of "
+                         f"tokens the draft scores), got {draft_vocab!r}")
