@@ -50,25 +50,16 @@ def rank_from_counts(ids, counts, vocab: int) -> torch.Tensor:
     ids = torch.as_tensor(ids, dtype=torch.long)
     counts = torch.as_tensor(counts, dtype=torch.long)
     order = torch.argsort(-counts * (vocab + 1) + ids)  # count descending, then id ascending (exact in int64)
-    counted = ids[order].tolist()
+    sources = (iter(ids[order].tolist()), iter(range(vocab)))
     placed = bytearray(vocab)
     out: list[int] = []
-    i = j = 0
     while len(out) < vocab:
-        for source in (0, 1):
-            if source == 0:
-                while i < len(counted) and placed[counted[i]]:
-                    i += 1
-                if i < len(counted):
-                    out.append(counted[i])
-                    placed[counted[i]] = 1
-            else:
-                while j < vocab and placed[j]:
-                    j += 1
-                if j < vocab:
-                    out.append(j)
-                    placed[j] = 1
-    return torch.tensor(out[:vocab], dtype=torch.long)
+        for source in sources:
+            token = next((t for t in source if not placed[t]), None)
+            if token is not None:
+                out.append(token)
+                placed[token] = 1
+    return torch.tensor(out, dtype=torch.long)
 
 
 def stored_rankings() -> list[Path]:
