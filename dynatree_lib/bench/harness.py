@@ -325,13 +325,18 @@ def first_divergence(tokens: list[int], reference: list[int]) -> int:
     return -1 if len(tokens) == len(reference) else min(len(tokens), len(reference))
 
 
+def continuation_logits(model, prompt_ids: list[int], new_ids: list[int]) -> torch.Tensor:
+    """The logits (len(new_ids), vocab) that predict each of `new_ids` after the prompt: one full-sequence forward."""
+    ids = torch.tensor([list(prompt_ids) + list(new_ids)], device=model.device)
+    return model(input_ids=ids, use_cache=False, logits_to_keep=len(new_ids) + 1).logits[0, :-1]
+
+
 @torch.inference_mode()
 def perplexity(model, prompt_ids: list[int], new_ids: list[int]) -> float:
     """exp(mean negative log-likelihood) of `new_ids` given the prompt under `model`: one forward, float32 softmax."""
     if not new_ids:
         return math.nan
-    ids = torch.tensor([list(prompt_ids) + list(new_ids)], device=model.device)
-    logits = model(input_ids=ids, use_cache=False, logits_to_keep=len(new_ids) + 1).logits[0, :-1]
+    logits = continuation_logits(model, prompt_ids, new_ids)
     logp = torch.log_softmax(logits.float(), dim=-1)
     target = torch.tensor(new_ids, device=logits.device)
     nll = -logp.gather(1, target[:, None]).mean()

@@ -17,7 +17,7 @@ import torch
 
 from ..core.loop import encode, generate
 from ..methods.base import Autoregressive, label
-from .harness import first_divergence, perplexity
+from .harness import continuation_logits, first_divergence, perplexity
 
 
 def ulp(values: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -33,8 +33,7 @@ def margins(model, prompt_ids: list[int], new_ids: list[int]) -> pd.DataFrame:
     numbers at the top logit's magnitude (a gap of a few ulps is a near-tie that rounding can flip)."""
     if not new_ids:
         return pd.DataFrame(columns=["position", "token", "top1", "top2", "gap", "ulp", "gap_ulps", "argmax_agrees"])
-    ids = torch.tensor([list(prompt_ids) + list(new_ids)], device=model.device)
-    logits = model(input_ids=ids, use_cache=False, logits_to_keep=len(new_ids) + 1).logits[0, :-1]
+    logits = continuation_logits(model, prompt_ids, new_ids)
     top = torch.topk(logits.float(), 2, dim=-1)
     spacing = ulp(top.values[:, 0], logits.dtype)
     gap = top.values[:, 0] - top.values[:, 1]
