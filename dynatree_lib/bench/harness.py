@@ -33,6 +33,7 @@ import statistics
 import pandas as pd
 import torch
 
+from ..core.checks import _check_int
 from ..core.loop import check_inputs, encode, generate, running_pair
 from ..core.timing import ForwardTimer
 from ..methods.base import Autoregressive, label
@@ -60,10 +61,8 @@ def run_benchmark(
     prompts (ids "0", "1", ...); a prompt is text or token ids. Returns one row per timed run, for the
     configurations asked for (stored ones included). Nothing is written unless `experiment` is given.
     """
-    if not isinstance(repeats, int) or repeats < 1:
-        raise ValueError(f"repeats must be an integer >= 1, got {repeats!r}")
-    if not isinstance(warmup, int) or warmup < 0:
-        raise ValueError(f"warmup must be an integer >= 0, got {warmup!r}")
+    _check_int("repeats", repeats, 1)
+    _check_int("warmup", warmup, 0)
     if out is not None and experiment is None:
         raise ValueError("out= names where an experiment's results go; give experiment= too")
     methods = with_ar(methods)
@@ -161,8 +160,7 @@ def as_prompts(prompts) -> list[tuple[str, object]]:
 def _lengths(max_new_tokens) -> list[int]:
     lengths = [max_new_tokens] if isinstance(max_new_tokens, int) else list(max_new_tokens)
     for n in lengths:
-        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-            raise ValueError(f"max_new_tokens must be an integer >= 1 (or a list of them), got {n!r}")
+        _check_int("max_new_tokens", n, 1)
     if not lengths:
         raise ValueError("max_new_tokens is empty")
     return lengths

@@ -30,6 +30,7 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass
 
+from ..core.checks import _check_int
 from ..methods.adaptive import AdaptiveTree
 from ..methods.base import Autoregressive, FixedTree, Linear
 from ..methods.confidence import DynaTree
@@ -73,16 +74,12 @@ class Plan:
             raise ValueError("methods is empty")
         with_ar(self.methods)  # labels must be unique: they key the stored results
         for n in (*self.lengths, *self.prompt_tokens):
-            if not isinstance(n, int) or n < 1:
-                raise ValueError(f"lengths and prompt_tokens must be integers >= 1, got {n!r}")
+            _check_int("every length and prompt token count", n, 1)
         if not self.lengths:
             raise ValueError("lengths is empty")
-        if not isinstance(self.prompts, int) or self.prompts < 1:
-            raise ValueError(f"prompts must be an integer >= 1, got {self.prompts!r}")
-        if not isinstance(self.repeats, int) or self.repeats < 1:
-            raise ValueError(f"repeats must be an integer >= 1, got {self.repeats!r}")
-        if not isinstance(self.warmup_tokens, int) or self.warmup_tokens < 0:
-            raise ValueError(f"warmup_tokens must be an integer >= 0, got {self.warmup_tokens!r}")
+        _check_int("prompts", self.prompts, 1)
+        _check_int("repeats", self.repeats, 1)
+        _check_int("warmup_tokens", self.warmup_tokens, 0)
         bad = [v for v in self.variants if v not in VARIANTS]
         if bad or not self.variants:
             raise ValueError(f"variants must be a non-empty subset of {VARIANTS}, got {self.variants!r}")
