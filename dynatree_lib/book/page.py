@@ -12,6 +12,8 @@ written in a page.
 """
 from __future__ import annotations
 
+import os
+
 import pandas as pd
 
 
@@ -60,13 +62,20 @@ def formatted(df: pd.DataFrame, formats: dict | None = None) -> pd.DataFrame:
                          for c in df.columns})
 
 
+def live_jupyter() -> bool:
+    """True inside a kernel started by a Jupyter server (JupyterLab, Notebook), which sets JPY_SESSION_NAME;
+    papermill and nbclient, which execute the book, do not. Widgets need a live frontend to mean anything."""
+    return bool(os.environ.get("JPY_SESSION_NAME"))
+
+
 def figure(fig, name: str, caption: str | None = None) -> None:
-    """Glue a plotly figure under `name` for a {glue:figure} block, which numbers and captions it; nothing is
-    displayed where the figure is computed. With `caption`, the block is displayed right here as the cell's Markdown
-    output (for a figure that only some runs draw, whose block cannot stand in a Markdown cell)."""
+    """Glue a plotly figure under `name` for a {glue:figure} block, which numbers and captions it. In the book nothing
+    is displayed where the figure is computed (the block shows it); in a live JupyterLab session, where no block is
+    rendered, the cell shows it. With `caption`, the block is displayed right here as the cell's Markdown output (for
+    a figure that only some runs draw, whose block cannot stand in a Markdown cell)."""
     from myst_nb import glue
 
-    glue(name, fig, display=False)
+    glue(name, fig, display=live_jupyter())
     if caption is not None:
         from IPython.display import Markdown, display
 

@@ -12,7 +12,6 @@ really drafts.
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 
 import pandas as pd
@@ -28,6 +27,7 @@ from ..core.mask import tree_attention_mask, tree_position_ids
 from ..core.tree import Tree
 from ..core.verify import accept_greedy, verify
 from ..methods.base import FixedTree, TreeDrafter, label
+from .page import live_jupyter  # noqa: F401  (chapter 01 asks treeviz whether its sliders can work)
 from .plots import TEMPLATE
 
 COLORS = {"root": "#404040", "draft": "#2f6db5", "accepted": "#2e8b57", "pruned": "#b8b8b8", "bonus": "#d9622b"}
@@ -342,12 +342,6 @@ def path_logits(model, prompt_ids: list[int], tree: Tree) -> torch.Tensor:
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Interactive exploration (JupyterLab only)
-
-
-def live_jupyter() -> bool:
-    """True inside a kernel started by a Jupyter server (JupyterLab, Notebook), which sets JPY_SESSION_NAME;
-    papermill and nbclient, which execute the book, do not. Widgets need a live frontend to mean anything."""
-    return bool(os.environ.get("JPY_SESSION_NAME"))
 
 
 def explorer(pair, prompt, depth: int = 5, branch: int = 2, threshold: float = 0.03):
