@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..core.loop import round_stats
 from ..methods.base import FixedTree, Linear, label
 from ..models.provenance import provenance, utc_now, write_atomic, write_table
 from .grid import (DRAFT_BITS, LENGTHS, Unit, _calibrate, _target_then_replay, grid_methods, guarded, load_replay,
@@ -134,15 +135,10 @@ def evaluate_unit(path, methods, lengths, calibrations: dict | None = None) -> l
     for m in methods:
         for n in lengths:
             rounds = runs[(label(m), n)]
-            deep = [r.accepted / r.depth for r in rounds if r.depth > 0]
-            drafted, accepted = sum(r.nodes for r in rounds), sum(r.accepted for r in rounds)
             row = {"experiment": "grid", "pair": unit["pair"], "draft": unit["draft"], "prompt_id": unit["prompt_id"],
                    "prompt_tokens": len(replay.prompt_ids), "method": label(_with_bits(m, unit["draft"])),
-                   "method_type": type(m).__name__, **_shape(m), "max_new_tokens": n, "rounds": len(rounds),
-                   "tokens_per_round": sum(r.committed for r in rounds) / len(rounds) if rounds else float("nan"),
-                   "acceptance_depth": sum(deep) / len(deep) if deep else float("nan"),
-                   "acceptance_nodes": accepted / drafted if drafted else float("nan"),
-                   "drafted_nodes": drafted, "accepted_nodes": accepted, "measurement": "replayed",
+                   "method_type": type(m).__name__, **_shape(m), "max_new_tokens": n,
+                   **round_stats([r.record() for r in rounds]), "measurement": "replayed",
                    "unit_date_utc": replay.meta.get("date_utc"), "unit_git_commit": replay.meta.get("git_commit"),
                    "dtype": replay.meta.get("dtype")}
             if calib is not None:

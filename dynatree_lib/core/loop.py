@@ -345,26 +345,34 @@ def _record(**values) -> dict:
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def _stats(run: Run, wall: float) -> dict:
-    n = len(run.tokens)
-    trace = run.trace
+def round_stats(trace: list[dict]) -> dict:
+    """How a run's rounds went, from their records (nodes, depth, accepted, committed): what `generate` reports and
+    what a replayed run (bench.replay.Round.record) is summarised by."""
     rounds = len(trace)
     drafted = sum(r["nodes"] for r in trace)
     accepted = sum(r["accepted"] for r in trace)
     deep = [r["accepted"] / r["depth"] for r in trace if r["depth"] > 0]
-    ttft = run.ttft if run.ttft is not None else wall
-    stats = {
-        "new_tokens": n,
+    return {
         "rounds": rounds,
         "tokens_per_round": (sum(r["committed"] for r in trace) / rounds) if rounds else float("nan"),
-        "wall_s": wall,
-        "tokens_per_s": n / wall if wall > 0 else float("nan"),
-        "ttft_s": ttft,
-        "tpot_s": (wall - ttft) / (n - 1) if n > 1 else float("nan"),
         "acceptance_depth": sum(deep) / len(deep) if deep else float("nan"),
         "acceptance_nodes": accepted / drafted if drafted else float("nan"),
         "drafted_nodes": drafted,
         "accepted_nodes": accepted,
+    }
+
+
+def _stats(run: Run, wall: float) -> dict:
+    n = len(run.tokens)
+    trace = run.trace
+    ttft = run.ttft if run.ttft is not None else wall
+    stats = {
+        "new_tokens": n,
+        **round_stats(trace),
+        "wall_s": wall,
+        "tokens_per_s": n / wall if wall > 0 else float("nan"),
+        "ttft_s": ttft,
+        "tpot_s": (wall - ttft) / (n - 1) if n > 1 else float("nan"),
         "draft_s": sum(r["draft_s"] for r in trace),
         "verify_s": sum(r["verify_s"] for r in trace),
         "commit_s": sum(r["commit_s"] for r in trace),
