@@ -20,11 +20,11 @@ from pathlib import Path
 import pandas as pd
 
 from ..core.loop import round_stats
-from ..methods.base import FixedTree, Linear, label
+from ..methods.base import FixedTree, label
 from ..models.provenance import provenance, utc_now, write_atomic, write_table
 from .grid import (DRAFT_BITS, LENGTHS, Unit, _calibrate, _target_then_replay, grid_methods, guarded, load_replay,
                    replay_batch_of, run_targets, run_timed)
-from .replay import SupersetSpec, replay_grid
+from .replay import SupersetSpec, params_of, replay_grid
 from .storage import distinct
 
 
@@ -116,10 +116,8 @@ def _with_bits(method, draft: str):
 
 
 def _shape(method) -> dict:
-    if isinstance(method, Linear):
-        return {"depth": method.k, "branch": 1, "threshold": 0.0, "max_nodes": method.k}
-    return {"depth": method.depth, "branch": method.branch, "threshold": method.threshold,
-            "max_nodes": method.max_nodes}
+    branch, threshold, max_nodes, depth = params_of(method)
+    return {"depth": depth, "branch": branch, "threshold": threshold, "max_nodes": max_nodes}
 
 
 def evaluate_unit(path, methods, lengths, calibrations: dict | None = None) -> list[dict]:
