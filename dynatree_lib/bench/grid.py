@@ -273,12 +273,17 @@ def guarded(fn, unit: Unit, root, *args, threads: int | None = 1, **kwargs) -> d
         if not isinstance(info, dict) or "format" in info:
             info = {}
     except Exception as e:  # noqa: BLE001 - a failing unit must not kill the sweep
-        record = {"unit": _unit_dict(unit), "error": repr(e), "traceback": traceback.format_exc(),
-                  "date_utc": utc_now()}
-        _save_atomic(json.dumps(record, indent=1, default=str) + "\n", unit.error_path(root))
-        return {"key": unit.key, "kind": unit.kind, "status": "error", "error": repr(e)}
+        return record_error(unit, root, e, traceback.format_exc())
     unit.error_path(root).unlink(missing_ok=True)
     return {"key": unit.key, "kind": unit.kind, "status": "done", "wall_s": time.perf_counter() - t0, **info}
+
+
+def record_error(unit: Unit, root, error: BaseException, trace: str | None = None) -> dict:
+    """Record a failed unit in <root>/errors/ (the unit, the error and, when known, its traceback): the sweep goes on,
+    and a rerun retries the unit."""
+    record = {"unit": _unit_dict(unit), "error": repr(error), "traceback": trace, "date_utc": utc_now()}
+    write_atomic(unit.error_path(root), json.dumps(record, indent=1, default=str) + "\n")
+    return {"key": unit.key, "kind": unit.kind, "status": "error", "error": repr(error)}
 
 
 def _target_then_replay(unit: Unit, root, loader, spec, methods, lengths, batch: int = 1) -> dict:

@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import random
 import sys
@@ -21,9 +20,9 @@ import pandas as pd
 
 from ..core.loop import round_stats
 from ..methods.base import FixedTree, label
-from ..models.provenance import provenance, utc_now, write_atomic, write_table
+from ..models.provenance import provenance, write_table
 from .grid import (DRAFT_BITS, LENGTHS, Unit, _calibrate, _target_then_replay, grid_methods, guarded, load_replay,
-                   replay_batch_of, run_targets, run_timed)
+                   record_error, replay_batch_of, run_targets, run_timed)
 from .replay import SupersetSpec, params_of, replay_grid
 from .storage import distinct
 
@@ -68,9 +67,7 @@ def execute(jobs, root, *, timing: bool = False, progress: bool = True, desc: st
             try:
                 result = ray.get(ready[0])
             except Exception as e:  # noqa: BLE001 - a worker that died (memory, signal): record it, go on
-                record = {"unit": dataclasses.asdict(unit) | {"prompt": None}, "error": repr(e), "date_utc": utc_now()}
-                write_atomic(unit.error_path(root), json.dumps(record, indent=1, default=str) + "\n")
-                result = {"key": unit.key, "kind": unit.kind, "status": "error", "error": repr(e)}
+                result = record_error(unit, root, e)
             results.append(result)
             bar.update(1)
             bar.set_postfix_str(f"{sum(r['status'] == 'error' for r in results)} errors", refresh=False)
