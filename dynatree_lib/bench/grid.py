@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from ..core.loop import encode
+from ..core.loop import encode, running_pair
 from ..methods.base import FixedTree, Linear
 from ..models.provenance import atomic_path, git_state, utc_now, write_atomic
 from .replay import Replay, Superset, SupersetSpec, replay_grid
@@ -104,9 +104,6 @@ class Unit:
 
 
 def _save_atomic(obj, path: Path) -> None:
-    if isinstance(obj, str):
-        write_atomic(path, obj)
-        return
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
 
@@ -128,12 +125,7 @@ def _pair(loader, name: str, draft: str):
         _PAIRS[(name, None)] = loader(name)
     pair = _PAIRS[(name, None)]
     bits = DRAFT_BITS[draft]
-    if bits is None:
-        return pair
-    from ..core import loop
-
-    running = getattr(loop, "running_pair", None)
-    return running(pair, FixedTree(draft_bits=bits)) if running else pair.with_draft_bits(bits)
+    return pair if bits is None else running_pair(pair, FixedTree(draft_bits=bits))
 
 
 _DENSE = weakref.WeakKeyDictionary()  # per worker process: a quantized draft's dense copy, made once
@@ -251,7 +243,7 @@ def run_timed(unit: Unit, root, loader, repeats: int = 1) -> dict:
                             progress=False).assign(repeat=r) for r in range(repeats)]
     df = pd.concat(frames, ignore_index=True)
     df["draft"] = unit.draft
-    _save_atomic(df.to_csv(index=False), unit.path(root))
+    write_atomic(unit.path(root), df.to_csv(index=False))
     return {"rows": len(df)}
 
 

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..core.loop import round_stats
+from ..core.loop import encode, round_stats
 from ..methods.base import FixedTree, label
 from ..models.provenance import provenance, write_table
-from .grid import (DRAFT_BITS, LENGTHS, Unit, _calibrate, _target_then_replay, grid_methods, guarded, load_replay,
-                   record_error, replay_batch_of, run_targets, run_timed)
+from .grid import (DRAFT_BITS, LENGTHS, Unit, _calibrate, _pair, _target_then_replay, grid_methods, guarded,
+                   load_replay, record_error, replay_batch_of, run_targets, run_timed)
 from .replay import SupersetSpec, params_of, replay_grid
 from .storage import distinct
 
@@ -259,9 +259,6 @@ def run_target_ids(prompt, root, loader, pair: str) -> list[int]:
     """Token ids of a prompt (for calibrations), without loading models in the driver when ids are given."""
     if isinstance(prompt, (list, tuple)):
         return [int(t) for t in prompt]
-    from .grid import _pair
-    from ..core.loop import encode
-
     return encode(_pair(loader, pair, "base"), prompt)
 
 

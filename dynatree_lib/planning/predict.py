@@ -231,7 +231,7 @@ def measure_overheads(pair, methods, prompt_ids, n: int = 64, repeats: int = 3) 
     forwards = []  # the tree runs' forwards: what `Calibration.run_scales` prices against the curves
 
     def outside(method):
-        running = getattr(loop, "running_pair", lambda p, m: p)(pair, method)
+        running = loop.running_pair(pair, method)
         loop.generate(pair, prompt_ids, method, min(n, 16), stop_at_eos=False)  # warm-up
         samples = []
         for _ in range(repeats):
