@@ -188,10 +188,7 @@ def context_scale(model, contexts=DEFAULT_CONTEXTS, nodes=(1, 8), repeats: int =
 def monotone(times) -> tuple[float, ...]:
     """Each time lowered to the smallest time of any larger size. A forward over more tokens is never cheaper, and
     contention only ever adds time, so a point above a later one is noise (a stall), not a property of the model."""
-    out = list(times)
-    for i in range(len(out) - 2, -1, -1):
-        out[i] = min(out[i], out[i + 1])
-    return tuple(out)
+    return tuple(float(t) for t in np.minimum.accumulate(np.asarray(times, dtype=float)[::-1])[::-1])
 
 
 def measure_costs(pair, *, nodes=DEFAULT_NODES, prefix_len: int = 128, repeats: int = 3) -> Costs:

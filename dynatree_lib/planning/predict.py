@@ -254,13 +254,8 @@ def measure_overheads(pair, methods, prompt_ids, n: int = 64, repeats: int = 3) 
         return Overheads(0.0, 0.0, step_s, {"n": n, "repeats": repeats, "ar_forward_s": ar_forward_s,
                                             "ar_context": ar_context})
     xs, ys = [p[1] for p in points], [p[0] for p in points]
-    if len(points) > 1 and max(xs) > min(xs):
-        mx, my = statistics.fmean(xs), statistics.fmean(ys)
-        slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
-        slope = max(slope, 0.0)
-        intercept = max(my - slope * mx, 0.0)
-    else:
-        slope, intercept = 0.0, max(statistics.fmean(ys), 0.0)
+    slope = max(statistics.linear_regression(xs, ys).slope, 0.0) if max(xs) > min(xs) else 0.0
+    intercept = max(statistics.fmean(ys) - slope * statistics.fmean(xs), 0.0)
     info = {"n": n, "repeats": repeats, "ar_forward_s": ar_forward_s, "ar_context": ar_context,
             "points": [{"nodes_per_round": x, "outside_s_per_round": y} for x, y in zip(xs, ys)],
             "forwards": [list(f) for f in forwards]}
