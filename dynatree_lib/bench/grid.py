@@ -205,9 +205,7 @@ def run_replay(unit: Unit, root, loader, target: dict, spec: SupersetSpec, metho
             "target": target["target"], "starts": torch.tensor(starts, dtype=torch.int32), "sizes": sizes,
             "tokens": cat("tokens"), "parents": cat("parents").to(torch.int32), "rank": cat("rank"),
             "logp": cat("logp"), "seconds": time.perf_counter() - t0, "draft_forwards": drafter.forwards,
-            "date_utc": utc_now(), "git_commit": git_state()["git_commit"], "dtype": str(pair.draft.dtype
-                                                                                        if hasattr(pair.draft, "dtype")
-                                                                                        else pair.dtype),
+            "date_utc": utc_now(), "git_commit": git_state()["git_commit"], "dtype": str(pair.draft.dtype),
             "target_seconds": target.get("seconds"), "threads": torch.get_num_threads(), "batch": batch,
             "drafted_starts": drafter.drafted, "dense_draft": draft is not pair.draft}
     _save_atomic(data, unit.path(root))

@@ -27,7 +27,7 @@ from .replay import SupersetSpec, params_of, replay_grid
 from .storage import distinct
 
 
-def init_ray(address: str | None = None, workers: int | None = None, pythonpath=None) -> bool:
+def init_ray(address: str | None = None, workers: int | None = None) -> bool:
     """Start (or join, with `address`) a Ray cluster; True when this call started it. A local cluster gets one
     CPU per worker and one "timing_slot"; its workers see this process's import path."""
     import ray
@@ -37,7 +37,7 @@ def init_ray(address: str | None = None, workers: int | None = None, pythonpath=
     if address:
         ray.init(address=address, log_to_driver=False)
         return True
-    paths = pythonpath or [p for p in sys.path if p and os.path.isdir(p)]
+    paths = [p for p in sys.path if p and os.path.isdir(p)]
     ray.init(num_cpus=workers or os.cpu_count() or 1, resources={"timing_slot": 1}, include_dashboard=False,
              log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(paths)}})
     return True

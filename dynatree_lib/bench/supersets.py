@@ -93,10 +93,8 @@ def draft_supersets(model, cache, seq: list[int], roots: list[int], depths: list
         positions = torch.arange(at, at + len(tokens), device=device).unsqueeze(0)
         return forward(model, draft_input(tokens, vocab, device), cache, position_ids=positions, logits_to_keep=keep)
 
+    kvcache.crop(cache, roots[0])  # a cache that holds more than the prefix before the first root
     have = kvcache.cache_len(cache)
-    if have > roots[0]:
-        kvcache.crop(cache, roots[0])
-        have = roots[0]
     forwards = 0
     if have < roots[0]:  # the prefix before the first root: only its cache is needed
         feed(seq[have: roots[0]], have, 1)
@@ -205,10 +203,8 @@ class SupersetDrafter:
             self.drafted += len(supersets)
             self.ready = dict(zip(starts, supersets))  # starts below this one will not be asked for again
             return self.ready.pop(start)
+        kvcache.crop(self.cache, root_at)  # a lower start than the last one: back to its prefix
         have = kvcache.cache_len(self.cache)
-        if have > root_at:
-            kvcache.crop(self.cache, root_at)
-            have = root_at
         state = DraftState(self.cache, pending=self.seq[have: root_at + 1])
         if self.vocab is not None:
             state.vocab = self.vocab

@@ -120,9 +120,8 @@ class Calibration:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Calibration":
-        return cls(Costs.from_dict(d["costs"]), Overheads.from_dict(d.get("overheads") or {"round_s": 0, "node_s": 0,
-                                                                                           "step_s": 0}),
-                   d.get("info") or {}, d.get("context") or {})
+        overheads = Overheads.from_dict(d["overheads"]) if d.get("overheads") else Overheads()
+        return cls(Costs.from_dict(d["costs"]), overheads, d.get("info") or {}, d.get("context") or {})
 
     def save(self, path) -> Path:
         return write_atomic(path, json.dumps(self.to_dict(), indent=1, default=str) + "\n")
