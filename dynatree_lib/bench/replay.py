@@ -30,7 +30,7 @@ Pure torch (no pandas): `Replay(prompt_ids, target_tokens, drafter=SupersetDraft
 from __future__ import annotations
 
 import heapq
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import torch
 
@@ -78,8 +78,7 @@ class SupersetSpec:
         return max([self.max_branch] + [e[0] for e in self.extras])
 
     def to_dict(self) -> dict:
-        return {"max_depth": self.max_depth, "max_branch": self.max_branch, "min_threshold": self.min_threshold,
-                "chain_depth": self.chain_depth, "extras": [list(e) for e in self.extras]}
+        return {**asdict(self), "extras": [list(e) for e in self.extras]}
 
     @classmethod
     def from_dict(cls, d: dict) -> "SupersetSpec":

@@ -11,7 +11,7 @@ import math
 import os
 import statistics
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -99,13 +99,11 @@ class Costs:
         return frame
 
     def to_dict(self) -> dict:
-        return {"nodes": list(self.nodes), "verify_s": list(self.verify_s),
-                "draft_s": None if self.draft_s is None else list(self.draft_s), "info": self.info}
+        return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> "Costs":
-        return cls(tuple(data["nodes"]), tuple(data["verify_s"]),
-                   None if data.get("draft_s") is None else tuple(data["draft_s"]), data.get("info") or {})
+        return cls(data["nodes"], data["verify_s"], data.get("draft_s"), data.get("info") or {})
 
 
 def _heap_tree(n: int, device) -> tuple[torch.Tensor, torch.Tensor]:
