@@ -7,6 +7,11 @@ so a depth-D tree costs D draft forwards whatever its width. Which children a fr
 The rule and the level step are written here once: `choose` (threshold and budget on cumulative probability),
 `candidates` (the draft's ranked continuations) and `draft_level` (one level grown) are what live drafting, the
 batched supersets and the acceptance replay (bench.supersets, bench.replay) all call.
+
+Staged speculation (Spector and Re, 2023) speculates on the draft itself: a `Stage` proposes cheap tokens (prompt
+lookup) below a node, they ride along in the forward that feeds it, and where the level's own `expand` then picks the
+proposed token, that child already has its keys, values and logits: the next level needs no forward for it. The
+tree is the one the draft would have grown level by level; only the forwards that draw it are fewer.
 """
 from __future__ import annotations
 
@@ -27,6 +32,10 @@ from .sampling import Proposals, Sampling, draw_without_replacement, sampled_can
 # When sampling they are `width` draws without replacement from the draft's processed distribution, still best first.
 Expand = Callable[[tree_mod.Tree, torch.Tensor, torch.Tensor, torch.Tensor], tuple]
 
+# stage(tree, nodes, room) -> (node, tokens) or None: before a forward that feeds `nodes`, tokens proposed to continue
+# `node` (one of them), for the draft to check in that same forward; draft_tree keeps at most `room` of them.
+Stage = Callable[[tree_mod.Tree, torch.Tensor, int], "tuple[int, list[int]] | None"]
+
 
 @dataclass
 class DraftState:
@@ -44,7 +53,8 @@ class DraftState:
 class Drafted:
     tree: tree_mod.Tree
     base: int  # draft cache length once the root is in it; tree node fed[i] sits at slot base + i
-    fed: list[int]  # non-root tree nodes whose keys/values are in the draft cache, in slot order (-1: see reorder)
+    fed: list[int]  # non-root tree nodes whose keys/values are in the draft cache, in slot order (-1: a slot of no
+    # node, a proposal the draft rejected (draft_tree's stage) or a node dropped by reorder)
     forwards: int
     samples: Proposals | None = None  # only when sampling: each expanded node's draws and q, for accept_sampling
 
@@ -94,28 +104,133 @@ def draft_level(tree, frontier, logits, expand: Expand, width: int, last: bool, 
     return grow(tree, expand(tree, frontier, *candidates(logits, width, ids, vocab)), last, select_frontier)
 
 
+@dataclass
+class _Chain:
+    """Tokens a Stage proposed below tree node `node`, fed in one forward: their cache slots are Drafted.fed[slot:
+    slot + len(tokens)] (node -1 until adopted) and `logits` the draft's output at each. `node` moves down the chain
+    as the tree adopts its tokens, `adopted` of them so far."""
+
+    node: int
+    tokens: list[int]
+    slot: int
+    logits: torch.Tensor
+    adopted: int = 0
+
+
+def _proposal(stage: Stage | None, tree, nodes: torch.Tensor, max_depth: int) -> tuple[int, list[int]]:
+    """(node, tokens) that `stage` proposes before the forward feeding `nodes` ((-1, []): none). A proposal is worth
+    its place in the forward only for the logits it brings, and the deepest level is never fed: tokens past depth
+    max_depth - 1 are cut (`room` tells the stage how many may stay; it is asked before every forward)."""
+    room = max(max_depth - 1 - int(tree.depth[nodes[0]]), 0)
+    got = stage(tree, nodes, room) if stage is not None else None
+    if not got or not got[1] or not room:
+        return -1, []
+    node, tokens = got
+    if node not in nodes.tolist():
+        raise ValueError(f"a stage must continue one of the nodes fed {nodes.tolist()}, got node {node}")
+    return node, list(tokens)[:room]
+
+
+def _staged(out: torch.Tensor, n: int, node: int, tokens: list[int], fed: list[int], chains: list) -> torch.Tensor:
+    """The first `n` rows of a forward's logits (the nodes it fed); the rows after them, of the `tokens` proposed
+    below `node`, become a chain holding the next cache slots, under node -1 until the tree adopts them."""
+    if tokens:
+        chains.append(_Chain(node, tokens, len(fed), out[n:]))
+        fed.extend([-1] * len(tokens))
+    return out[:n]
+
+
+def _adopt(chains: list, tree: tree_mod.Tree, start: int, fed: list[int], ready: dict) -> list:
+    """Where the level just grown (nodes `start`..) picked a chain's next proposed token below the chain's node, that
+    child is the proposal: its cache slot becomes the node's (`fed`) and its logits are known (`ready`). Returns the
+    chains still alive; a chain the draft disagreed with ends, and the rest of its slots stay under node -1."""
+    if not chains:
+        return chains
+    grown = zip(tree.parents[start:].tolist(), tree.tokens[start:].tolist())
+    child = {key: start + i for i, key in enumerate(grown)}
+    alive = []
+    for chain in chains:
+        node = child.get((chain.node, chain.tokens[chain.adopted]))
+        if node is None:
+            continue
+        fed[chain.slot + chain.adopted] = node
+        ready[node] = chain.logits[chain.adopted]
+        chain.node, chain.adopted = node, chain.adopted + 1
+        if chain.adopted < len(chain.tokens):
+            alive.append(chain)
+    return alive
+
+
+def _feed(model, state: DraftState, tree, fed: list[int], nodes: torch.Tensor, node: int, tokens: list[int],
+          base: int) -> torch.Tensor:
+    """One draft forward under the tree mask: `nodes` (one level) on top of the cache, each seeing the cached slots
+    of its ancestors (never a slot under node -1), and the `tokens` proposed below `node` as a chain after them, each
+    seeing what `node` sees, `node` itself and the chain before it. Positions are the prefix plus the depth."""
+    device = nodes.device
+    slots = torch.tensor(fed, dtype=torch.long, device=device)
+    visible = torch.cat([tree.ancestors[nodes][:, slots.clamp(min=0)] & (slots >= 0),
+                         torch.eye(len(nodes), dtype=torch.bool, device=device)], dim=1)
+    ids, depth = tree.tokens[nodes], tree.depth[nodes]
+    if tokens:
+        m = len(tokens)
+        row = visible[nodes.tolist().index(node)].expand(m, -1)
+        chain = torch.cat([row, torch.ones(m, m, dtype=torch.bool, device=device).tril()], dim=1)
+        visible = torch.cat([visible, torch.zeros(len(nodes), m, dtype=torch.bool, device=device)], dim=1)
+        visible = torch.cat([visible, chain])
+        ids = torch.cat([ids, draft_input(tokens, state.vocab, device)[0]])
+        depth = torch.cat([depth, tree.depth[node] + torch.arange(1, m + 1, device=device)])
+    mask = tree_attention_mask(visible, base, model.dtype)
+    return forward(model, ids.unsqueeze(0), state.cache, tree_position_ids(depth, base - 1), mask)
+
+
+def _level_logits(frontier: torch.Tensor, ready: dict, fresh: torch.Tensor | None) -> torch.Tensor:
+    """The frontier's logits, row by row: an adopted node's from its proposal, the others' from this forward."""
+    nodes = frontier.tolist()
+    if not any(node in ready for node in nodes):
+        return fresh
+    rows, i = [], 0
+    for node in nodes:
+        if node in ready:
+            rows.append(ready.pop(node))
+        else:
+            rows.append(fresh[i])
+            i += 1
+    return torch.stack(rows)
+
+
 @torch.no_grad()
-def draft_tree(model, state: DraftState, expand: Expand, width: int, max_depth: int, select_frontier=None) -> Drafted:
+def draft_tree(model, state: DraftState, expand: Expand, width: int, max_depth: int, select_frontier=None,
+               stage: Stage | None = None) -> Drafted:
     """Grow a tree of at most `max_depth` levels below the root `state.pending[-1]`.
 
     `select_frontier(tree, new_nodes) -> nodes` (optional) picks which new nodes may get children: only those are fed
     to the draft, so a policy that already knows a node stays a leaf saves its draft compute. Default: all of them.
+
+    `stage` (optional; staged speculation, module docstring) proposes tokens below one node of each forward, fed in
+    that forward (after the pending tokens, or as a chain under the tree mask). A proposed token that the next
+    level's `expand` picks below its node becomes that child, keys, values and logits already computed; a level
+    whose frontier is all such children takes no forward. Proposed tokens the draft did not pick keep their cache
+    slot under node -1: masked from every later forward, dropped by commit_draft.
     """
     device = model.device
     start = kvcache.cache_len(state.cache)
-    pending = draft_input(state.pending, state.vocab, device)
-    positions = torch.arange(start, start + pending.shape[1], device=device).unsqueeze(0)
-    logits = forward(model, pending, state.cache, position_ids=positions, logits_to_keep=1)
-    base = start + pending.shape[1]
-    root_pos = base - 1
     tree = tree_mod.root(state.pending[-1], device=device)
     frontier = torch.zeros(1, dtype=torch.long, device=device)
     fed: list[int] = []
+    chains: list[_Chain] = []
+    ready: dict[int, torch.Tensor] = {}  # adopted nodes' logits, computed at their proposal's position
+    anchor, proposed = _proposal(stage, tree, frontier, max_depth)
+    pending = draft_input(state.pending + proposed, state.vocab, device)
+    positions = torch.arange(start, start + pending.shape[1], device=device).unsqueeze(0)
+    out = forward(model, pending, state.cache, position_ids=positions, logits_to_keep=1 + len(proposed))
+    logits = _staged(out, 1, anchor, proposed, fed, chains)
+    base = start + pending.shape[1] - len(proposed)  # the root's slot is base - 1, its position too
     forwards = 1
     sampling, drawn = state.sampling, []
     ids = getattr(model, "kept_ids", None)  # a trimmed output layer's token ids (models/vocab.py), else None
     for level in range(1, max_depth + 1):
         last = level == max_depth
+        grown_from = len(tree)
         if sampling is None:
             tree, frontier = draft_level(tree, frontier, logits, expand, width, last, select_frontier, ids,
                                          state.vocab)
@@ -128,14 +243,20 @@ def draft_tree(model, state: DraftState, expand: Expand, width: int, max_depth: 
             parents, tokens, logp = expand(tree, frontier, *sampled_candidates(q, draws))
             real = logp > -math.inf  # slots past q's support are not tokens
             tree, frontier = grow(tree, (parents[real], tokens[real], logp[real]), last, select_frontier)
+        chains = _adopt(chains, tree, grown_from, fed, ready)
         if frontier.numel() == 0:
             break
-        keys = torch.tensor(fed + frontier.tolist(), dtype=torch.long, device=device)
-        mask = tree_attention_mask(tree.ancestors[frontier][:, keys], base, model.dtype)
-        positions = tree_position_ids(tree.depth[frontier], root_pos)
-        logits = forward(model, tree.tokens[frontier].unsqueeze(0), state.cache, positions, mask)
-        fed.extend(frontier.tolist())
-        forwards += 1
+        nodes = frontier  # the nodes this level's forward must feed: those whose logits are not known yet
+        if ready:
+            nodes = frontier[torch.tensor([n not in ready for n in frontier.tolist()], device=device)]
+        fresh = None
+        if nodes.numel():
+            anchor, proposed = _proposal(stage, tree, nodes, max_depth)
+            out = _feed(model, state, tree, fed, nodes, anchor, proposed, base)
+            fed.extend(nodes.tolist())
+            fresh = _staged(out, len(nodes), anchor, proposed, fed, chains)
+            forwards += 1
+        logits = _level_logits(frontier, ready, fresh)
     samples = Proposals(*(torch.cat(parts) for parts in zip(*drawn))) if drawn else None
     return Drafted(tree=tree, base=base, fed=fed, forwards=forwards, samples=samples)
 

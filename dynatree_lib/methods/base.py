@@ -15,7 +15,7 @@ import torch
 
 # the other method modules import these checks from here
 from ..core.checks import _check_draft_bits, _check_draft_options, _check_int, _check_prob  # noqa: F401
-from ..core.draft import DraftState, Expand, draft_tree, fixed_expand
+from ..core.draft import DraftState, Expand, Stage, draft_tree, fixed_expand
 from ..core.loop import Run, autoregressive
 from ..core.method import Drafter, Method, Speculative
 
@@ -134,16 +134,17 @@ class TreeDrafter(Drafter):
     """A drafter that grows one round's tree level by level with the draft model: `expand` picks each level's
     children among the draft's top-`width` candidates, at most `depth` levels, `select_frontier` (optional) which new
     nodes get children. `branches(p)` (children allowed per node from the draft's top-1 probability) and `threshold`
-    (the cumulative-probability pruning in force) let a figure say why a candidate was dropped (book.treeviz)."""
+    (the cumulative-probability pruning in force) let a figure say why a candidate was dropped (book.treeviz).
+    `stage` (optional): cheap proposals the draft checks in its forwards (staged speculation, core.draft)."""
 
     def __init__(self, run: Run, expand: Expand, width: int, depth: int, select_frontier: Callable | None = None,
-                 branches: Callable | None = None, threshold: float = 0.0):
+                 branches: Callable | None = None, threshold: float = 0.0, stage: Stage | None = None):
         self.run, self.expand, self.width, self.depth = run, expand, width, depth
-        self.select_frontier, self.branches, self.threshold = select_frontier, branches, threshold
+        self.select_frontier, self.branches, self.threshold, self.stage = select_frontier, branches, threshold, stage
 
     def propose(self, state: DraftState, max_depth: int):
         return draft_tree(self.run.pair.draft, state, self.expand, self.width, min(self.depth, max_depth),
-                          self.select_frontier)
+                          self.select_frontier, self.stage)
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,13 @@ When sampling, the costs and the rate stay at their priors (f and abar, which de
 learned), so that a seed still reproduces a run: wall-clock times must not decide which draws are made.
 Each round's trace adds `abar`, `rate_x_level` (rate * draft_per_level, in tokens) and `node_floor`
 (rate * verify_per_node).
+
+`staged=True` drafts the same kind of tree by staged speculation (Spector and Re, 2023; core.draft): the draft's own
+draft is prompt lookup. Before each draft forward, the tokens that followed the latest earlier occurrence of the last
+2-3 tokens of the most probable fed node's context (methods.ngram.lookup over the prompt, the text so far and the
+node's path) are fed in that forward, below that node; where DynaTree's level rule then picks them, the next levels
+need no forward of their own. Each proposed position costs what a fed node costs (draft_per_node), and a level with
+no forward is not a measurement of a level's cost. The trace adds `stage_tokens` (tokens proposed in the round).
 """
 from __future__ import annotations
 
@@ -74,6 +81,8 @@ class DynaTree(Speculative):
     int4 draft and with the bf16 draft; only the hardware-aware planner (HardwareAware, which grows this tree from
     the machine's calibrated costs) is level with it there, within one run's noise. At 128 tokens no method of this
     library reaches the issue's 3x target on this CPU; the benchmarks chapter shows which measured costs stop it.
+    `staged=True` checks prompt-lookup proposals in the draft's forwards (module docstring): the same rules grow
+    the tree, often in fewer draft forwards.
 
     `DynaTree(phase=1..3, ...)` still works, with a DeprecationWarning: it returns AdaptiveTree(phase=..., ...)."""
 
@@ -87,17 +96,20 @@ class DynaTree(Speculative):
     node_budget: bool = True
     draft_bits: int | None = None  # 8 or 4: an int8/int4 weight copy of the draft
     draft_vocab: int | None = None  # K: the draft scores only the K most frequent tokens (models/vocab.py)
+    staged: bool = False  # staged speculation: the draft checks prompt-lookup proposals in its forwards
 
     def __post_init__(self):
         _check_draft_options(self.draft_bits, self.draft_vocab)
         check_branch_rule(self)
         _check_int("max_depth", self.max_depth, 1)
-        if not isinstance(self.node_budget, bool):
-            raise ValueError(f"node_budget must be True or False, got {self.node_budget!r}")
+        for name in ("node_budget", "staged"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
 
     def drafter(self, run: Run) -> "ShapedDrafter":
-        return ShapedDrafter(Shaped(self, lambda p: branches(p, self.high_conf, self)), run, self.max_branch,
-                             self.max_depth)
+        shaped = Shaped(self, lambda p: branches(p, self.high_conf, self))
+        stage = LookupStage(run, shaped) if self.staged else None
+        return ShapedDrafter(shaped, run, self.max_branch, self.max_depth, stage)
 
 _EMA = 0.2  # weight of the newest round in every running average
 _PRIOR_LEVEL_TOKENS = 0.4  # rate * draft_per_level before anything is measured (an int4 draft on a CPU)
@@ -111,6 +123,9 @@ _FLOOR_RANGE = (0.005, 0.5)
 _BINS = 10
 _PRIOR_WEIGHT = 4.0  # the prior f(p) = p counts as this many observations per bin
 _DECAY = 0.995  # per observation: the calibration follows the text as it changes
+_STAGE_TOKENS = 8  # the longest proposal fed per draft forward (PromptLookup's k)
+_STAGE_NGRAM = (2, 3)  # the n-grams matched, shortest and longest: a match on one token proposes what the draft
+# mostly rejects, and every proposed token is a fed position
 
 
 def _ema(old: float | None, new: float) -> float:
@@ -197,6 +212,9 @@ class Shaped:
         # tokens the draft has not seen yet, over the levels, and so make a shallow tree look costly per level.
         self.last_expand: float | None = None
         self.level_times: list[tuple[int, float]] = []  # (nodes the level's forward fed, seconds)
+        # Staged: the positions the next level's forward feeds, nodes and proposals (0 until LookupStage feeds some:
+        # none, the level's logits were all known). None when unstaged: the frontier is what a level feeds.
+        self.level_fed: int | None = None
 
     def seed(self, costs, rate: float) -> None:
         """Start from a machine's calibrated cost curves (planning.calibrate.Costs) and an expected rate instead of
@@ -232,9 +250,11 @@ class Shaped:
         top1 = cand_p[:, 0]
         top1.tolist()  # waits for the level's forward (on a GPU too) before the clock is read
         now = time.perf_counter()
-        if self.last_expand is not None:
-            self.level_times.append((len(frontier), now - self.last_expand))
+        fed = len(frontier) if self.level_fed is None else self.level_fed
+        if self.last_expand is not None and fed:
+            self.level_times.append((fed, now - self.last_expand))
         self.last_expand = now
+        self.level_fed = 0 if m.staged else None
         allowed = self.branches(top1)
         keep = torch.arange(cand_logp.shape[1], device=allowed.device) < allowed.unsqueeze(1)
         parent_q = self.logq[frontier.cpu()].exp().to(cand_p.device)
@@ -304,20 +324,46 @@ class Shaped:
             self.draft.add(width, seconds)
 
 
+class LookupStage:
+    """The second stage of DynaTree(staged=True) for one generation (core.draft's Stage): below the most probable
+    of the nodes a draft forward feeds, what followed the latest earlier occurrence of the last 2-3 tokens of its
+    context (the prompt, the text so far, the node's path), at most _STAGE_TOKENS and `room` tokens."""
+
+    def __init__(self, run: Run, shaped: Shaped):
+        from .ngram import lookup  # methods.ngram builds on this module
+
+        self.run, self.shaped, self.lookup = run, shaped, lookup
+        self.proposed = 0  # tokens proposed this round
+
+    def __call__(self, tree, nodes, room: int) -> tuple[int, list[int]]:
+        node = int(nodes[tree.cum_logp[nodes].argmax()])
+        context = self.run.prompt_ids + self.run.tokens + tree.tokens[tree.path(node)[1:]].tolist()
+        chains, n = self.lookup(context, _STAGE_NGRAM[1], min(_STAGE_TOKENS, room)) if room else ([], 0)
+        tokens = chains[0] if n >= _STAGE_NGRAM[0] else []
+        self.shaped.level_fed = len(nodes) + len(tokens)
+        self.proposed += len(tokens)
+        return node, tokens
+
+
 class ShapedDrafter(TreeDrafter):
     """DynaTree's drafter: `shaped` decides, level by level, and learns from each round (from the clock only when
-    the run is greedy: a sampled run's draws must not depend on timings)."""
+    the run is greedy: a sampled run's draws must not depend on timings); `stage` (optional) is DynaTree(staged=True)'s
+    second stage."""
 
-    def __init__(self, shaped: Shaped, run: Run, width: int, depth: int):
-        super().__init__(run, shaped.expand, width, depth, shaped.select_frontier, branches=shaped.branches)
+    def __init__(self, shaped: Shaped, run: Run, width: int, depth: int, stage: LookupStage | None = None):
+        super().__init__(run, shaped.expand, width, depth, shaped.select_frontier, branches=shaped.branches,
+                         stage=stage)
         self.shaped = shaped
         shaped.run, shaped.timed = run, run.sampling is None
 
     def notes(self) -> dict:
-        return self.shaped.notes()
+        notes = self.shaped.notes()
+        return notes if self.stage is None else {**notes, "stage_tokens": self.stage.proposed}
 
     def learn(self, record: dict) -> None:
         self.shaped.learn(record)
+        if self.stage is not None:
+            self.stage.proposed = 0
 
     def summary(self) -> dict:
         return self.shaped.summary()
