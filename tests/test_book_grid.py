@@ -151,3 +151,104 @@ def test_part_errors_split_the_policy_wall():
     assert e.loc[("int4", "verify forwards"), "timed_s"] == pytest.approx(6.0)
     assert e.loc[("int4", "outside forwards"), "timed_s"] == pytest.approx(1.0)
     assert e.loc[("base", "draft forwards"), "error"] == pytest.approx(-0.5) and e["pairs"].max() == 1
+
+
+def test_the_chapter_verdict_ranks_and_grid_facts():
+    from dynatree_lib.book.grid import grid_facts, research_length, research_ranks, verdict_numbers
+
+    rows = _rows().assign(calibration_date="2026-11-29T09:20:34+00:00")
+    rows["prompt_id"] = rows["prompt_id"].map({"a": "HumanEval/0", "b": "prose/x"})
+    s = grid_summary(rows)
+    best_grid = best_per_length(s)
+    research_best = {"depth": 4, "branch": 3, "threshold": 0.01, "max_new_tokens": 500, "speedup": 1.79}
+    assert research_length(s, research_best) == 200  # not in the grid: its longest length
+    assert research_length(s, {**research_best, "max_new_tokens": 100}) == 100
+    n = verdict_numbers(s, best_grid, "int4", research_best)
+    assert (n["best_depth"], n["best_branch"], n["best_threshold"], n["r_tokens"]) == (4, 3, 0.01, 200)
+    assert n["best_speedup"] == pytest.approx(1.74 * 0.75) and n["best_worst_prompt"] == pytest.approx(1.74 * 0.5)
+    assert (n["r_rank"], n["r_of"]) == (1, 8)
+    assert (n["lead_min"], n["lead_max"]) == (pytest.approx(1.64 / 1.26), pytest.approx(1.74 / 1.26))
+    assert all(type(v) in (int, float) for v in n.values())  # glue writes Python numbers as the page formats them
+    worst = verdict_numbers(s, best_grid, "int4", {**research_best, "depth": 3, "branch": 2, "threshold": 0.1})
+    assert (worst["r_rank"], worst["r_of"]) == (8, 8)
+    with pytest.raises(ValueError, match="no fixed trees of draft 'base'"):
+        verdict_numbers(s, best_grid, "base", research_best)
+    ranks = research_ranks(s, best_grid, research_best)
+    assert ranks.to_dict("records") == [{"draft": "int4", "new tokens": 200, "research shape's rank": 1,
+                                         "of trees": 8, "tree over chain, lowest": pytest.approx(1.64 / 1.26),
+                                         "tree over chain, highest": pytest.approx(1.74 / 1.26)}]
+    facts = grid_facts(rows)
+    assert facts == {"policies": 10, "lengths": "100, 200", "prompts": 2, "kinds": "1 code, 1 prose",
+                     "runs": len(rows), "drafts": "int4", "measured": "predicted", "calibrated": "2026-11-29"}
+
+
+def test_sweep_facts_and_the_projection_sentence(tmp_path):
+    from dynatree_lib.book.grid import projection_sentence, research_sized, sweep_facts
+
+    spent = pd.DataFrame({"kind": ["target", "replay"], "draft": ["", "int4"], "seconds": [1800.0, 3600.0],
+                          "batch": [2, 4], "threads": [1, 1], "max_new_tokens": [1000, 1000],
+                          "date_utc": ["2026-01-01T02:00:00+00:00", "2026-01-01T03:00:00+00:00"]})
+    f = sweep_facts(spent)
+    # the target unit ran as one of a batch of 2 (started at 01:00); the replay unit ended at 03:00
+    assert f["hours"] == pytest.approx(2.0) and f["worker_hours"] == pytest.approx(1.5)
+    assert f["target_hours"] == pytest.approx(0.5) and (f["target_batch"], f["replay_batch"]) == (2, 4)
+    assert (f["threads"], f["replay_drafts"]) == ("1", "int4")
+    assert research_sized(spent, tmp_path) is None
+    assert "grid_batching.py" in projection_sentence(None)
+    plan = pd.DataFrame({"batched_h": [1.0, 0.5], "one_at_a_time_h": [2.0, 1.0]})
+    assert "predicted to take 1.5 h batched, against 3.0 h one unit at a time" in projection_sentence(plan)
+
+
+def test_validation_numbers_and_ar_steps_by_kind():
+    from dynatree_lib.book.grid import ar_step_table, validation_numbers
+
+    check = pd.DataFrame({"abs_error_speedup": [0.02, 0.04, 0.1], "error_speedup": [0.02, -0.04, 0.1],
+                          "error_wall": [0.0, 0.01, -0.02], "error_ar_wall": [0.01, 0.02, 0.03]})
+    timed = _timed([(20.0, 10.0), (30.0, 10.0), (22.0, 10.0)]).assign(git_commit="224d052abc")
+    v = validation_numbers(check, timed)
+    assert (v["pairs"], v["repeats"], v["timed_commits"]) == (3, 3, "224d052")
+    assert v["median_abs_error_speedup"] == pytest.approx(0.04) and v["max_abs_error_speedup"] == 0.1
+    assert v["spread_median"] == pytest.approx(0.5) and v["spread_prompts"] == 1  # AR walls 20 to 30
+    once = validation_numbers(check, timed[timed["repeat"] == 0])
+    assert once["spread_prompts"] == 0 and once["spread_median"] != once["spread_median"]  # nan: none timed twice
+    ar = pd.DataFrame({"method": "AR", "prompt_id": ["HumanEval/1", "HumanEval/1", "HumanEval/2", "prose/x"],
+                       "prompt_tokens": [100, 100, 300, 800], "wall_s": [42.0, 44.0, 62.0, 70.0],
+                       "ttft_s": [2.0, 4.0, 2.0, 10.0], "new_tokens": 201})
+    t = ar_step_table(ar).set_index("text")
+    assert t.loc["code", "runs"] == 3 and t.loc["code", "step_s"] == pytest.approx(0.2)
+    assert (t.loc["code", "fastest"], t.loc["code", "slowest"]) == (pytest.approx(0.2), pytest.approx(0.3))
+    assert t.loc["code", "prompt_tokens"] == 100 and t.loc["prose", "ttft_s"] == 10.0
+    assert "predicted_step_s" not in t
+    predicted = pd.DataFrame({"prompt_id": ["HumanEval/1", "HumanEval/2", "prose/x"], "max_new_tokens": 201,
+                              "predicted_ar_wall_s": [42.0, 52.0, 62.0], "predicted_prefill_s": [2.0, 2.0, 12.0]})
+    t = ar_step_table(ar, predicted).set_index("text")
+    assert t.loc["code", "predicted_step_s"] == pytest.approx(0.2)  # median of 0.2, 0.2, 0.25
+    assert t.loc["prose", "predicted_prefill_s"] == 12.0
+
+
+def test_context_figure_one_line_per_model_and_calibration():
+    from dynatree_lib.book.grid import context_figure
+
+    curves = pd.DataFrame({"draft": ["base", "base", "int4", "int4"], "model": ["target", "draft"] * 2,
+                           "context": [128, 128, 128, 128], "scale": [1.0, 1.0, 1.0, 1.0]})
+    fig = context_figure(curves)
+    assert sorted(t.name for t in fig.data) == ["draft (base calibration)", "draft (int4 calibration)",
+                                               "target (base calibration)", "target (int4 calibration)"]
+    assert {t.line.dash for t in fig.data} == {"solid", "dash"}
+
+
+def test_load_checked_refuses_a_grid_without_its_timed_check(tmp_path):
+    from dynatree_lib.book.grid import load_checked
+
+    with pytest.raises(FileNotFoundError, match="benchmarks/grid.py writes one"):
+        load_checked(tmp_path / "grid.csv")
+    pd.DataFrame({"pair": ["embedded"], "prompt_id": ["HumanEval/0"], "speedup": [1.5]}).to_csv(
+        tmp_path / "grid.csv", index=False)
+    with pytest.raises(FileNotFoundError, match="no timed validation beside"):
+        load_checked(tmp_path / "grid.csv")
+    folder = tmp_path / "replay" / "embedded"
+    folder.mkdir(parents=True)
+    pd.DataFrame({"method": ["Linear(K=5)"], "prompt_id": ["HumanEval/0"], "speedup": [1.4]}).to_csv(
+        folder / "grid_validation.csv", index=False)
+    rows, check = load_checked(tmp_path / "grid.csv")
+    assert len(rows) == 1 and check["speedup"].tolist() == [1.4]

@@ -14,7 +14,7 @@ import plotly.graph_objects as go
 
 from ..bench.storage import results_dir
 from ..models.provenance import repo_relative
-from .plots import TEMPLATE, _require
+from .plots import PHASE_COLORS, TEMPLATE, _require
 
 SHAPE = ["depth", "branch", "threshold"]
 CONFIG = ["draft", "method", "method_type", *SHAPE, "max_new_tokens"]
@@ -260,3 +260,171 @@ def forward_scales(root) -> pd.DataFrame:
             for draft, calib in _calibrations(root)]
     return pd.DataFrame(rows, columns=["draft", "ar_forward_s", "curve_forward_s", "forward_scale",
                                        "target_run_scale", "draft_run_scale"])
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# What the parameter-search chapter glues into its prose
+
+
+def load_checked(path=None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The stored grid and its timed validation (`load_grid`), refused with what to run when either is missing: the
+    grid's speedups are predictions, and a page shows them only beside the timed check of the prediction."""
+    try:
+        rows, check = load_grid(path)
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"no replayed grid at {e.filename}: python benchmarks/grid.py writes one") from None
+    if check is None or check.empty:
+        raise FileNotFoundError(f"no timed validation beside {rows.attrs['source']}: python benchmarks/grid.py "
+                                "(its --validate pairs, timed) writes replay/<pair>/grid_validation.csv")
+    return rows, check
+
+
+def grid_facts(rows: pd.DataFrame) -> dict:
+    """What the grid holds, for the prose: policies per draft, lengths, prompts (and how many of each kind of
+    text), replayed runs, the drafts, whether speedups are predicted or timed, and the calibrations' dates."""
+    from .tables import text_kind
+
+    kinds = rows.drop_duplicates("prompt_id")["prompt_id"].map(text_kind).value_counts().sort_index()
+    kinds = kinds.sort_values(ascending=False, kind="stable")  # most prompts first, ties by name
+    return {"policies": int(rows.groupby("draft")["method"].nunique().max()),
+            "lengths": ", ".join(map(str, sorted(rows["max_new_tokens"].unique()))),
+            "prompts": int(rows["prompt_id"].nunique()),
+            "kinds": ", ".join(f"{n} {kind}" for kind, n in kinds.items()), "runs": int(len(rows)),
+            "drafts": ", ".join(sorted(rows["draft"].unique())),
+            "measured": ", ".join(sorted(rows["measurement"].unique())),
+            "calibrated": ", ".join(sorted(rows["calibration_date"].astype(str).str[:10].unique()))}
+
+
+def research_length(summary: pd.DataFrame, best: dict) -> int:
+    """The length the research's best shape is compared at: its own (`best["max_new_tokens"]`) when the grid has
+    it, else the grid's longest."""
+    lengths = set(summary["max_new_tokens"])
+    return int(best["max_new_tokens"]) if best["max_new_tokens"] in lengths else int(max(lengths))
+
+
+def verdict_numbers(summary: pd.DataFrame, best_grid: pd.DataFrame, draft: str, best: dict) -> dict:
+    """The chapter's verdict for one draft: the research's best shape (`best`: depth, branch, threshold,
+    max_new_tokens, speedup) and its rank among this grid's fixed trees at that length, the best tree there and
+    its median speedup, and the range over lengths of the best tree's lead over the best chain (`best_grid`, as
+    `best_per_length` gives it)."""
+    n = research_length(summary, best)
+    trees = summary[(summary["draft"] == draft) & (summary["method_type"] == "FixedTree")
+                    & (summary["max_new_tokens"] == n)]
+    if trees.empty:
+        raise ValueError(f"no fixed trees of draft {draft!r} at {n} new tokens in the grid")
+    top = trees.loc[trees["speedup"].idxmax()]
+    ranked = rank_of(summary, best["depth"], best["branch"], best["threshold"], draft, n)
+    lead = best_grid.loc[best_grid["draft"] == draft, "tree_over_chain"]
+    return {"r_depth": int(best["depth"]), "r_branch": int(best["branch"]), "r_threshold": float(best["threshold"]),
+            "r_tokens": n, "r_speedup": float(best["speedup"]),
+            "best_depth": int(top["depth"]), "best_branch": int(top["branch"]),
+            "best_threshold": float(top["threshold"]), "best_speedup": float(top["speedup"]),
+            "best_worst_prompt": float(top["speedup_min"]),
+            "r_rank": ranked[0] if ranked else 0, "r_of": ranked[1] if ranked else len(trees),
+            "lead_min": float(lead.min()), "lead_max": float(lead.max())}
+
+
+def research_ranks(summary: pd.DataFrame, best_grid: pd.DataFrame, best: dict) -> pd.DataFrame:
+    """Per draft: where the research's best shape ranks among the fixed trees at its length (`research_length`),
+    and the lowest and highest lead of the best tree over the best chain across lengths."""
+    n = research_length(summary, best)
+    rows = []
+    for draft, part in best_grid.groupby("draft"):
+        ranked = rank_of(summary, best["depth"], best["branch"], best["threshold"], draft, n)
+        rows.append({"draft": draft, "new tokens": n, "research shape's rank": ranked[0] if ranked else None,
+                     "of trees": ranked[1] if ranked else None,
+                     "tree over chain, lowest": part["tree_over_chain"].min(),
+                     "tree over chain, highest": part["tree_over_chain"].max()})
+    return pd.DataFrame(rows)
+
+
+def sweep_facts(spent: pd.DataFrame) -> dict:
+    """What computing the stored units took (`bench.gridrun.unit_costs` rows): hours of the machine's time from
+    the first unit's start to the last one's end, worker-hours in all and of the target's continuations, the
+    largest batches of each kind, torch threads per worker and the drafts replayed."""
+    from ..bench.gridrun import acceptance_hours
+
+    _require(spent, ["kind", "draft", "seconds", "batch", "threads", "date_utc"])
+    batches = spent.groupby("kind")["batch"].max()
+    return {"hours": float(acceptance_hours(spent)), "worker_hours": float(spent["seconds"].sum() / 3600),
+            "target_hours": float(spent.loc[spent["kind"] == "target", "seconds"].sum() / 3600),
+            "target_batch": int(batches.get("target", 1)), "replay_batch": int(batches.get("replay", 1)),
+            "threads": ", ".join(str(int(t)) for t in sorted(spent["threads"].dropna().unique())),
+            "replay_drafts": ", ".join(sorted(spent.loc[spent["kind"] == "replay", "draft"].unique()))}
+
+
+RESEARCH_SIZE = {"prompts": 30, "length": 1000, "drafts": ("int4", "base"), "workers": 2}
+
+
+def research_sized(spent: pd.DataFrame, folder) -> pd.DataFrame | None:
+    """Predicted hours of the research-sized sweep (`RESEARCH_SIZE`) per part, batched and one unit at a time
+    (`bench.gridrun.projection`), from the batching ratios stored in <folder>/grid_batching.csv; None when that
+    file is not there."""
+    from ..bench.grid import REPLAY_BATCH, TARGET_BATCH
+    from ..bench.gridrun import projection
+
+    path = Path(folder) / "grid_batching.csv"
+    if not path.is_file():
+        return None
+    s = RESEARCH_SIZE
+    return projection(spent, pd.read_csv(path), s["prompts"], s["length"], list(s["drafts"]), s["workers"],
+                      TARGET_BATCH, REPLAY_BATCH)
+
+
+def projection_sentence(plan: pd.DataFrame | None) -> str:
+    """The research-sized projection in one sentence, or what measures the ratios it needs."""
+    if plan is None:
+        return ("How long a research-sized sweep would take is not predicted here: python "
+                "benchmarks/grid_batching.py measures the batching ratios it needs.")
+    s = RESEARCH_SIZE
+    return (f"At the research's size with both drafts ({s['prompts']} prompts, {s['length']} new tokens, "
+            f"{s['workers']} workers) the same sweep is predicted to take {plan['batched_h'].sum():.1f} h batched, "
+            f"against {plan['one_at_a_time_h'].sum():.1f} h one unit at a time.")
+
+
+def validation_numbers(check: pd.DataFrame, timed: pd.DataFrame) -> dict:
+    """The timed check of the prediction in numbers: `planning.predict.error_summary` of `check`, the repeats per
+    pair, how far one prompt's AR walls lie apart between repeats (`ar_spread`: median, highest, prompts; nan
+    when no prompt was timed twice) and the commits the timed runs carry."""
+    from ..bench.storage import distinct
+    from ..planning.predict import error_summary
+
+    spread = ar_spread(timed)
+    out = error_summary(check)
+    out.update({"repeats": int(timed["repeat"].max()) + 1 if "repeat" in timed else 1,
+                "spread_median": float(spread.median()) if len(spread) else float("nan"),
+                "spread_max": float(spread.max()) if len(spread) else float("nan"),
+                "spread_prompts": int(len(spread)), "timed_commits": ", ".join(distinct(timed, "git_commit", 7))})
+    return out
+
+
+def ar_step_table(timed: pd.DataFrame, predicted: pd.DataFrame | None = None) -> pd.DataFrame:
+    """`ar_steps` per kind of text: median prompt tokens, the median, fastest and slowest timed step, how many runs,
+    the median time to first token and, with `predicted`, the medians of the predicted step and prefill."""
+    from .tables import text_kind
+
+    steps = ar_steps(timed, predicted)
+    by = steps["prompt_id"].map(text_kind).rename("text")
+    g = steps.groupby(by)
+    out = g.agg(prompt_tokens=("prompt_tokens", "median"), step_s=("step_s", "median"),
+                fastest=("step_s", "min"), slowest=("step_s", "max"), runs=("step_s", "size"),
+                ttft_s=("ttft_s", "median"))
+    for column in ("predicted_step_s", "predicted_prefill_s"):
+        if column in steps:
+            out[column] = g[column].median()
+    return out.reset_index()
+
+
+def context_figure(curves: pd.DataFrame, title: str | None = "One forward's cost against the cache it reads"):
+    """`context_curves` as lines: a forward's cost over its cost on the shortest cache, against cached tokens, one
+    colour per model and one dash per calibration."""
+    _require(curves, ["draft", "model", "context", "scale"])
+    dashes = dict(zip(sorted(curves["draft"].unique()), ["solid", "dash", "dot", "dashdot"] * 4))
+    fig = go.Figure()
+    for (model, draft), part in curves.groupby(["model", "draft"]):
+        fig.add_scatter(x=part["context"], y=part["scale"], name=f"{model} ({draft} calibration)",
+                        mode="lines+markers", line=dict(dash=dashes[draft],
+                                                        color=PHASE_COLORS["verify" if model == "target" else "draft"]))
+    fig.update_layout(template=TEMPLATE, title=title, xaxis_title="cached tokens",
+                      yaxis_title="cost / cost on the shortest")
+    return fig
