@@ -4,7 +4,7 @@ the staged copies of the executed notebooks (never on notebooks/*.ipynb) and cop
 
     python scripts/strip_plotlyjs.py --static-rel ../_static/plotly.min.js NOTEBOOK.ipynb...
 
-In every text/html output:
+In every text/html output (a glued one included):
 - an inlined plotly.js bundle (<script>/** plotly.js vX ...</script>) is replaced by
   <script src="STATIC_REL"></script> the first time in a notebook and dropped after that;
 - external <script src="http(s)://..."> tags (the renderer adds MathJax from a CDN to each figure) are dropped:
@@ -74,13 +74,13 @@ def strip_notebook(path: Path, static_rel: str) -> dict:
             continue
         for output in cell.get("outputs", []):
             data = output.get("data", {})
-            html = data.get("text/html")
-            if html is None:
-                continue
-            text = "".join(html) if isinstance(html, list) else html
-            new = strip_html(text, reference, state)
-            if new != text:
-                data["text/html"] = new
+            # a cell's own HTML, and HTML that MyST-NB's glue recorded for a {glue:figure} block
+            for key in [k for k in data if k == "text/html" or k.endswith("/text/html")]:
+                html = data[key]
+                text = "".join(html) if isinstance(html, list) else html
+                new = strip_html(text, reference, state)
+                if new != text:
+                    data[key] = new
     with atomic_path(path) as tmp:
         nbformat.write(nb, tmp)
     state["bytes_before"], state["bytes_after"] = before, path.stat().st_size

@@ -68,15 +68,29 @@ def live_jupyter() -> bool:
     return bool(os.environ.get("JPY_SESSION_NAME"))
 
 
+class _FigureHtml:
+    """A plotly figure as the HTML the book embeds (its div and Plotly.newPlot call; plotly.js itself is served once
+    per page from _static, scripts/strip_plotlyjs.py adds the reference). Glued as this object, not as the figure:
+    a plotly figure displays itself through `_ipython_display_`, which leaves MyST-NB's glue an empty record."""
+
+    def __init__(self, fig):
+        self.html = fig.to_html(full_html=False, include_plotlyjs=False,
+                                default_height=f"{fig.layout.height or 450}px")
+
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        return {"text/html": self.html}
+
+
 def figure(fig, name: str, caption: str | None = None) -> None:
     """Glue a plotly figure under `name` for a {glue:figure} block, which numbers and captions it. In the book nothing
     is displayed where the figure is computed (the block shows it); in a live JupyterLab session, where no block is
-    rendered, the cell shows it. With `caption`, the block is displayed right here as the cell's Markdown output (for
-    a figure that only some runs draw, whose block cannot stand in a Markdown cell)."""
+    rendered, the cell shows the figure itself. With `caption`, the block is displayed right here as the cell's
+    Markdown output (for a figure that only some runs draw, whose block cannot stand in a Markdown cell)."""
+    from IPython.display import Markdown, display
     from myst_nb import glue
 
-    glue(name, fig, display=live_jupyter())
+    glue(name, _FigureHtml(fig), display=False)
+    if live_jupyter():
+        display(fig)
     if caption is not None:
-        from IPython.display import Markdown, display
-
         display(Markdown(f"```{{glue:figure}} {name}\n:name: {name}\n\n{caption}\n```"))
