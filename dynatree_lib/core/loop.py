@@ -15,12 +15,12 @@ own loop (`decode(run)`: plain decoding, transformers' peers). From `generate` t
 from __future__ import annotations
 
 import numbers
-import time
 from dataclasses import dataclass, field
 
 import torch
 
 from . import kvcache
+from .checks import _check_int
 from ..models.pair import ModelPair, vocab_size
 from ..models.vocab import eos_ids
 from .draft import DraftState, commit_draft
@@ -109,7 +109,7 @@ def generate(pair: ModelPair, prompt, method, max_new_tokens: int, *, stop_at_eo
     check_inputs(pair, prompt_ids, method, max_new_tokens)
     pair = running_pair(pair, method)
     if sampling is not None and not method.supports_sampling:
-        raise ValueError(f"{describe(method)} runs transformers' greedy generate; temperature > 0 is not supported")
+        raise ValueError(f"{method.label()} runs transformers' greedy generate; temperature > 0 is not supported")
     eos = eos_ids(pair) if stop_at_eos else set()
     run = Run(pair=pair, prompt_ids=prompt_ids, max_new_tokens=max_new_tokens, eos_ids=eos, sampling=sampling)
     run.start = run.clock()
@@ -197,52 +197,32 @@ def chat_ids(pair: ModelPair, prompt) -> list[int]:
 
 
 def check_inputs(pair: ModelPair, prompt_ids: list[int], method, max_new_tokens: int) -> None:
-    if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) or max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}")
+    _check_int("max_new_tokens", max_new_tokens, 1)
     pair.ensure_eval()  # a model put back in training mode after the pair was built
     vocab = vocab_size(pair.target)
     bad = [t for t in prompt_ids if not 0 <= t < vocab]
     if bad:
         raise ValueError(f"prompt has token ids outside the vocabulary [0, {vocab}): {bad[:5]}")
-    context = context_length(pair.target)
-    if context is not None and len(prompt_ids) + max_new_tokens > context:
-        raise ValueError(
-            f"prompt ({len(prompt_ids)} tokens) plus max_new_tokens ({max_new_tokens}) exceeds the target's "
-            f"context of {context} tokens"
-        )
-    if needs_draft(method) and pair.draft is None:
-        raise ValueError(f"{describe(method)} needs a draft model, but the pair has none")
+    if method.needs_draft and pair.draft is None:
+        raise ValueError(f"{method.label()} needs a draft model, but the pair has none")
     # The draft reads the same positions as the target: drafting stops at max_new_tokens (speculate caps a round's
     # depth at the tokens still wanted), so prompt + max_new_tokens is also the draft's furthest position.
-    draft_context = context_length(pair.draft) if needs_draft(method) else None
-    if draft_context is not None and len(prompt_ids) + max_new_tokens > draft_context:
-        raise ValueError(
-            f"prompt ({len(prompt_ids)} tokens) plus max_new_tokens ({max_new_tokens}) exceeds the draft's "
-            f"context of {draft_context} tokens ({describe(method)} runs the draft over the whole sequence)"
-        )
-    if getattr(method, "rolls_back_cache", True):
-        for role, model in (("target", pair.target), ("draft", pair.draft if needs_draft(method) else None)):
-            window = kvcache.sliding_window(model) if model is not None else None
-            if window is not None and len(prompt_ids) + max_new_tokens > window:
-                raise ValueError(
-                    f"the {role} ({model.config.model_type}) uses sliding-window attention with a sliding window of "
-                    f"{window} tokens, and prompt ({len(prompt_ids)} tokens) plus max_new_tokens ({max_new_tokens}) "
-                    f"exceeds it: {describe(method)} rolls its cache back after each round, which is exact only "
-                    f"inside the window (Autoregressive and the transformers peers are not limited)"
-                )
-
-
-def context_length(model) -> int | None:
-    return getattr(model.config, "max_position_embeddings", None)
-
-
-def needs_draft(method) -> bool:
-    return method.needs_draft
-
-
-def describe(method) -> str:
-    """The method's label for messages."""
-    return method.label()
+    total = len(prompt_ids) + max_new_tokens
+    for role, model in (("target", pair.target), ("draft", pair.draft if method.needs_draft else None)):
+        if model is None:
+            continue
+        context = getattr(model.config, "max_position_embeddings", None)
+        if context is not None and total > context:
+            raise ValueError(f"prompt ({len(prompt_ids)} tokens) plus max_new_tokens ({max_new_tokens}) exceeds the "
+                             f"{role}'s context of {context} tokens")
+        window = kvcache.sliding_window(model) if method.rolls_back_cache else None
+        if window is not None and total > window:
+            raise ValueError(
+                f"the {role} ({model.config.model_type}) uses sliding-window attention with a sliding window of "
+                f"{window} tokens, and prompt ({len(prompt_ids)} tokens) plus max_new_tokens ({max_new_tokens}) "
+                f"exceeds it: {method.label()} rolls its cache back after each round, which is exact only "
+                f"inside the window (Autoregressive and the transformers peers are not limited)"
+            )
 
 
 # ---------------------------------------------------------------------------------------------------------------------
