@@ -1,8 +1,7 @@
 """The benchmark harness: timed runs with provenance (harness), stored results (storage), methods as typed (specs:
-constructor syntax read with ast), summaries (summary), the book's experiments (experiments, sweep), prompts and quality checks. The provenance
-of result rows lives in models.provenance (cost calibrations, below this layer, carry it too).
-
-The names of the former flat `dynatree_lib.bench` module are re-exported here."""
+constructor syntax read with ast), summaries (summary), the book's experiments (experiments, sweep), prompts and
+quality checks. The provenance of result rows lives in models.provenance (cost calibrations, below this layer, carry
+it too)."""
 from .harness import (ForwardTimer, WARMUP_TOKENS, as_prompts, first_divergence, perplexity, run_benchmark,
                       with_ar)
 from .specs import parse_method, parse_methods

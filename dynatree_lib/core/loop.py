@@ -5,10 +5,8 @@ commit it plus the bonus token in both caches. A linear draft is the tree with o
 > 0 the same loop drafts by sampling and accepts by recursive rejection sampling (sampling.py), so every method that
 runs on `speculate` samples exactly from the target's distribution.
 
-The loop knows two small interfaces (core/method.py) and no particular method. A `Method` is configuration that
-either drafts (`Speculative`: `drafter(run)` gives one generation's `Drafter`, whose `propose(state, max_depth)`
-drafts a round's tree and `learn(record)` hears how it went, as transformers' candidate generators do) or runs its
-own loop (`decode(run)`: plain decoding, transformers' peers). From `generate` to the draft model's forward:
+The loop knows the two small interfaces of core/method.py and no particular method. From `generate` to the draft
+model's forward:
 
     generate -> speculate(run, method.drafter(run)) -> drafter.propose(state, max_depth) -> draft_tree -> forward
 """

