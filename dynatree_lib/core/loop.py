@@ -129,11 +129,11 @@ def running_pair(pair: ModelPair, method) -> ModelPair:
 
 
 def encode(pair: ModelPair, prompt, chat: bool = False) -> list[int]:
+    if isinstance(prompt, str) and not prompt:
+        raise ValueError("prompt is empty")
     if chat or is_conversation(prompt):
         return chat_ids(pair, prompt)
     if isinstance(prompt, str):
-        if not prompt:
-            raise ValueError("prompt is empty")
         if pair.tokenizer is None:
             raise ValueError("a text prompt needs a tokenizer: give ModelPair(tokenizer=...) or pass token ids")
         ids = pair.tokenizer(prompt)["input_ids"]
@@ -173,8 +173,6 @@ def chat_ids(pair: ModelPair, prompt) -> list[int]:
     """Token ids of a conversation (or of a text prompt as one user message) through the tokenizer's chat template,
     with the assistant turn opened (add_generation_prompt=True)."""
     if isinstance(prompt, str):
-        if not prompt:
-            raise ValueError("prompt is empty")
         messages = [{"role": "user", "content": prompt}]
     elif is_conversation(prompt):
         messages = list(prompt)
