@@ -59,7 +59,7 @@ def field(spec: pd.DataFrame) -> str:
     overall = cells[(cells["method"] == lead) & (cells["task"] == "overall")].iloc[0]
     over = spec_bench.spec_bench_versus(spec, lead, peer, length)
     tasks = over.drop("overall")
-    names = spec_bench.TASK_NAMES
+    names = spec_bench.TASK_TITLES
     return (f"**On the field's benchmark.** On Spec-Bench's six tasks ({spec['prompt_id'].nunique()} questions, "
             f"{length} new tokens) DynaTree with the int4 draft runs {overall['speedup']:.2f}x as fast as plain "
             f"decoding and {over['overall']:.2f}x as fast as transformers' assisted generation with the same draft, "

@@ -8,7 +8,7 @@ import pytest
 from dynatree_lib.bench.prompts import data_dir
 from dynatree_lib.bench.spec_bench import TASKS, spec_bench_prompts, spec_bench_questions, task_of_id
 from dynatree_lib.book.spec_bench import (spec_bench_layout, spec_bench_reference, spec_bench_table,
-                                          spec_bench_versus)
+                                          spec_bench_versus, spec_bench_wide)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -106,6 +106,14 @@ def test_layout_is_spec_benchs(synthetic):
     assert list(layout.columns) == ["method", "qa", "rag", "overall", "exact"]
     tree = layout.set_index("method").loc["Tree"]
     assert tree["qa"] == "3.00x · 2.91" and tree["rag"] == "1.50x · 2.00" and tree["exact"] == "80%"
+
+
+def test_wide_tables_split_spec_benchs_layout(synthetic):
+    table = spec_bench_table(synthetic)
+    speed = spec_bench_wide(table).set_index("method")
+    assert list(speed.columns) == ["QA", "RAG", "Overall"] and speed.loc["Tree", "QA"] == 3.0
+    tokens = spec_bench_wide(table, "tokens_per_round").set_index("method")
+    assert tokens.loc["Tree", "QA"] == pytest.approx(512 / 176)
 
 
 def test_versus_a_peer_per_task(synthetic):

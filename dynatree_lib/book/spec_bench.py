@@ -15,9 +15,12 @@ from ..bench.prompts import data_dir
 from ..bench.spec_bench import TASKS, task_of_id
 
 COLUMNS = (*TASKS, "overall")
-# The column headers a reader sees (Spec-Bench's own names for its tasks).
-TASK_NAMES = {"mt_bench": "MT-bench", "translation": "Translation", "summarization": "Summarization", "qa": "QA",
+# The column headers a reader sees: Spec-Bench's names for its tasks, short enough for eight columns on a page.
+TASK_NAMES = {"mt_bench": "MT-bench", "translation": "Transl.", "summarization": "Summ.", "qa": "QA",
               "math_reasoning": "Math", "rag": "RAG", "overall": "Overall", "exact": "Identical to AR"}
+# ... and in a sentence.
+TASK_TITLES = {"mt_bench": "MT-bench", "translation": "translation", "summarization": "summarization",
+               "qa": "question answering", "math_reasoning": "mathematical reasoning", "rag": "RAG"}
 
 
 def _with_task(df: pd.DataFrame) -> pd.DataFrame:
@@ -68,6 +71,17 @@ def spec_bench_layout(table: pd.DataFrame) -> pd.DataFrame:
     wide = wide[[c for c in COLUMNS if c in wide.columns]]
     overall = table[table["task"] == "overall"].set_index("method")
     wide["exact"] = overall["exact"].reindex(methods).map(lambda v: f"{v:.0%}")
+    wide.columns = [str(c) for c in wide.columns]
+    return wide.reset_index()
+
+
+def spec_bench_wide(table: pd.DataFrame, value: str = "speedup") -> pd.DataFrame:
+    """One value of `spec_bench_table`'s rows ("speedup" or "tokens_per_round") as a row per method (the `method`
+    column first) and a column per task plus overall, under the names readers know (TASK_NAMES): Spec-Bench's
+    layout split in two, so that each table fits a page's width."""
+    methods = list(dict.fromkeys(table["method"]))
+    wide = table.pivot(index="method", columns="task", values=value).reindex(methods)
+    wide = wide[[c for c in COLUMNS if c in wide.columns]].rename(columns=TASK_NAMES)
     wide.columns = [str(c) for c in wide.columns]
     return wide.reset_index()
 
