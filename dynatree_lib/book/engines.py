@@ -11,7 +11,8 @@ from __future__ import annotations
 import pandas as pd
 
 from ..bench.llama_cpp import llama_cpp_table
-from .tables import names
+from ..methods.base import Autoregressive
+from .tables import method_of, names
 
 # What each llama.cpp configuration of benchmarks/llama_cpp.py is, in words.
 LLAMA_CPP_NAMES = {
@@ -32,10 +33,13 @@ def _llama_cpp_name(config: str) -> str:
 
 
 def _weights(pair: str, method: str) -> str:
+    """The weights a row decoded with: the target's from the pair's name (models.pair.quantized_name), the draft's from
+    the method's own `draft_bits` (plain decoding has none)."""
     target = pair.rpartition("+")[2] if "+int" in pair else "bf16"
-    draft = "no draft" if method == "AR" else ("int4" if "draft_bits=4" in method else
-                                               "int8" if "draft_bits=8" in method else "bf16")
-    return f"{target} target, {draft} draft" if draft != "no draft" else f"{target} target"
+    m = method_of(method)
+    if isinstance(m, Autoregressive):
+        return f"{target} target"
+    return f"{target} target, {f'int{m.draft_bits}' if m.draft_bits else 'bf16'} draft"
 
 
 def engines_table(llama: pd.DataFrame, ours: pd.DataFrame, length: int) -> pd.DataFrame:
