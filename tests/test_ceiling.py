@@ -62,6 +62,12 @@ def test_measured_costs_recover_known_costs():
     assert list(table["kind"]) == ["code", "prose", "all"]
     assert (table["Tree(16) speedup"] == 2.0).all()
     assert (table["chain_best"] <= table["bound"]).all()
+    shown = ceiling.ceiling_shown(table, "Tree(16)")
+    assert list(shown.columns) == ["Text", "Acceptance", "Chain, measured", "DynaTree, measured", "Chain best",
+                                   "Acceptance for 3x", "Level for 3x"]
+    n = ceiling.ceiling_numbers(table)
+    assert n["c_draft_level"] == pytest.approx(COSTS.draft_level) and n["c_bound"] == pytest.approx(ceiling.bound(COSTS))
+    assert n["level_ratio"] == pytest.approx(COSTS.draft_level / n["need_level"])
 
 
 def test_bad_input_is_refused():

@@ -1,8 +1,10 @@
 """book.engines: llama.cpp's rows beside ours, each engine's speedup over its own plain decoding."""
+import math
+
 import pandas as pd
 import pytest
 
-from dynatree_lib.book.engines import engines_table
+from dynatree_lib.book.engines import engines_numbers, engines_table
 
 
 def llama_rows():
@@ -42,3 +44,13 @@ def test_engines_table_sets_both_engines_on_one_scale():
 def test_engines_table_refuses_a_missing_length():
     with pytest.raises(ValueError, match="both engines at 512"):
         engines_table(llama_rows(), our_rows(), 512)
+
+
+def test_engines_numbers_read_the_table():
+    n = engines_numbers(engines_table(llama_rows(), our_rows(), 128))
+    assert n["llama_plain_tps"] == pytest.approx(15.0)  # median of 20 and 10
+    assert n["llama_best_spec"] == pytest.approx(1.1)  # n-gram drafting beats the draft's 0.5x
+    assert n["ours_best_tps"] == pytest.approx(16.0) and n["ours_over_llama"] == pytest.approx(1.2)
+    assert n["int4_own"] == pytest.approx(4 / 3)  # the int4 target's DynaTree over its own plain decoding
+    bf16_only = our_rows().query("pair == 'p'")
+    assert math.isnan(engines_numbers(engines_table(llama_rows(), bf16_only, 128))["int4_own"])  # none stored

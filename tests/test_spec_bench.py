@@ -7,8 +7,10 @@ import pytest
 
 from dynatree_lib.bench.prompts import data_dir
 from dynatree_lib.bench.spec_bench import TASKS, spec_bench_prompts, spec_bench_questions, task_of_id
-from dynatree_lib.book.spec_bench import (spec_bench_layout, spec_bench_reference, spec_bench_table,
-                                          spec_bench_versus, spec_bench_wide)
+from dynatree_lib.book.spec_bench import (reference_table, spec_bench_layout, spec_bench_numbers,
+                                          spec_bench_reference, spec_bench_table, spec_bench_versus,
+                                          spec_bench_wide, speedup_table, tokens_table, versus_table)
+from dynatree_lib.methods import DynaTree, HFAssisted, Linear, label
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -124,6 +126,32 @@ def test_versus_a_peer_per_task(synthetic):
         spec_bench_versus(synthetic, "Nope", "Peer")
 
 
+def test_page_tables_and_numbers(synthetic):
+    tree, peer = label(DynaTree(draft_bits=4)), label(HFAssisted(draft_bits=4))
+    real = synthetic.replace({"method": {"Tree": tree, "Peer": peer}})
+    cells = spec_bench_table(real)
+    speed = speedup_table(cells).set_index("Method")
+    assert list(speed.columns) == ["QA", "RAG", "Overall", "Identical to AR"]
+    assert speed.loc["DynaTree · int4 draft", "QA"] == 3.0
+    assert speed.loc["DynaTree · int4 draft", "Identical to AR"] == pytest.approx(4 / 5)
+    assert tokens_table(cells).set_index("Method").loc["Plain decoding", "RAG"] == 1.0
+    # the chain's pair is not stored: only the tree's row, under readable names
+    over = versus_table(real, [(DynaTree(draft_bits=4), HFAssisted(draft_bits=4)),
+                               (Linear(5, draft_bits=4), HFAssisted(draft_bits=4))])
+    assert list(over["Method"]) == ["DynaTree · int4 draft over transformers assisted · int4 draft"]
+    assert over.iloc[0][["QA", "RAG", "Overall"]].tolist() == pytest.approx([2.0, 0.5, 1.75])
+    with pytest.raises(ValueError, match="none of the pairs"):
+        versus_table(real, [(Linear(5), HFAssisted())])
+    n = spec_bench_numbers(real, tree, peer)
+    assert n["sb_vs_peer"] == pytest.approx(1.75) and n["sb_per_task"] == 1  # rag has one question
+    assert (n["sb_vs_peer_min"], n["sb_vs_peer_min_task"]) == (pytest.approx(0.5), "RAG")
+    assert n["sb_vs_peer_max_task"] == "question answering" and n["sb_ahead"] == "on 1 of 2 tasks"
+    assert n["sb_lead"] == pytest.approx(2.5)
+    # fastest per task: the tree on qa (3.0x), the peer on rag (3.0x)
+    assert n["sb_fastest"] == ("question answering, DynaTree · int4 draft (3.00x); "
+                               "RAG, transformers assisted · int4 draft (3.00x)")
+
+
 def test_a_length_without_rows_is_refused(synthetic):
     with pytest.raises(ValueError, match="lengths stored: \\[128, 512\\]"):
         spec_bench_table(synthetic, 1000)
@@ -133,6 +161,10 @@ def test_reference_rows_are_the_published_rtx3090_table():
     ref = spec_bench_reference().set_index("method")
     assert ref.loc["EAGLE2", "overall"] == 2.19 and ref.loc["PLD", "summarization"] == 2.46
     assert {*TASKS, "mean_accepted_tokens", "overall", "device", "target_model"} <= set(ref.columns)
+    shown = reference_table()
+    assert list(shown.columns) == ["Method", "MT-bench", "Transl.", "Summ.", "QA", "Math", "RAG", "Overall",
+                                   "Tokens per forward"]
+    assert shown.set_index("Method").loc["EAGLE2", "Overall"] == 2.19
     assert set(ref["device"]) == {"NVIDIA GeForce RTX 3090"}
 
 

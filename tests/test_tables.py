@@ -121,6 +121,30 @@ def test_round_costs():
     assert math.isnan(costs.loc["AR", "draft_s_per_forward"])
 
 
+def test_costs_table_names_and_sorts():
+    df = rows({"a": {AR: 1.0, Linear(4): 1.1}, "b": {AR: 1.0, Linear(4): 1.3}})
+    df["draft_s"], df["verify_s"], df["commit_s"] = 0.5, 1.0, 0.0
+    table = tables.costs_table(df)
+    assert list(table["Method"]) == ["Chain of 4", "Plain decoding"]  # most tokens per forward first
+    assert table.iloc[0]["Tokens per forward"] == pytest.approx(2.2)  # medians of 2.1 and 2.3
+    assert table.iloc[0]["TPOT (ms)"] == pytest.approx(1e3 * 0.1 / 1.2) and table.iloc[0]["Peak memory"] == 2e9
+
+
+def test_stored_rows_keep_the_dtype_and_device_or_say_how_to_measure(tmp_path, monkeypatch):
+    monkeypatch.setenv("DYNATREE_DATA", str(tmp_path))
+    (tmp_path / "results").mkdir()
+    rows({"a": {AR: 1.0}}).assign(dtype=["bfloat16"], device=["cpu"]).to_csv(tmp_path / "results" / "x.csv",
+                                                                              index=False)
+    assert len(tables.stored_rows("x", "bfloat16", "cpu", "run it")) == 1
+    with pytest.raises(ValueError, match="no float32 rows on cpu in data/results/x.csv: measure them with run it"):
+        tables.stored_rows("x", "float32", "cpu", "run it")
+
+
+def test_research_headline_numbers():
+    n = research.headline_numbers()
+    assert (n["r_tree"], n["r_hf"], n["r_phase3"]) == (1.62, 1.36, 1.61)
+
+
 def test_beside_research():
     lin = Linear(6)
     ours = tables.per_config(rows({"a": {AR: 1.0, lin: 1.3}}))

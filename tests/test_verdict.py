@@ -47,6 +47,7 @@ def test_numbers_and_sentences():
     assert n["best_kind"] == "code" and n["best_kind_vs_chain"] == pytest.approx(1.75)  # 2.0 and 1.5
     assert n["worst_kind"] == "prose" and n["worst_kind_vs_chain"] == pytest.approx(1.1)
     assert n["shipped_vs_peer_short"] == pytest.approx(1.5)  # 1.5, 1.5, 2.2
+    assert n["fastest_short"] == n["fastest_long"] == verdict.LEAD.name  # 2.0x and 3.3x: first at both lengths
     text = verdict.verdict(n)
     assert "3.30x as fast as plain decoding at 512 new tokens (2.00x at 128)" in text
     assert "largest on code (1.75x) and smallest on prose (1.10x)" in text

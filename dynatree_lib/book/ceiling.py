@@ -177,3 +177,24 @@ def ceiling_table(df: pd.DataFrame, chain: str, depth: int, draft_method: str | 
             mine = other if kind == "all" else other[other["kind"] == kind]
             out[-1][f"{beside} speedup"] = float(mine["speedup"].median())
     return pd.DataFrame(out)
+
+
+def ceiling_shown(limits: pd.DataFrame, beside: str, target: float = 3.0) -> pd.DataFrame:
+    """`ceiling_table`'s rows as a page shows them: the columns a reader needs, in words."""
+    return limits.rename(columns={
+        "kind": "Text", "acceptance": "Acceptance", "measured_speedup": "Chain, measured",
+        f"{beside} speedup": "DynaTree, measured", "chain_best": "Chain best",
+        f"acceptance_for_{target:g}x": f"Acceptance for {target:g}x",
+        f"draft_level_for_{target:g}x": f"Level for {target:g}x",
+    })[["Text", "Acceptance", "Chain, measured", "DynaTree, measured", "Chain best", f"Acceptance for {target:g}x",
+        f"Level for {target:g}x"]]
+
+
+def ceiling_numbers(limits: pd.DataFrame, target: float = 3.0) -> dict:
+    """The costs and bounds over all prompts (c_* keys, for glue), what `target` would need, and how many times
+    cheaper than today's the draft level would have to be."""
+    c = limits.set_index("kind").loc["all"]
+    need = float(c[f"draft_level_for_{target:g}x"])
+    return {**{f"c_{k}": float(c[k]) for k in ("verify_base", "verify_per_node", "draft_level", "bound", "acceptance")},
+            "need_acceptance": float(c[f"acceptance_for_{target:g}x"]), "need_level": need,
+            "level_ratio": float(c["draft_level"]) / need}

@@ -67,3 +67,17 @@ def engines_table(llama: pd.DataFrame, ours: pd.DataFrame, length: int) -> pd.Da
                      "Over llama.cpp plain": (per["tps"] / plain.reindex(per.index)).median(),
                      "Same as own plain": group["match_ar"].astype(float).mean()})
     return pd.DataFrame(rows).sort_values("Tokens/s", ascending=False, ignore_index=True)
+
+
+def engines_numbers(both: pd.DataFrame) -> dict:
+    """What the prose says of `engines_table`'s rows (for glue): llama.cpp's plain tokens/s and its best speculative
+    configuration over its own plain decoding; this library's fastest row in tokens/s and over llama.cpp's plain
+    decoding; the int4 target's best speculative row over that target's own plain decoding (nan when not stored)."""
+    own = both[both["Engine"] == "llama.cpp"].set_index("Configuration")
+    mine = both[both["Engine"] != "llama.cpp"]
+    int4 = mine[mine["Weights"].str.startswith("int4 target") & (mine["Configuration"] != names(["AR"])[0])]
+    return {"llama_plain_tps": float(own.loc[LLAMA_CPP_NAMES["plain"], "Tokens/s"]),
+            "llama_best_spec": float(own.drop(LLAMA_CPP_NAMES["plain"])["Over own plain"].max()),
+            "ours_best_tps": float(mine["Tokens/s"].iloc[0]),
+            "ours_over_llama": float(mine["Over llama.cpp plain"].iloc[0]),
+            "int4_own": float(int4["Over own plain"].max()) if len(int4) else float("nan")}

@@ -5,6 +5,7 @@
     figure(fig, "fig-speed")                glues a plotly figure for a {glue:figure} block that numbers it
     figure(fig, "fig-x", "Caption ...")     the same, with the block displayed as the cell's output
     mib(bytes), times(x), share(x)          how the book writes memory, speedups and shares
+    glue_all(numbers)                       glues each number of a dict for {glue:text} roles in the prose
 
 Chapters are executed by papermill and rendered by Jupyter Book (MyST-NB): a cell's Markdown output is parsed as
 MyST (nb_render_markdown_format in _config.yml), so the table directive in `table`'s output is numbered like one
@@ -60,6 +61,14 @@ def formatted(df: pd.DataFrame, formats: dict | None = None) -> pd.DataFrame:
     formats = formats or {}
     return pd.DataFrame({c: ["" if _missing(v) else formats[c](v) if c in formats else _cell(v) for v in df[c]]
                          for c in df.columns})
+
+
+def glue_all(numbers: dict) -> None:
+    """Glue every value of `numbers` under its key, not displayed: the prose quotes them as {glue:text}`key`."""
+    from myst_nb import glue
+
+    for key, value in numbers.items():
+        glue(key, value, display=False)
 
 
 def live_jupyter() -> bool:

@@ -6,6 +6,10 @@ import pandas as pd
 
 from .tables import per_prompt
 
+# `rerun_table`'s columns as a page heads them (after tables.named's `name`).
+COLUMNS = {"name": "Method", "prompts": "Prompts", "speedup_first": "Earlier run", "speedup_second": "This table",
+           "ratio_median": "Ratio, median", "ratio_min": "Ratio, lowest", "ratio_max": "Ratio, highest"}
+
 
 def rerun_table(first: pd.DataFrame, second: pd.DataFrame, length: int, methods=None) -> pd.DataFrame:
     """Per method measured in both runs at `length` new tokens on the same prompts: the median speedup over AR in

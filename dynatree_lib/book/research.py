@@ -53,3 +53,11 @@ ADAPTIVE_GAIN_BY_LENGTH = {100: 0.004, 1000: 0.093}  # adaptive over fixed, scal
 # StreamingLLM and int8.
 STREAMING = {"cache_512_at_2000_speedup": 0.32, "cache_2048_at_2000_vs_tree": 1.24}
 INT8 = {"memory_saving": 0.42, "speed_range": (0.33, 0.58), "backend": "bitsandbytes LLM.int8()"}
+
+
+def headline_numbers() -> dict:
+    """The research's headline speedups the chapters quote beside their own (for glue): its fixed tree and
+    transformers' assisted generation at 500 tokens, its adaptive tree (phase 3) at 1000."""
+    peers, adaptive = (t.set_index("method")["speedup"] for t in (PEERS_500, ADAPTIVE_1000))
+    return {"r_tree": float(peers["Tree V2 D=8 B=3 tau=0.03"]), "r_hf": float(peers["HF assisted"]),
+            "r_phase3": float(adaptive["Phase 3"])}

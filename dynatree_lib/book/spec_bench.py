@@ -13,6 +13,8 @@ import pandas as pd
 
 from ..bench.prompts import data_dir
 from ..bench.spec_bench import TASKS, task_of_id
+from ..methods import label
+from .tables import names
 
 COLUMNS = (*TASKS, "overall")
 # The column headers a reader sees: Spec-Bench's names for its tasks, short enough for eight columns on a page.
@@ -105,3 +107,62 @@ def spec_bench_reference() -> pd.DataFrame:
     """Spec-Bench's published RTX 3090 / Vicuna-7B table (reference from other hardware and models; see
     data/prompts/spec_bench/SOURCE.md)."""
     return pd.read_csv(data_dir() / "prompts" / "spec_bench" / "leaderboard_rtx3090.csv")
+
+
+def speedup_table(table: pd.DataFrame) -> pd.DataFrame:
+    """Spec-Bench's first number as a page shows it: `Method` (display name), a column per task and overall, and the
+    share of each method's runs identical to AR."""
+    wide = spec_bench_wide(table, "speedup")
+    wide["Identical to AR"] = table[table["task"] == "overall"].set_index("method")["exact"].reindex(
+        wide["method"]).to_numpy()
+    return _named(wide)
+
+
+def tokens_table(table: pd.DataFrame) -> pd.DataFrame:
+    """Spec-Bench's second number: tokens committed per target forward, a row per method, a column per task."""
+    return _named(spec_bench_wide(table, "tokens_per_round"))
+
+
+def _named(wide: pd.DataFrame) -> pd.DataFrame:
+    wide.insert(0, "Method", names(wide.pop("method")))
+    return wide
+
+
+def versus_table(df: pd.DataFrame, pairs, length: int = 128) -> pd.DataFrame:
+    """`spec_bench_versus` for each (method, peer) pair whose rows are stored, a row each ("A over B"), tasks under
+    the names readers know."""
+    stored = set(df["method"])
+    present = [(label(m), label(p)) for m, p in pairs if {label(m), label(p)} <= stored]
+    if not present:
+        raise ValueError(f"none of the pairs has rows of both methods; methods stored: {sorted(stored)}")
+    over = pd.DataFrame([spec_bench_versus(df, m, p, length) for m, p in present]).reset_index(drop=True)
+    shown = names([x for two in present for x in two])
+    over.insert(0, "Method", [f"{shown[2 * i]} over {shown[2 * i + 1]}" for i in range(len(present))])
+    return over.rename(columns=TASK_NAMES)
+
+
+def spec_bench_numbers(df: pd.DataFrame, method: str, peer: str, length: int = 128) -> dict:
+    """What the prose says of Spec-Bench (sb_* keys, for glue): questions per task, `method`'s overall speedup over
+    AR and over `peer` (per task: lowest, highest, on how many tasks it leads), and the fastest method per task."""
+    cells = spec_bench_table(df, length)
+    tasks = spec_bench_versus(df, method, peer, length)
+    overall, tasks = float(tasks["overall"]), tasks.drop("overall")
+    ahead = int((tasks > 1).sum())
+    best = cells[cells["task"] != "overall"].sort_values("speedup").groupby("task").tail(1).set_index("task")
+    best = best.reindex([t for t in TASKS if t in best.index])
+    return {
+        "sb_length": length, "sb_per_task": int(cells["questions"][cells["task"] != "overall"].min()),
+        "sb_lead": float(cells[cells["task"] == "overall"].set_index("method").loc[method, "speedup"]),
+        "sb_vs_peer": overall,
+        "sb_vs_peer_min": float(tasks.min()), "sb_vs_peer_min_task": TASK_TITLES[tasks.idxmin()],
+        "sb_vs_peer_max": float(tasks.max()), "sb_vs_peer_max_task": TASK_TITLES[tasks.idxmax()],
+        "sb_ahead": "on every task" if ahead == len(tasks) else f"on {ahead} of {len(tasks)} tasks",
+        "sb_fastest": "; ".join(f"{TASK_TITLES[t]}, {n} ({v:.2f}x)"
+                                for t, n, v in zip(best.index, names(best["method"]), best["speedup"])),
+    }
+
+
+def reference_table() -> pd.DataFrame:
+    """`spec_bench_reference` as a page shows it: method, the tasks under their names, overall, tokens per forward."""
+    names = {**TASK_NAMES, "method": "Method", "mean_accepted_tokens": "Tokens per forward"}
+    return spec_bench_reference()[["method", *TASKS, "overall", "mean_accepted_tokens"]].rename(columns=names)

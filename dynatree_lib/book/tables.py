@@ -15,7 +15,7 @@ import pandas as pd
 
 from . import research
 from ..bench.specs import stored_method
-from ..bench.storage import distinct
+from ..bench.storage import distinct, read_results, results_path
 from ..bench.summary import with_params
 from ..methods.base import Autoregressive, FixedTree, label
 from ..methods.names import display_names
@@ -24,6 +24,16 @@ from ..methods.streaming import Streaming
 STATS = ("tokens_per_s", "speedup", "tokens_per_round", "acceptance_depth", "acceptance_nodes", "ttft_s", "tpot_s",
          "nodes_per_round", "kv_compressions", "peak_mem_bytes", "peak_mem_delta_bytes", "perplexity")
 CONFIG = ("method", "max_new_tokens")
+
+
+def stored_rows(experiment: str, dtype: str, device: str, command: str) -> pd.DataFrame:
+    """The rows of data/results/<experiment>.csv measured in `dtype` on `device`; when there are none, an error that
+    says which `command` measures them."""
+    rows = read_results(results_path(experiment))
+    rows = rows[(rows["dtype"] == dtype) & (rows["device"] == device)]
+    if rows.empty:
+        raise ValueError(f"no {dtype} rows on {device} in data/results/{experiment}.csv: measure them with {command}")
+    return rows
 
 
 def method_of(text: str):
@@ -309,3 +319,18 @@ def against_best_policy(df: pd.DataFrame, method: str, candidates=None) -> pd.Da
     out.insert(2, "kind", out["prompt_id"].map(text_kind))
     out["ratio"] = out["speedup"] / out["best_speedup"]
     return out.rename(columns={"speedup": f"{method} speedup"}).reset_index(drop=True)
+
+
+def costs_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Per method, medians over prompts, most tokens per forward first: tokens committed per target forward, a
+    round's cost and a draft forward's in steps of plain decoding (`round_costs`), time to first token, time per
+    output token and the process's peak memory."""
+    costs = round_costs(df).set_index("method")
+    per = per_config(df).set_index("method")
+    table = pd.DataFrame({
+        "Tokens per forward": per["tokens_per_round"], "Round (plain steps)": costs["round_over_ar_step"],
+        "Draft forward (plain steps)": costs["draft_forward_over_ar_step"], "TTFT (s)": per["ttft_s"],
+        "TPOT (ms)": per["tpot_s"] * 1e3, "Peak memory": per["peak_mem_bytes"],
+    }).reset_index().sort_values("Tokens per forward", ascending=False)
+    table.insert(0, "Method", names(table.pop("method")))
+    return table

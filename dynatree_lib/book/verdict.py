@@ -137,6 +137,8 @@ def numbers(speed: pd.DataFrame, short: int = 128, long: int = 512) -> dict:
         "shipped_vs_peer_short": float(_ratio(pp, LEAD_SHIPPED, PEER_SHIPPED, short).median()),
         "best_kind": best_kind, "best_kind_vs_chain": over_chain[best_kind],
         "worst_kind": worst_kind, "worst_kind_vs_chain": over_chain[worst_kind],
+        "fastest_short": summary(speed, short, methods="all")["Method"].iloc[0],
+        "fastest_long": summary(speed, long, methods="all")["Method"].iloc[0],
         "lead_tokens_long": float(tpr.get(LEAD.name, float("nan"))),
         "chain_tokens_long": float(tpr.get(CHAIN.name, float("nan"))),
     }

@@ -37,6 +37,7 @@ NAMES = {
 SUFFIXES = {
     "draft_bits": "int{} draft",
     "draft_vocab": "{:,}-token draft vocab",
+    "staged": "staged",
 }
 
 
@@ -142,7 +143,7 @@ def display_name(method) -> str:
     name = type(method).__name__
     shown = {k: display_name(v) if is_method(v) else v for k, v in fields.items()}
     text = NAMES.get(name, name).format(**shown)
-    extra = [fmt.format(fields[k]) for k, fmt in SUFFIXES.items() if fields.get(k) is not None]
+    extra = [fmt.format(fields[k]) for k, fmt in SUFFIXES.items() if fields.get(k) not in (None, False)]
     return " · ".join([text, *extra])
 
 
