@@ -45,3 +45,10 @@ def test_strip_plotlyjs_gives_a_glued_figure_the_library(tmp_path):
     glued = nbformat.read(path, as_version=4).cells[0].outputs[0].data["application/papermill.record/text/html"]
     assert glued.startswith('<script src="../_static/plotly.min.js"></script>') or \
         glued.index("plotly.min.js") < glued.index("Plotly.newPlot")
+
+
+def test_glue_all_glues_every_number_undisplayed(monkeypatch):
+    glued = []
+    monkeypatch.setattr(myst_nb, "glue", lambda name, value, display: glued.append((name, value, display)))
+    page.glue_all({"a": 1.5, "b": "code"})
+    assert glued == [("a", 1.5, False), ("b", "code", False)]
