@@ -21,6 +21,7 @@ def staged_rows(bf16=False):
     staging = df["method_params"].str.contains('"staged": true')
     # 128 tokens: the unstaged runs one draft forward per token, the staged half as many; plain decoding none
     df["draft_forwards"] = (df["draft_forwards"] > 0) * 128 // (1 + staging)
+    df["draft_s"] = 0.5 / (1 + staging)
     return df
 
 
@@ -34,7 +35,10 @@ def test_table_sets_forwards_per_token_beside_the_summary():
 
 def test_numbers_compare_staged_with_unstaged_per_prompt():
     n = staged.staged_numbers(staged_rows(), 128)
-    assert set(n) == {"st_int4_forwards", "st_int4_staged_forwards", "st_int4_speed", "st_int4_speed_min"}
+    assert set(n) == {"st_int4_forwards", "st_int4_staged_forwards", "st_int4_speed", "st_int4_speed_min",
+                      "st_int4_speedup", "st_int4_staged_speedup", "st_int4_draft_s", "st_int4_staged_draft_s"}
+    assert (n["st_int4_speedup"], n["st_int4_staged_speedup"]) == (pytest.approx(2.0), pytest.approx(2.0))
+    assert n["st_int4_staged_draft_s"] == pytest.approx(0.25)
     assert n["st_int4_speed"] == pytest.approx(1.0) and n["st_int4_speed_min"] == pytest.approx(0.9)  # 1.1, 0.9
     assert (n["st_int4_forwards"], n["st_int4_staged_forwards"]) == (pytest.approx(1.0), pytest.approx(0.5))
     assert staged.staged_numbers(staged_rows(bf16=True), 128)["st_bf16_speed"] == pytest.approx(1.0)

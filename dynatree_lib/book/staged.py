@@ -35,8 +35,11 @@ def staged_numbers(df: pd.DataFrame, length: int) -> dict:
     """For each draft (DRAFTS) whose runs are stored unstaged and staged: draft forwards per token of both
     (st_<draft>_forwards, st_<draft>_staged_forwards) and the staged run's speedup over the unstaged one (median of
     per-prompt ratios of their same-process speedups over plain decoding; st_<draft>_speed, and the lowest prompt's
-    st_<draft>_speed_min)."""
+    st_<draft>_speed_min), both speedups over plain decoding (st_<draft>_speedup, st_<draft>_staged_speedup) and
+    the seconds each spent drafting per generation (st_<draft>_draft_s, st_<draft>_staged_draft_s)."""
     forwards = forwards_per_token(df, length)
+    part = df[df["max_new_tokens"] == length]
+    draft_s = part.groupby("method")["draft_s"].median()
     pp = per_prompt(df[df["max_new_tokens"] == length]).pivot_table(index="prompt_id", columns="method",
                                                                      values="speedup")
     out = {}
@@ -46,7 +49,10 @@ def staged_numbers(df: pd.DataFrame, length: int) -> dict:
             continue
         ratio = (pp[staged] / pp[plain]).dropna()
         out |= {f"st_{draft}_forwards": float(forwards[plain]), f"st_{draft}_staged_forwards": float(forwards[staged]),
-                f"st_{draft}_speed": float(ratio.median()), f"st_{draft}_speed_min": float(ratio.min())}
+                f"st_{draft}_speed": float(ratio.median()), f"st_{draft}_speed_min": float(ratio.min()),
+                f"st_{draft}_speedup": float(pp[plain].median()),
+                f"st_{draft}_staged_speedup": float(pp[staged].median()),
+                f"st_{draft}_draft_s": float(draft_s[plain]), f"st_{draft}_staged_draft_s": float(draft_s[staged])}
     if not out:
         raise ValueError(f"no DynaTree run stored both unstaged and staged at {length} new tokens")
     return out
