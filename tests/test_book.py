@@ -338,7 +338,8 @@ WORD_LIMIT = 2500  # words of paragraphs and lists a chapter may hold: what a re
 def _prose_words(page: Path) -> int:
     """Words in a page's paragraphs and list items (tables, code and figures aside)."""
     html = page.read_text(encoding="utf-8")
-    html = re.sub(r"<(script|style)\b.*?</\1>", " ", html, flags=re.S | re.I)
+    # Sphinx writes a table cell's text as a paragraph (<td><p>2.22x</p></td>): tables go before paragraphs are read.
+    html = re.sub(r"<(script|style|table)\b.*?</\1>", " ", html, flags=re.S | re.I)
     article = re.search(r'<article class="bd-article"[^>]*>(.*?)</article>', html, re.S)
     items = re.findall(r"<(?:p|li)\b[^>]*>(.*?)</(?:p|li)>", article.group(1) if article else html, re.S)
     return len(unescape(re.sub(r"<[^>]+>", " ", " ".join(items))).split())
@@ -346,7 +347,7 @@ def _prose_words(page: Path) -> int:
 
 def test_prose_word_count_counts_paragraphs_and_lists(tmp_path):
     page = tmp_path / "p.html"
-    page.write_text('<article class="bd-article"><p>one two</p><ul><li>three</li></ul><table><tr><td>x y</td>'
+    page.write_text('<article class="bd-article"><p>one two</p><ul><li>three</li></ul><table><tr><td><p>x y</p></td>'
                     '</tr></table><script>var a = "b c";</script></article>', "utf-8")
     assert _prose_words(page) == 3
 
