@@ -359,9 +359,9 @@ def test_chapters_are_short(built_book: Path):
 
 
 # How a chapter shows a figure or a table: only through dynatree_lib.book.page (page.figure + a {glue:figure}
-# block, page.table), which number and caption them. Anything else a code cell displays is Markdown (prose, notes),
-# a widget (treeviz.explorer) or a placeholder note.
-_UNNUMBERED = re.compile(r"\.show\(\)|\bdisplay\((?!Markdown\(|nothing\)|treeviz\.explorer\()[^)\n]*")
+# block, page.table), which number and caption them. Anything else a code cell displays is Markdown (prose, notes,
+# placeholders) or a widget (treeviz.explorer).
+_UNNUMBERED = re.compile(r"\.show\(\)|\bdisplay\((?!Markdown\(|treeviz\.explorer\()[^)\n]*")
 _FIGURE_CALL = re.compile(r'page\.figure\(\s*[^,()]+(?:\([^()]*\))?,\s*"(?P<name>fig-[\w-]+)"\s*(?P<caption>,)?')
 
 

@@ -1,7 +1,9 @@
-"""book.page: how a chapter shows a figure, in the book and in a live JupyterLab session."""
+"""book.page: how a chapter shows a figure and glues numbers and code for its prose, in the book and in JupyterLab."""
 import IPython.display
 import myst_nb
+import numpy as np
 import plotly.graph_objects as go
+import pytest
 
 from dynatree_lib.book import page
 
@@ -47,8 +49,37 @@ def test_strip_plotlyjs_gives_a_glued_figure_the_library(tmp_path):
         glued.index("plotly.min.js") < glued.index("Plotly.newPlot")
 
 
-def test_glue_all_glues_every_number_undisplayed(monkeypatch):
+def test_glue_numbers_glues_what_glue_text_can_format(monkeypatch):
+    from IPython.core.formatters import format_display_data
+    from myst_nb.core.variables import format_plain_text
+
     glued = []
     monkeypatch.setattr(myst_nb, "glue", lambda name, value, display: glued.append((name, value, display)))
-    page.glue_all({"a": 1.5, "b": "code"})
-    assert glued == [("a", 1.5, False), ("b", "code", False)]
+    page.glue_numbers({"wins": np.int64(2), "gain": np.float64(0.25), "conf": "0.9/0.4",
+                       "method": page.inline_code("Linear(6)")}, "p3_")
+    assert [(name, display) for name, _, display in glued] == [
+        ("p3_wins", False), ("p3_gain", False), ("p3_conf", False), ("p3_method", False)]
+    text = {name: format_display_data(value)[0]["text/plain"] for name, value, _ in glued}
+    assert format_plain_text(text["p3_gain"], "+.0%") == "+25%" and format_plain_text(text["p3_wins"], "s") == "2"
+    assert format_plain_text(text["p3_conf"], "s") == "0.9/0.4"
+    with pytest.raises(ValueError):  # what {glue:text}`p3_gain:+.0%` would meet, glued as numpy's own scalar
+        format_plain_text(format_display_data(np.float64(0.25))[0]["text/plain"], "+.0%")
+    with pytest.raises(TypeError, match="p3_rows"):
+        page.glue_numbers({"rows": [1, 2]}, "p3_")
+
+
+@pytest.mark.parametrize("text", ["Linear(6)", "x = `y`", "``double``", " padded ", "'\\n    return x'"])
+def test_inline_code_shows_any_text_exactly(text):
+    from markdown_it import MarkdownIt
+
+    (code,) = [t for t in MarkdownIt("commonmark").parseInline(page.inline_code(text).data)[0].children
+               if t.type == "code_inline"]
+    assert code.content == text
+
+
+@pytest.mark.parametrize("text", ["def f():\n    return 1", "Use\n```python\nx = 1\n```\nthen ````more````"])
+def test_code_block_holds_fences_of_its_own(text):
+    from markdown_it import MarkdownIt
+
+    tokens = MarkdownIt("commonmark").parse(page.code_block(text, "python").data)
+    assert [(t.type, t.info, t.content) for t in tokens] == [("fence", "python", text + "\n")]

@@ -1,4 +1,5 @@
-"""The book's notebooks: structure checks (fast, no model) and a smoke execution of each with papermill.
+"""The book's notebooks: structure checks (fast, no model: one parameters cell, outputs stripped, at most
+MAX_CODE_LINES lines of code and no functions) and a smoke execution of each with papermill.
 
 Every numbered notebook (notebooks/[0-9][0-9]_*.ipynb) is picked up automatically. The smoke run passes
 `smoke=True`, as scripts/build_book.sh does in its fast mode, and fails when any cell raises; it loads the embedded
@@ -44,6 +45,35 @@ def test_notebook_structure(path: Path):
     assert nb.metadata.get("kernelspec", {}).get("name") == KERNEL
 
 
+# A chapter holds narrative, parameters and library calls; anything longer belongs in dynatree_lib/book, tested there.
+MAX_CODE_LINES = 120
+# Still over the limit while their logic moves into the library; an entry that is no longer over fails the test below.
+CODE_LINES_EXCEPTIONS = {"08_quality"}
+
+
+def code_lines(nb) -> int:
+    """Non-blank lines of all code cells of a notebook."""
+    return sum(1 for cell in nb.cells if cell.cell_type == "code" for line in cell.source.splitlines() if line.strip())
+
+
+def test_notebooks_hold_calls_not_code():
+    counts = {p.stem: code_lines(nbformat.read(p, as_version=4)) for p in NOTEBOOKS}
+    over = {name: n for name, n in counts.items() if n > MAX_CODE_LINES and name not in CODE_LINES_EXCEPTIONS}
+    assert not over, (f"notebooks over {MAX_CODE_LINES} non-blank code lines (move logic into dynatree_lib/book): "
+                      + ", ".join(f"{name} ({n})" for name, n in over.items()))
+    fixed = sorted(name for name in CODE_LINES_EXCEPTIONS if counts.get(name, 0) <= MAX_CODE_LINES)
+    assert not fixed, f"within {MAX_CODE_LINES} code lines now, remove from CODE_LINES_EXCEPTIONS: {fixed}"
+
+
+def test_notebooks_define_no_functions():
+    """Functions and classes live in the library, where they are tested, not in a chapter."""
+    found = [f"{path.stem}: {node.name}" for path in NOTEBOOKS
+             for cell in nbformat.read(path, as_version=4).cells if cell.cell_type == "code"
+             for node in ast.walk(ast.parse(cell.source))
+             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))]
+    assert not found, "functions or classes defined in notebooks: " + ", ".join(found)
+
+
 # A number typed as prose: 1.79x, +31%, 0.32 x (not a format spec such as {:.0%}).
 TYPED_NUMBER = re.compile(r"(?<![\w.{:])([+-]?\d+(?:\.\d+)?)\s?(x|×|%)(?!\w)")
 
@@ -87,8 +117,9 @@ def _prose(cell) -> list[str]:
 
 
 def test_research_numbers_are_computed_not_typed():
-    """The research's reference numbers (dynatree_lib.book.research) reach the prose through code
-    (`display(Markdown(f"... {research.PARAM_BEST['speedup']}x ..."))`), never typed: a typed copy goes stale."""
+    """The research's reference numbers (dynatree_lib.book.research) reach the prose through glue
+    (`page.glue_numbers({"best": research.PARAM_BEST["speedup"]})` in code, {glue:text}`best:.2f`x in Markdown), never
+    typed: a typed copy goes stale."""
     numbers = _research_numbers()
     typed = []
     for path in NOTEBOOKS:

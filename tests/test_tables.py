@@ -60,17 +60,21 @@ def test_per_config_medians_and_worst_prompt():
     assert row["depth"] == 3 and row["nodes_per_round"] == pytest.approx(3.0)
 
 
-def test_ablation_gains_are_per_base_depth():
+def ablation_rows(step) -> pd.DataFrame:
+    """Two prompts, base depths 4 and 5: the fixed tree at AR's speed, phase p at 1 + p * step(base depth) times it,
+    phase 3 without pruning (base depth 5) at half of it."""
     spec = {}
     for pid in ("a", "b"):
-        spec[pid] = {AR: 1.0}
+        spec[pid] = {AR: 1.0, AdaptiveTree(phase=3, pruning=False): 0.5}
         for d in (4, 5):
             spec[pid][FixedTree(depth=d, branch=2)] = 1.0
             for p in (1, 2, 3):
-                spec[pid][AdaptiveTree(phase=p, base_depth=d)] = 1.0 + 0.1 * p * (d - 3)
-    spec["a"][AdaptiveTree(phase=3, pruning=False)] = 0.5
-    spec["b"][AdaptiveTree(phase=3, pruning=False)] = 0.5
-    table = tables.ablation_table(rows(spec)).set_index(["base_depth", "stage"])
+                spec[pid][AdaptiveTree(phase=p, base_depth=d)] = 1.0 + p * step(d)
+    return rows(spec)
+
+
+def test_ablation_gains_are_per_base_depth():
+    table = tables.ablation_table(ablation_rows(lambda d: 0.1 * (d - 3))).set_index(["base_depth", "stage"])
     assert table.loc[(4, "phase 3"), "gain_over_fixed"] == pytest.approx(0.3)
     assert table.loc[(5, "phase 2"), "gain_over_fixed"] == pytest.approx(0.4)
     assert table.loc[(5, "fixed tree"), "gain_over_fixed"] == pytest.approx(0.0)

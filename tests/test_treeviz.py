@@ -200,3 +200,56 @@ def test_draft_bits_tree_is_the_quantized_drafts():
     plain = tv.draft_one_tree(pair, [2, 4, 6, 8], dt.FixedTree(depth=3, branch=2, threshold=0.0))
     assert len(plain.tree) == len(view.tree)  # full trees either way; only the draft's probabilities move
     assert not torch.allclose(plain.tree.logp, view.tree.logp, atol=1e-6)
+
+
+def test_branching_frame_reads_the_rule_the_drafter_applied():
+    pair = tiny_pair("gpt_neox", "perturbed")
+    method = dt.AdaptiveTree(phase=1, base_depth=3, threshold=0.0, high_conf=0.08, low_conf=0.06)
+    view = tv.draft_one_tree(pair, [4, 5, 6], method)
+    frame = tv.branching_frame(view)
+    nodes = tv.tree_frame(view)
+    assert list(frame["node"]) == list(nodes.loc[nodes["draft_top1"].notna(), "node"])
+    for _, row in frame.iterrows():
+        p = row["draft_top1"]
+        high, low = p > method.high_conf, p < method.low_conf
+        assert row["allowed"] == (method.min_branch if high else method.max_branch if low else method.default_branch)
+        assert row["confidence"] == ("high" if high else "low" if low else "mid")
+        assert row["children"] <= row["allowed"]
+    assert set(frame["confidence"]) == {"low", "mid", "high"}  # the thresholds above split this tree three ways
+    fig = tv.branching_figure(frame, method)
+    assert sum(len(trace.x) for trace in fig.data) == len(frame)
+    assert sorted(shape.x0 for shape in fig.layout.shapes) == [method.low_conf, method.high_conf]
+    with pytest.raises(ValueError, match="confidence"):
+        tv.branching_frame(tv.draft_one_tree(pair, [4, 5, 6], dt.FixedTree(depth=2, branch=2)))
+
+
+def test_draft_variations_redraft_the_round_with_each_change():
+    pair = tiny_pair("llama", "perturbed")
+    base = dt.FixedTree(depth=2, branch=2, threshold=0.0)
+    view = tv.draft_one_tree(pair, [1, 2, 3], base)
+    views = tv.draft_variations(pair, [1, 2, 3], view, [dict(depth=3), dict(branch=3)])
+    deeper, wider = dt.FixedTree(depth=3, branch=2, threshold=0.0), dt.FixedTree(depth=2, branch=3, threshold=0.0)
+    assert list(views) == [dt.label(base), dt.label(deeper), dt.label(wider)] and views[dt.label(base)] is view
+    assert views[dt.label(deeper)].tree.max_depth == 3
+    frame = tv.summary_frame(views.values())
+    assert list(frame["method"]) == list(views) and list(frame["nodes"]) == [2 + 4, 2 + 4 + 8, 3 + 9]
+    with pytest.raises(ValueError, match="no field widht"):
+        tv.draft_variations(pair, [1, 2, 3], view, [dict(widht=3)])
+
+
+def test_round_numbers_glue_the_round_as_the_prose_tells_it(monkeypatch):
+    import myst_nb
+
+    from dynatree_lib.book import page
+
+    pair = tiny_pair("qwen2", "perturbed")
+    view = tv.draft_one_tree(pair, [1, 2, 3], dt.FixedTree(depth=3, branch=2, threshold=0.05))
+    numbers = tv.round_numbers(view)
+    assert {k: numbers[k] for k in ("nodes", "accepted", "committed")} == {
+        "nodes": view.tree.num_draft, "accepted": len(view.path) - 1, "committed": len(view.committed)}
+    assert numbers["method"].data == f"` {dt.label(view.method)} `"
+    assert numbers["text"].data == f"` {str(view.committed)!r} `"  # no tokenizer: the token ids
+    glued = []
+    monkeypatch.setattr(myst_nb, "glue", lambda name, value, display: glued.append(name))
+    page.glue_numbers(numbers, "tree_")
+    assert "tree_accepted_depth_share" in glued and len(glued) == len(numbers)

@@ -4,8 +4,9 @@
                                             referenced from the text as {numref}`tab-speed`)
     figure(fig, "fig-speed")                glues a plotly figure for a {glue:figure} block that numbers it
     figure(fig, "fig-x", "Caption ...")     the same, with the block displayed as the cell's output
+    glue_numbers({"speedup": 1.4}, "p3_")   numbers for the prose: {glue:text}`p3_speedup:.2f` in a Markdown cell
+    inline_code(text), code_block(text)     text shown as code by a {glue:md} role or block
     mib(bytes), times(x), share(x)          how the book writes memory, speedups and shares
-    glue_all(numbers)                       glues each number of a dict for {glue:text} roles in the prose
 
 Chapters are executed by papermill and rendered by Jupyter Book (MyST-NB): a cell's Markdown output is parsed as
 MyST (nb_render_markdown_format in _config.yml), so the table directive in `table`'s output is numbered like one
@@ -14,7 +15,10 @@ written in a page.
 from __future__ import annotations
 
 import os
+import re
+from numbers import Number
 
+import numpy as np
 import pandas as pd
 
 
@@ -63,14 +67,6 @@ def formatted(df: pd.DataFrame, formats: dict | None = None) -> pd.DataFrame:
                          for c in df.columns})
 
 
-def glue_all(numbers: dict) -> None:
-    """Glue every value of `numbers` under its key, not displayed: the prose quotes them as {glue:text}`key`."""
-    from myst_nb import glue
-
-    for key, value in numbers.items():
-        glue(key, value, display=False)
-
-
 def live_jupyter() -> bool:
     """True inside a kernel started by a Jupyter server (JupyterLab, Notebook), which sets JPY_SESSION_NAME;
     papermill and nbclient, which execute the book, do not. Widgets need a live frontend to mean anything."""
@@ -103,3 +99,39 @@ def figure(fig, name: str, caption: str | None = None) -> None:
         display(fig)
     if caption is not None:
         display(Markdown(f"```{{glue:figure}} {name}\n:name: {name}\n\n{caption}\n```"))
+
+
+def _fence(text: str, least: int) -> str:
+    """Backticks that `text` cannot close: one more than its longest run of them, and at least `least`."""
+    return "`" * max(least, max(map(len, re.findall(r"`+", text)), default=0) + 1)
+
+
+def inline_code(text: str):
+    """`text` as inline Markdown code, for a {glue:md} role. The space on each side of it is stripped again by
+    Markdown, so a text that starts or ends with a backtick or a space is shown exactly."""
+    from IPython.display import Markdown
+
+    fence = _fence(text, 1)
+    return Markdown(f"{fence} {text} {fence}")
+
+
+def code_block(text: str, language: str = ""):
+    """`text` as a Markdown code block, for a {glue:md} block (a prompt that holds a code fence of its own too)."""
+    from IPython.display import Markdown
+
+    fence = _fence(text, 3)
+    return Markdown(f"{fence}{language}\n{text}\n{fence}")
+
+
+def glue_numbers(values: dict, prefix: str = "") -> None:
+    """Glue each value under `prefix + key`, displaying nothing, for the prose's {glue:text} roles (numbers, text)
+    and {glue:md} roles (`inline_code`). A numpy scalar is glued as the Python number it holds: glued as itself its
+    text is 'np.float64(0.31)', which no format spec of {glue:text} can read."""
+    from myst_nb import glue
+
+    for key, value in values.items():
+        if isinstance(value, np.generic):
+            value = value.item()
+        if not isinstance(value, (str, Number)) and not hasattr(value, "_repr_markdown_"):
+            raise TypeError(f"glue {prefix}{key}: a number, a string or Markdown, not {type(value).__name__}")
+        glue(f"{prefix}{key}", value, display=False)

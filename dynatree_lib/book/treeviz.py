@@ -7,14 +7,16 @@ accepted, and draw it (tree figure, attention-mask heatmap) for the book.
 `draft_one_tree` runs exactly the first round of `generate`: target prefill (its argmax is the root), one
 `draft_tree` call with the method's own expand policy, one tree-masked target forward, greedy acceptance. It only
 listens in on the policy (every candidate it was offered and which it kept), so the tree is the one the method
-really drafts.
+really drafts. Around it: the same round under other shapes (`draft_variations`), what the round did in numbers for
+a page's prose (`round_numbers`) and, for a confidence-aware tree, the branch rule at each node (`branching_frame`).
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 
 import pandas as pd
+import plotly.express as px
 import plotly.graph_objects as go
 import torch
 
@@ -27,7 +29,7 @@ from ..core.mask import tree_attention_mask, tree_position_ids
 from ..core.tree import Tree
 from ..core.verify import accept_greedy, verify
 from ..methods.base import FixedTree, TreeDrafter, label
-from .page import live_jupyter  # noqa: F401  (chapter 01 asks treeviz whether its sliders can work)
+from .page import inline_code, live_jupyter  # noqa: F401  (live_jupyter: chapter 01 asks whether its sliders work)
 from .plots import TEMPLATE
 
 COLORS = {"root": "#404040", "draft": "#2f6db5", "accepted": "#2e8b57", "pruned": "#b8b8b8", "bonus": "#d9622b"}
@@ -38,7 +40,9 @@ class TreeView:
     method: object
     prompt_ids: list[int]
     tree: Tree  # node 0 is the root: the target's first token after the prompt
-    candidates: pd.DataFrame  # every candidate offered to the policy: parent, rank, token, logp, cum_logp, node, reason
+    # every candidate offered to the policy: parent, rank, token, logp, cum_logp, node, reason, and `allowed`, the
+    # children the policy allows its parent (the branch rule applied to the parent's top-1 probability)
+    candidates: pd.DataFrame
     target_next: list[int]  # the target's argmax after each node (what it would write next)
     path: list[int]  # accepted nodes, root first
     bonus: int  # the target's token after the last accepted node
@@ -86,7 +90,7 @@ def draft_one_tree(pair, prompt, method) -> TreeView:
                 else:
                     reason = "budget"
                 rows.append(dict(parent=parent, rank=c, token_id=token, logp=float(cand_logp[r, c]),
-                                 cum_logp=float(cum[r, c]), node=node, reason=reason))
+                                 cum_logp=float(cum[r, c]), node=node, reason=reason, allowed=n_allowed[r]))
         return parents, tokens, logp
 
     target, draft = pair.target, pair.draft
@@ -97,7 +101,7 @@ def draft_one_tree(pair, prompt, method) -> TreeView:
     drafted = draft_tree(draft, state, listening_expand, width, depth, select_frontier)
     target_next = verify(target, cache, drafted.tree).argmax(dim=-1)
     path, bonus = accept_greedy(drafted.tree, target_next)
-    columns = ["parent", "rank", "token_id", "logp", "cum_logp", "node", "reason"]
+    columns = ["parent", "rank", "token_id", "logp", "cum_logp", "node", "reason", "allowed"]
     return TreeView(method, prompt_ids, drafted.tree, pd.DataFrame(rows, columns=columns),
                     target_next.tolist(), path, bonus, drafted.forwards)
 
@@ -138,7 +142,7 @@ def pruned_frame(view: TreeView, tokenizer=None, reasons=("threshold", "budget")
     out["prob"] = out["logp"].map(math.exp)
     out["cum_prob"] = out["cum_logp"].map(math.exp)
     out["depth"] = [int(view.tree.depth[p]) + 1 for p in out["parent"]]
-    return out.drop(columns=["logp", "cum_logp", "node"]).reset_index(drop=True)
+    return out.drop(columns=["logp", "cum_logp", "node", "allowed"]).reset_index(drop=True)
 
 
 def tree_summary(view: TreeView) -> dict:
@@ -153,6 +157,67 @@ def tree_summary(view: TreeView) -> dict:
         "committed": len(view.committed), "accepted_depth_share": (len(view.path) - 1) / depth if depth else math.nan,
         "accepted_node_share": (len(view.path) - 1) / view.tree.num_draft if view.tree.num_draft else math.nan,
     }
+
+
+def summary_frame(views) -> pd.DataFrame:
+    """`tree_summary` of each view, one row each, in the order given."""
+    return pd.DataFrame([tree_summary(v) for v in views])
+
+
+def round_numbers(view: TreeView, tokenizer=None) -> dict:
+    """What a page says about one round, for page.glue_numbers: `tree_summary`'s numbers, with the method and the
+    committed text as inline code for {glue:md} roles."""
+    text = tokenizer.decode(view.committed) if tokenizer is not None else str(view.committed)
+    return {**tree_summary(view), "method": inline_code(label(view.method)), "text": inline_code(repr(text))}
+
+
+def draft_variations(pair, prompt, view: TreeView, changes) -> dict[str, TreeView]:
+    """`view`'s round drafted again by its method with each change of its fields (e.g. [dict(depth=3),
+    dict(branch=3, threshold=0.1)]), by method label, `view` itself first."""
+    names = {f.name for f in fields(view.method)}
+    views = {label(view.method): view}
+    for change in changes:
+        unknown = sorted(set(change) - names)
+        if unknown:
+            raise ValueError(f"{label(view.method)} has no field {', '.join(unknown)} to vary")
+        method = replace(view.method, **change)
+        views[label(method)] = draft_one_tree(pair, prompt, method)
+    return views
+
+
+CONFIDENCE = {"low": COLORS["bonus"], "mid": COLORS["draft"], "high": COLORS["accepted"]}
+
+
+def branching_frame(view: TreeView, tokenizer=None) -> pd.DataFrame:
+    """One row per expanded node of a confidence-aware tree (AdaptiveTree, DynaTree): the draft's top-1
+    probability there, its confidence class (low below low_conf, high above high_conf), the children the branch
+    rule allowed it and those it kept."""
+    method = view.method
+    if not hasattr(method, "low_conf"):
+        raise ValueError(f"{label(method)} does not branch by confidence (no low_conf / high_conf)")
+    nodes = tree_frame(view, tokenizer)
+    allowed = view.candidates.groupby("parent")["allowed"].first()
+    out = nodes[nodes["draft_top1"].notna()].copy()
+    out["allowed"] = [int(allowed[i]) for i in out["node"]]
+    out["confidence"] = pd.cut(out["draft_top1"], [0, method.low_conf, method.high_conf, 1.0],
+                               labels=list(CONFIDENCE), include_lowest=True)
+    return out[["node", "token", "depth", "draft_top1", "confidence", "allowed", "children"]].reset_index(drop=True)
+
+
+def branching_figure(frame: pd.DataFrame, method) -> go.Figure:
+    """`branching_frame`'s nodes: children allowed against the draft's top-1 probability, coloured by confidence
+    class, with the method's low_conf and high_conf as dotted lines."""
+    fig = px.scatter(
+        frame, x="draft_top1", y="allowed", color="confidence", hover_name="token",
+        hover_data=["node", "children"], template=TEMPLATE, category_orders={"confidence": list(CONFIDENCE)},
+        color_discrete_map=CONFIDENCE,
+        title="Branches allowed at each expanded node against the draft's top-1 probability",
+        labels={"draft_top1": "draft's top-1 probability p at the node", "allowed": "children allowed"})
+    for x in (method.low_conf, method.high_conf):
+        fig.add_vline(x=x, line_dash="dot", line_color="#6b6b6b")
+    fig.update_traces(marker_size=10)
+    fig.update_yaxes(dtick=1)
+    return fig
 
 
 def _layout(parents: list[int], order_key: list[float]) -> list[float]:
