@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dynatree_lib.bench import grid, gridrun  # noqa: E402
-from dynatree_lib.bench.prompts import load_prompts  # noqa: E402
+from dynatree_lib.bench.prompts import prompt_sets  # noqa: E402
 from dynatree_lib.bench.storage import results_dir  # noqa: E402
 from dynatree_lib.models.provenance import provenance, write_table  # noqa: E402
 
@@ -33,13 +33,9 @@ def _ints(text: str) -> list[int]:
 
 
 def prompts_of(spec: str) -> list[tuple[str, str]]:
-    """"humaneval:20,prose:10" -> [(id, text)] (the first n prompts of each set)."""
-    out = []
-    for part in spec.split(","):
-        name, _, n = part.partition(":")
-        df = load_prompts(name, int(n) if n else None)
-        out += list(zip(df["id"].astype(str), df["text"]))
-    return out
+    """"humaneval:20,prose:10" -> [(id, text)] (bench.prompts.prompt_sets)."""
+    table = prompt_sets(spec)
+    return list(zip(table["id"], table["text"]))
 
 
 def main(argv=None) -> int:
