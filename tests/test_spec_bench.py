@@ -42,7 +42,7 @@ def test_a_subset_of_tasks_in_the_order_asked():
     (dict(tasks=["coding"]), "unknown Spec-Bench task"),
     (dict(tasks=[]), "unknown Spec-Bench task"),
     (dict(per_task=81), "has 80 questions"),
-    (dict(per_task=0), "positive int"),
+    (dict(per_task=0), "per_task must be an integer >= 1"),
 ])
 def test_bad_requests_are_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):
