@@ -87,7 +87,7 @@ def main(argv=None) -> int:
         return 0
     loader = functools.partial(grid.load_named_pair, dtype=args.dtype)
     started = time.perf_counter()
-    report = gridrun.sweep(args.pair, prompts_of(args.prompts), root=root, loader=loader, drafts=drafts,
+    report = gridrun.run_grid(args.pair, prompts_of(args.prompts), root=root, loader=loader, drafts=drafts,
                            lengths=lengths, methods=methods, address=args.address, workers=args.workers,
                            validate=args.validate, validate_length=args.validate_length, calibrations=calibrations,
                            calibrate=not args.no_calibrate, repeats=args.repeats, out=out, progress=not args.quiet,

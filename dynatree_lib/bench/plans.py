@@ -275,7 +275,7 @@ def _resolve(name: str) -> str:
     return ALIASES.get(name, name)
 
 
-def describe(name: str) -> str:
+def description(name: str) -> str:
     """The experiment's one-line description."""
     return (EXPERIMENTS[_resolve(name)].__doc__ or "").strip()
 
@@ -299,4 +299,4 @@ def command(name: str, preset: str = "session") -> str:
     return COMMAND.format(name=shlex.quote(_resolve(name)), preset=preset)
 
 
-__all__ = ['ALIASES', 'COMMAND', 'EXPERIMENTS', 'MissingResults', 'PRESETS', 'Plan', 'SMOKE', 'SMOKE_LENGTHS', 'VARIANTS', 'command', 'describe', 'file_name', 'names', 'plan']
+__all__ = ['ALIASES', 'COMMAND', 'EXPERIMENTS', 'MissingResults', 'PRESETS', 'Plan', 'SMOKE', 'SMOKE_LENGTHS', 'VARIANTS', 'command', 'description', 'file_name', 'names', 'plan']
