@@ -40,13 +40,10 @@ def sweep(args, prompts: pd.DataFrame, lengths: list[int], load) -> pd.DataFrame
         df = read_results(results_path(args.experiment, args.out))
         if df.empty:
             raise SystemExit(f"no stored results for experiment {args.experiment!r} in {args.out}")
-        from dynatree_lib.bench import with_ar
-        from dynatree_lib.methods.base import label
+        from dynatree_lib.bench.sweep import rows_for
         from dynatree_lib.models.embedded import _as_dtype
 
-        keep = (df["method"].isin([label(m) for m in with_ar(methods)]) & df["prompt_id"].isin(prompts["id"])
-                & df["max_new_tokens"].isin(lengths) & (df["dtype"] == str(_as_dtype(args.dtype)).removeprefix("torch.")))
-        return df[keep].reset_index(drop=True)
+        return rows_for(df, methods, prompts["id"], lengths, dtype=_as_dtype(args.dtype))
     pair = load()
     return run_benchmark(pair, methods, prompts, lengths, repeats=args.repeats, warmup=args.warmup, out=args.out,
                          experiment=args.experiment, params=vars(args), progress=not args.quiet)

@@ -17,7 +17,7 @@ import argparse
 from common import add_common_args, print_summary, sweep
 
 from dynatree_lib.models.pair import pair_from_args
-from dynatree_lib.bench.prompts import load_prompts
+from dynatree_lib.bench.prompts import load_prompts, prompt_sets
 
 # Peers as a transformers user runs them, the same methods with the int4 draft copy (draft_bits=4: the draft's
 # weights approximated, the target untouched, output unchanged), and HFAssisted given that same int4 draft, so the
@@ -29,24 +29,11 @@ METHODS = ("AR, HFAssisted, HFAssisted(draft_bits=4), Linear(k=5), Linear(k=5, d
            "HardwareAware(draft_bits=4)")
 
 
-# The "speed" table (issue: trees that beat the best chain): the defaults as shipped, with the bf16 and the int4
+# The "speed" table (trees that beat the best chain): the defaults as shipped, with the bf16 and the int4
 # draft, beside transformers' assisted generation given the same drafts; both plain decoders are measured and the
 # faster one is the reference (bench.harness: HFGenerate).
 SPEED_METHODS = ("AR, HFGenerate, HFAssisted, HFAssisted(draft_bits=4), DynaTree, DynaTree(draft_bits=4), "
                  "DynaTree(draft_bits=4, draft_vocab=32768), Linear(k=5, draft_bits=4), AdaptiveTree(draft_bits=4)")
-
-
-def prompt_sets(spec: str, skip: int = 0):
-    """Prompts from several sets: "humaneval:4,prose:3" takes 4 HumanEval and 3 prose prompts, after the first `skip`
-    of each set (prompts that tuning looked at can be left out)."""
-    import pandas as pd
-
-    frames = []
-    for item in spec.split(","):
-        name, _, count = item.partition(":")
-        rows = load_prompts(name.strip(), skip + int(count or 1)).iloc[skip:]
-        frames.append(rows.assign(kind=name.strip())[["id", "text", "kind"]])
-    return pd.concat(frames, ignore_index=True)
 
 
 def main(argv=None):

@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dynatree_lib.bench import grid, gridrun  # noqa: E402
-from dynatree_lib.bench.prompts import load_prompts  # noqa: E402
+from dynatree_lib.bench.prompts import prompt_sets  # noqa: E402
 from dynatree_lib.bench.storage import results_dir  # noqa: E402
 from dynatree_lib.models.provenance import provenance, write_table  # noqa: E402
 
@@ -33,13 +33,9 @@ def _ints(text: str) -> list[int]:
 
 
 def prompts_of(spec: str) -> list[tuple[str, str]]:
-    """"humaneval:20,prose:10" -> [(id, text)] (the first n prompts of each set)."""
-    out = []
-    for part in spec.split(","):
-        name, _, n = part.partition(":")
-        df = load_prompts(name, int(n) if n else None)
-        out += list(zip(df["id"].astype(str), df["text"]))
-    return out
+    """"humaneval:20,prose:10" -> [(id, text)] (bench.prompts.prompt_sets)."""
+    table = prompt_sets(spec)
+    return list(zip(table["id"], table["text"]))
 
 
 def main(argv=None) -> int:
@@ -91,7 +87,7 @@ def main(argv=None) -> int:
         return 0
     loader = functools.partial(grid.load_named_pair, dtype=args.dtype)
     started = time.perf_counter()
-    report = gridrun.sweep(args.pair, prompts_of(args.prompts), root=root, loader=loader, drafts=drafts,
+    report = gridrun.run_grid(args.pair, prompts_of(args.prompts), root=root, loader=loader, drafts=drafts,
                            lengths=lengths, methods=methods, address=args.address, workers=args.workers,
                            validate=args.validate, validate_length=args.validate_length, calibrations=calibrations,
                            calibrate=not args.no_calibrate, repeats=args.repeats, out=out, progress=not args.quiet,

@@ -21,7 +21,6 @@ sizes a sweep uses by default (bench.grid.TARGET_BATCH, REPLAY_BATCH) come from 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -33,6 +32,7 @@ from tqdm.auto import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dynatree_lib import load_pair  # noqa: E402
+from dynatree_lib.bench.harness import load_1m  # noqa: E402
 from dynatree_lib.bench.grid import DRAFT_BITS, grid_methods, replay_draft  # noqa: E402
 from dynatree_lib.bench.replay import Replay, replay_grid  # noqa: E402
 from dynatree_lib.bench.supersets import SupersetDrafter, greedy_continuation, greedy_continuations  # noqa: E402
@@ -41,15 +41,11 @@ from dynatree_lib.models.provenance import provenance, write_table  # noqa: E402
 from grid import _ints, prompts_of  # noqa: E402
 
 
-def _load() -> float:
-    return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-
-
 def target_rows(pair, prompts, n: int, batches) -> list[dict]:
     ids = [encode(pair, text) for _, text in prompts]
     rows, reference = [], None
     for batch in tqdm(batches, desc="target batches"):
-        load, t0, tokens = _load(), time.perf_counter(), []
+        load, t0, tokens = load_1m(), time.perf_counter(), []
         for i in range(0, len(ids), batch):
             tokens += greedy_continuations(pair, ids[i: i + batch], n)
         seconds = time.perf_counter() - t0
@@ -57,7 +53,7 @@ def target_rows(pair, prompts, n: int, batches) -> list[dict]:
         rows.append({"measure": "target", "draft": "", "batch": batch, "prompts": len(ids), "tokens": n,
                      "seconds": seconds, "s_per_token": seconds / (n * len(ids)),
                      "equal_share": sum(a == b for a, b in zip(tokens, reference)) / len(ids),
-                     "load_1m_before": load, "load_1m_after": _load()})
+                     "load_1m_before": load, "load_1m_after": load_1m()})
     return rows
 
 
@@ -74,7 +70,7 @@ def replay_rows(pair, prompt, n: int, name: str, batches) -> list[dict]:
         draft = replay_draft(running, batch)  # as a sweep drafts: a quantized draft's dense copy in batches
         drafter = SupersetDrafter(draft, ids, target, None, running.shared_vocab, batch)
         replay = Replay(ids, target, drafter=drafter)
-        load, t0 = _load(), time.perf_counter()
+        load, t0 = load_1m(), time.perf_counter()
         runs = replay_grid(replay, methods, [n])
         seconds = time.perf_counter() - t0
         reference = reference or runs
@@ -91,7 +87,7 @@ def replay_rows(pair, prompt, n: int, name: str, batches) -> list[dict]:
                      "equal_share": sum(runs[k] == reference[k] for k in runs) / len(runs),
                      "tokens_per_round_abs_diff_median": tpr.abs().median(), "tokens_per_round_diff_mean": tpr.mean(),
                      "tokens_per_round_abs_diff_max": tpr.abs().max(), "nodes_abs_diff_median": nodes.abs().median(),
-                     "nodes_diff_mean": nodes.mean(), "load_1m_before": load, "load_1m_after": _load()})
+                     "nodes_diff_mean": nodes.mean(), "load_1m_before": load, "load_1m_after": load_1m()})
     return rows
 
 

@@ -7,7 +7,7 @@ Shapes are (in_features, out_features): 896x4864 and 896x151936 are the 0.5B dra
   bf16        nn.Linear in bf16, the baseline
   int8 fused  torch's `_weight_int8pack_mm` (int8 weights, one scale per output channel, bf16 activations)
   int8 deq    the same product through the dense GEMM on a dequantized copy of the weights
-  Int8Linear  the library's choice between the two (dynatree_lib.quant.FUSED_MAX_ROWS)
+  Int8Linear  the library's choice between the two (dynatree_lib.models.quant.FUSED_MAX_ROWS)
   int4 gN     torch's CPU int4 kernel, groups of N input channels
   dynamic     torch.ao's quantize_dynamic nn.Linear: int8 weights AND activations, float32 in and out (the bf16
               activations are converted both ways, part of its cost here). Its activation scale is per tensor, so a

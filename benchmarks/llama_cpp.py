@@ -17,15 +17,14 @@ llama.cpp's own plain decoding (per prompt, then the median and the worst prompt
 from __future__ import annotations
 
 import argparse
-import os
 
 import pandas as pd
-from goal import prompt_sets
 
 from dynatree_lib.bench import llama_cpp as lc
-from dynatree_lib.bench.prompts import data_dir
+from dynatree_lib.bench.harness import load_1m
+from dynatree_lib.bench.prompts import prompt_sets
 from dynatree_lib.bench.spec_bench import spec_bench_prompts
-from dynatree_lib.bench.storage import _append, _write_meta, read_results, results_path
+from dynatree_lib.bench.storage import _append, _write_meta, read_results, results_dir, results_path
 from dynatree_lib.models.provenance import provenance, row_provenance, utc_now
 
 SPEED_SETS, SPEED_SKIP = "humaneval:4,prose:3,technical:3", 10  # the speed table's held-out prompts (goal.py)
@@ -83,7 +82,7 @@ def main(argv=None):
     parser.add_argument("--configs", default="all", help=f"comma-separated names, or all: {', '.join(CONFIGS)}")
     parser.add_argument("--threads", type=int, default=2, help="threads for target and draft (default: 2)")
     parser.add_argument("--experiment", default="llama_cpp", help="results go to <out>/<experiment>.csv")
-    parser.add_argument("--out", default=str(data_dir() / "results"), help="results folder (default: %(default)s)")
+    parser.add_argument("--out", default=str(results_dir()), help="results folder (default: %(default)s)")
     parser.add_argument("--dry-run", action="store_true", help="list what would run, run nothing")
     parser.add_argument("--report", action="store_true", help="run nothing: print the stored table")
     args = parser.parse_args(argv)
@@ -116,7 +115,7 @@ def main(argv=None):
         parsed, _ = lc.run(tool_name, extra, text, n, threads=args.threads)
         row = {"engine": "llama.cpp", "config": name, "tool": tool_name, "args": " ".join(extra), "prompt_id": pid,
                "max_new_tokens": n, **parsed, "threads": args.threads, "llama_cpp": session["params"]["llama_cpp"],
-               "llama_cpp_python": lc.VERSION, "dtype": lc.DTYPE, **files, "load_1m": os.getloadavg()[0],
+               "llama_cpp_python": lc.VERSION, "dtype": lc.DTYPE, **files, "load_1m": load_1m(),
                **row_provenance(session), "date_utc": utc_now()}
         table = _append(path, table, [row])
         print(f"[{i}/{len(units)}] {name} | {pid} | {n}: {parsed['tokens_per_s']:.2f} tok/s "

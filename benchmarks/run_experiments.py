@@ -30,7 +30,7 @@ def _table(preset: str) -> str:
         alias = experiments.ALIASES.get(name)
         total += 0 if alias else seconds
         configs = (len(p.methods) + 1) * len(p.prompt_ids()) * len(p.lengths) * len(p.variants)
-        what = f"same results as {alias}" if alias else experiments.describe(name)
+        what = f"same results as {alias}" if alias else experiments.description(name)
         lines.append(f"{name:<17}{_duration(seconds):>10}  {configs:>14}  {what}")
     lines.append(f"{'total':<17}{_duration(total):>10}  "
                  f"(2-core CPU, AR ~{experiments.AR_TOKENS_PER_S} tok/s, {experiments.SPEEDUP}x speculative, "

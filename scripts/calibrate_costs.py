@@ -55,11 +55,11 @@ def calibrate_pair(name: str, dtype: torch.dtype, device: torch.device, *, shrin
     prompt = torch.randint(shapes[target_name]["vocab_size"], (prefix_len,), generator=generator).tolist()
     methods = [Autoregressive(), FixedTree(3, 2, 0.0, 6, draft_bits=bits), FixedTree(6, 3, 0.0, 64, draft_bits=bits)]
     overheads = measure_overheads(pair, methods, prompt, n=n, repeats=repeats)
-    info = {**gc.provenance(device), "pair": name, "target": target_name, "draft": draft_name,
+    machine = gc.provenance(device)
+    info = {**machine, "pair": name, "target": target_name, "draft": draft_name,
             "draft_variant": f"int{bits}" if bits else "base", "dtype": str(dtype).removeprefix("torch."),
             "random_weights": True, "shrunk": shrink, "torch_threads": torch.get_num_threads(),
-            "hardware": (torch.cuda.get_device_name(device) if device.type == "cuda"
-                         else gc.provenance(device)["device_name"])}
+            "hardware": machine["device_name"]}
     # the caches a short prompt .. a long prompt plus a long run read (128 .. 2048 at the default prefix)
     contexts = tuple(prefix_len * k for k in (1, 4, 8, 16))
     context = {role: context_scale(model, contexts, repeats=repeats)

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import csv
 import gc
-import importlib
 import os
 import sys
 import time
@@ -37,6 +36,8 @@ import torch
 
 from dynatree_lib.models.provenance import (atomic_path, cpu_model, git_state, package_version, utc_now,
                                             write_atomic)
+from dynatree_lib.models.quant import quantize_draft, quantize_int8
+from dynatree_lib.planning.calibrate import forward_costs, monotone
 
 
 # The research's pairs. Numbers are those of the published configs (EleutherAI/pythia-*, Qwen/Qwen2.5-*).
@@ -65,29 +66,6 @@ FIELDS = ["model", "role", "shape", "params", "dtype", "variant", "status", "nod
           "forward_s", "ms_per_forward", "peak_mem_bytes", "message",
           "date_utc", "device", "device_name", "torch", "transformers", "cuda", "bitsandbytes", "git_commit",
           "git_dirty", "shrink"]
-
-
-def _library_forward_costs():
-    """dynatree_lib's forward_costs, wherever the library keeps it (it is being reorganised)."""
-    for module in ("dynatree_lib.planning.calibrate", "dynatree_lib.planning", "dynatree_lib.costmodel"):
-        try:
-            fn = getattr(importlib.import_module(module), "forward_costs", None)
-        except ImportError:
-            continue
-        if fn is not None:
-            return fn
-    raise ImportError("dynatree_lib has no forward_costs (looked in planning.calibrate, planning, costmodel)")
-
-
-def _library_int8():
-    for module in ("dynatree_lib.models.quant", "dynatree_lib.models", "dynatree_lib.quant"):
-        try:
-            mod = importlib.import_module(module)
-        except ImportError:
-            continue
-        if hasattr(mod, "quantize_draft") and hasattr(mod, "quantize_int8"):
-            return mod
-    raise ImportError("dynatree_lib has no quantize_draft/quantize_int8")
 
 
 def provenance(device: torch.device) -> dict:
@@ -123,14 +101,8 @@ def build_model(shape: dict, dtype: torch.dtype, device: torch.device):
     return model.to(device=device, dtype=dtype).eval()
 
 
-def bnb_int8(model):
-    """bitsandbytes LLM.int8() copy of `model` (via the library's quantize_int8, which saves and reloads)."""
-    return _library_int8().quantize_int8(model, backend="bitsandbytes")
-
-
 def measure(args) -> list[dict]:
     device = torch.device(args.device)
-    forward_costs = _library_forward_costs()
     shapes = SHRUNK if args.shrink else SHAPES
     info = provenance(device)
     bnb_ok = device.type == "cuda" and bool(info["bitsandbytes"])
@@ -165,9 +137,9 @@ def measure(args) -> list[dict]:
                     model = build_model(shape, dtype, device)
                     params = sum(p.numel() for p in model.parameters())
                     if variant == "int8-torch":
-                        model = _library_int8().quantize_draft(model, bits=8)
+                        model = quantize_draft(model, bits=8)
                     elif variant == "int8-bnb":
-                        model = bnb_int8(model)
+                        model = quantize_int8(model, backend="bitsandbytes")  # LLM.int8(): saved and reloaded
                     if device.type == "cuda":
                         torch.cuda.reset_peak_memory_stats(device)
                     times = forward_costs(model, args.nodes, args.prefix, args.repeats)
@@ -220,15 +192,6 @@ def write_csv(rows: list[dict], path: Path, fields=FIELDS) -> None:
         writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-
-
-def monotone(times):
-    """As the library's Costs: each time lowered to the smallest time of any larger size (a bigger forward is
-    never cheaper; a point above a later one is a stall)."""
-    out = list(times)
-    for i in range(len(out) - 2, -1, -1):
-        out[i] = min(out[i], out[i + 1])
-    return out
 
 
 def write_pair_files(rows: list[dict], out: Path) -> list[Path]:

@@ -289,7 +289,7 @@ def test_parse_methods_lists_and_ranges():
     assert got[2:5] == [Linear(4), Linear(5), Linear(6)]
     assert got[5:] == [FixedTree(3, 2), FixedTree(3, 3), FixedTree(4, 2), FixedTree(4, 3)]
     with pytest.warns(DeprecationWarning, match="old spelling"):
-        assert bench.parse_methods("Linear(K=4..6), FixedTree(D=3..4,B=2..3)") == got[2:]
+        assert bench.parse_methods("Linear(K=[4, 5, 6]), FixedTree(D=range(3, 5),B=[2, 3])") == got[2:]
     for bad, message in [("Nope", "unknown method"), ("Linear(Q=3)", "no parameter"), ("Linear(3, 4, 5, 6)", "positional"),
                          ("Linear(k=0)", "k must")]:
         with pytest.raises(ValueError, match=message):

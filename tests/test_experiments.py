@@ -48,7 +48,7 @@ def test_plans_are_valid(name, preset):
     labels = [label(m) for m in with_ar(p.methods)]  # raises on duplicate labels
     assert len(set(labels)) == len(labels)
     assert p.prompt_ids() and len(set(p.prompt_ids())) == len(p.prompt_ids())
-    assert ex.describe(name)
+    assert ex.description(name)
     assert re.fullmatch(r"[A-Za-z0-9_-]+", ex.file_name(name, preset))
     assert ex.estimate_seconds(name, preset) > 0
 

@@ -82,6 +82,7 @@ DAMAGE = {
     "missing key column": lambda text: _edit(text, lambda df: df.drop(columns="dtype")),
     "malformed row": lambda text: text + "a,b,c," * 200 + "\n",
     "empty key cell": lambda text: _edit(text, lambda df: df.assign(prompt_id=["a"] * (len(df) - 1) + [""])),
+    "match_ar neither True nor False": lambda text: _edit(text, lambda df: df.assign(match_ar="yes")),
 }
 
 
@@ -92,6 +93,13 @@ def test_a_damaged_results_csv_is_refused_with_its_name(tmp_path, damage):
     path.write_bytes(DAMAGE[damage](path.read_text()).encode("latin-1"))
     with pytest.raises(ValueError, match=r"sweep\.csv: "):
         sweep(tmp_path)
+
+
+def test_match_ar_reads_as_booleans_with_an_empty_cell_missing(tmp_path):
+    from dynatree_lib.bench import read_results
+
+    (tmp_path / "x.csv").write_text("method,match_ar\nAR,True\nAR,\nAR,False\n")
+    assert [repr(v) for v in read_results(tmp_path / "x.csv")["match_ar"]] == ["True", "nan", "False"]
 
 
 def test_a_truncated_meta_json_is_refused_with_its_name(tmp_path):

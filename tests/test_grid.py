@@ -40,11 +40,11 @@ def test_sweep_resume_and_failures(cluster, tmp_path):
               calibrate=False)
     # 1. interrupted (as by Ctrl-C) after 2 finished replay units: what finished is stored, nothing half-written
     with pytest.raises(KeyboardInterrupt):
-        gridrun.sweep("tiny-llama-perturbed", prompts, stop_after=2, **kw)
+        gridrun.run_grid("tiny-llama-perturbed", prompts, stop_after=2, **kw)
     first = mtimes(tmp_path)
     assert 1 <= len(first) <= 3 and not list(tmp_path.rglob("*.tmp"))
     # 2. resumed: finished units are skipped (not recomputed), the bad prompt's units fail and are recorded
-    report = gridrun.sweep("tiny-llama-perturbed", prompts, **kw)
+    report = gridrun.run_grid("tiny-llama-perturbed", prompts, **kw)
     status = {r["key"]: r["status"] for r in report["replay"]}
     assert sorted(status.values()).count("error") == 1 and sorted(status.values()).count("skipped") >= 1
     assert all(mtimes(tmp_path)[k] == v for k, v in first.items())
@@ -52,7 +52,7 @@ def test_sweep_resume_and_failures(cluster, tmp_path):
     assert {e.name.split("__")[0] for e in errors} == {"target", "replay"}
     # 3. fixed and rerun: only the failed unit runs, its error records go
     prompts[2] = ("c", [5, 6])
-    report = gridrun.sweep("tiny-llama-perturbed", prompts, **kw)
+    report = gridrun.run_grid("tiny-llama-perturbed", prompts, **kw)
     assert [r["status"] for r in report["replay"]].count("done") == 1
     assert not list((tmp_path / "errors").glob("*.json")) and len(mtimes(tmp_path)) == 4
     # 4. the table: every method x length x prompt, equal to generate
@@ -77,8 +77,9 @@ def test_a_batched_sweep_stores_the_same_grid(cluster, tmp_path):
     the one-at-a-time sweep; a bad prompt in a batch fails alone (its batch-mates' targets are stored)."""
     prompts = [("a", [1, 2, 3]), ("b", [40, 41]), ("c", BAD), ("d", [7, 7, 7, 7]), ("e", [9])]
     kw = dict(loader=tiny_loader, drafts=("base",), lengths=LENGTHS, methods=METHODS, progress=False, calibrate=False)
-    gridrun.sweep("tiny-qwen2-perturbed", prompts, root=tmp_path / "one", **kw)
-    many = gridrun.sweep("tiny-qwen2-perturbed", prompts, root=tmp_path / "many", target_batch=3, replay_batch=4, **kw)
+    gridrun.run_grid("tiny-qwen2-perturbed", prompts, root=tmp_path / "one", **kw)
+    many = gridrun.run_grid("tiny-qwen2-perturbed", prompts, root=tmp_path / "many", target_batch=3, replay_batch=4,
+                            **kw)
     assert [r["status"] for r in many["target"]].count("error") == 1
     targets = {f: sorted((tmp_path / f / "target").glob("*.pt")) for f in ("one", "many")}
     assert [p.name for p in targets["one"]] == [p.name for p in targets["many"]] and len(targets["one"]) == 4
@@ -147,7 +148,7 @@ def test_batched_projection_scales_each_part_by_its_measured_ratio():
 @pytest.mark.slow  # calibrates the tiny pair and times runs: over a minute on the 2-core machine
 def test_calibrated_sweep_with_timed_validation(cluster, tmp_path):
     prompts = [("p0", [3, 1, 4, 1, 5]), ("p1", [2, 7, 1, 8])]
-    report = gridrun.sweep("tiny-qwen2-unrelated", prompts, root=tmp_path, loader=tiny_loader, drafts=("base",),
+    report = gridrun.run_grid("tiny-qwen2-unrelated", prompts, root=tmp_path, loader=tiny_loader, drafts=("base",),
                            lengths=LENGTHS, methods=METHODS, validate=3, validate_length=30, repeats=2,
                            progress=False)
     assert report["calibration"][0]["status"] == "done"
@@ -162,7 +163,7 @@ def test_calibrated_sweep_with_timed_validation(cluster, tmp_path):
     assert len(v) >= 2 and report["validation"]["pairs"] == len(v)
     assert v["abs_error_speedup"].notna().all()
     # stored calibration is reused: a second sweep measures nothing new and checks its table against stored timings
-    again = gridrun.sweep("tiny-qwen2-unrelated", prompts, root=tmp_path, loader=tiny_loader, drafts=("base",),
+    again = gridrun.run_grid("tiny-qwen2-unrelated", prompts, root=tmp_path, loader=tiny_loader, drafts=("base",),
                           lengths=LENGTHS, methods=METHODS, progress=False)
     assert {r["status"] for r in again["replay"] + again["calibration"]} == {"skipped"}
     assert again["validation"]["pairs"] == len(v)  # checked again against the runs timed before

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from dynatree_lib.bench.prompts import LONG_KINDS, data_dir, load_prompts, prompt_of_length
+from dynatree_lib.bench.prompts import LONG_KINDS, data_dir, load_prompts, prompt_of_length, prompt_sets
 
 REPO = Path(__file__).resolve().parent.parent
 PROMPTS = REPO / "data" / "prompts"
@@ -59,6 +59,16 @@ def test_unknown_set_and_bad_n():
     for n in (0, -1, 165):
         with pytest.raises(ValueError, match="out of range"):
             load_prompts("humaneval", n=n)
+
+
+def test_prompt_sets_take_counts_after_a_skip_and_name_each_kind():
+    table = prompt_sets("humaneval:4, prose:3,technical:3", skip=10)  # the speed table's held-out prompts
+    assert list(table.columns) == ["id", "text", "kind"] and len(table) == 10
+    assert table["id"].tolist()[:4] == load_prompts("humaneval", 14)["id"].tolist()[10:]
+    assert table["kind"].tolist() == ["humaneval"] * 4 + ["prose"] * 3 + ["technical"] * 3
+    assert len(prompt_sets("prose")) == EXPECTED_ROWS["prose"]  # no count: the whole set
+    with pytest.raises(ValueError, match="out of range"):
+        prompt_sets("prose:15", skip=10)
 
 
 @pytest.mark.parametrize("source", LONG_KINDS)

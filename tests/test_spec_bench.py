@@ -44,7 +44,7 @@ def test_a_subset_of_tasks_in_the_order_asked():
     (dict(tasks=["coding"]), "unknown Spec-Bench task"),
     (dict(tasks=[]), "unknown Spec-Bench task"),
     (dict(per_task=81), "has 80 questions"),
-    (dict(per_task=0), "positive int"),
+    (dict(per_task=0), "per_task must be an integer >= 1"),
 ])
 def test_bad_requests_are_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -204,3 +204,6 @@ def test_script_end_to_end_on_a_tiny_chat_pair(tmp_path, capsys):
     assert "qa" in out and "overall" in out and "exact" in out
     script().main(args, load=lambda: pair)  # resumes: every unit is stored, nothing is run or added
     assert len(pd.read_csv(tmp_path / "spec_bench.csv")) == 6
+    capsys.readouterr()
+    script().main([*args, "--report", "--dtype", "float32"], load=lambda: pytest.fail("--report loaded a model"))
+    assert "float32, 2 question(s), 8 new tokens" in capsys.readouterr().out  # the stored rows of these settings

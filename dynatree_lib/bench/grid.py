@@ -56,10 +56,14 @@ def replay_batch_of(replay_batch, draft: str) -> int:
     return int(replay_batch.get(draft, 1)) if isinstance(replay_batch, dict) else int(replay_batch)
 
 
+def tree_grid(depths=DEPTHS, branches=BRANCHES, thresholds=THRESHOLDS, max_nodes: int = 128) -> tuple:
+    """FixedTree(depth, branch, threshold, max_nodes) for every combination; by default the research's 90."""
+    return tuple(FixedTree(d, b, t, max_nodes) for d in depths for b in branches for t in thresholds)
+
+
 def grid_methods(max_nodes: int = 128, linear=(5, 6, 7, 8)) -> list:
     """The research's 90 fixed trees, plus Linear(K) baselines."""
-    trees = [FixedTree(d, b, t, max_nodes) for d in DEPTHS for b in BRANCHES for t in THRESHOLDS]
-    return trees + [Linear(k) for k in linear]
+    return [*tree_grid(max_nodes=max_nodes), *(Linear(k) for k in linear)]
 
 
 def _slug(text: str) -> str:

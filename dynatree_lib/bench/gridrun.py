@@ -1,6 +1,6 @@
 """Running the grid (bench.grid) on Ray, and turning stored units into the tidy table.
 
-    sweep(...)      the whole pipeline, as benchmarks/grid.py runs it:
+    run_grid(...)   the whole pipeline, as benchmarks/grid.py runs it:
                     1. target units, then replay units, in parallel (one Ray worker per core, 1 torch thread each)
                     2. timed work, one unit at a time per node ("timing_slot"): the calibration of each draft (unless
                        one is given, e.g. from another machine), then the timed validation runs
@@ -182,7 +182,7 @@ def validation_units(pair: str, prompts, drafts, methods, k: int, length: int, s
     return units
 
 
-def sweep(pair: str, prompts, *, root, loader, drafts=("base", "int4"), lengths=LENGTHS, methods=None,
+def run_grid(pair: str, prompts, *, root, loader, drafts=("base", "int4"), lengths=LENGTHS, methods=None,
           spec: SupersetSpec | None = None, address=None, workers=None, validate: int = 0, validate_length: int = 200,
           calibrations: dict | None = None, calibrate: bool = True, repeats: int = 1, out=None, progress=True,
           stop_after=None, target_batch: int = 1, replay_batch: int | dict = 1) -> dict:

@@ -225,7 +225,8 @@ def _rss() -> int:
 WARMUP_TOKENS = 16
 
 
-def _load_1m() -> float:
+def load_1m() -> float:
+    """The 1-minute load average (NaN where the platform has none): other work on the machine while something ran."""
     return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
 
 
@@ -251,7 +252,7 @@ class _Bench:
                 self.memory.reset()
                 timer.reset()
                 gen = generate(self.pair, ids, method, n, stop_at_eos=False)
-                runs.append({"gen": gen, "memory": self.memory.peak(), "load_1m": _load_1m(),
+                runs.append({"gen": gen, "memory": self.memory.peak(), "load_1m": load_1m(),
                              "forward_s": dict(timer.seconds), "forward_calls": dict(timer.calls)})
         return runs
 

@@ -39,6 +39,7 @@ from ..methods.hf import HFAssisted, HFPromptLookup
 from ..methods.ngram import HybridTree, PromptLookup
 from ..methods.streaming import Streaming
 from ..methods.topn import TopNTree
+from .grid import LENGTHS, tree_grid
 from .harness import with_ar
 
 PRESETS = ("smoke", "session", "full")
@@ -106,8 +107,7 @@ class Plan:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# The registry. Each entry maps a preset to its Plan; the functions run on every lookup, so an optional method
-# module that appears later (dynatree_lib.costmodel) is picked up without editing this file.
+# The registry: each experiment's function maps a preset to its Plan.
 
 SMOKE_LENGTHS = (8,)
 SMOKE = {"warmup_tokens": 1}  # smoke numbers mean nothing: a 1-token warm-up only exercises the code path
@@ -150,19 +150,13 @@ def _length() -> dict[str, Plan]:
     }
 
 
-def _tree_grid(depths, branches, thresholds) -> tuple:
-    return tuple(FixedTree(depth=d, branch=b, threshold=t, max_nodes=128)
-                 for d in depths for b in branches for t in thresholds)
-
-
 def _param_search() -> dict[str, Plan]:
     """The fixed tree's depth x branch x threshold grid (figure 5)."""
     return {
-        "smoke": Plan(_tree_grid((2, 3), (2,), (0.1,)), SMOKE_LENGTHS, **SMOKE),
-        "session": Plan(_tree_grid((3, 5, 8), (2, 3), (0.03, 0.1)), (24,), prompts=2,
+        "smoke": Plan(tree_grid((2, 3), (2,), (0.1,)), SMOKE_LENGTHS, **SMOKE),
+        "session": Plan(tree_grid((3, 5, 8), (2, 3), (0.03, 0.1)), (24,), prompts=2,
                         note="12 configurations at 24 tokens on 2 prompts; the research's grid is 450"),
-        "full": Plan(_tree_grid(range(3, 9), (2, 3, 4), (0.01, 0.02, 0.03, 0.05, 0.1)), (100, 200, 300, 500, 1000),
-                     prompts=3),
+        "full": Plan(tree_grid(), LENGTHS, prompts=3),  # the research's grid (bench.grid)
     }
 
 
@@ -276,15 +270,14 @@ def _resolve(name: str) -> str:
     return ALIASES.get(name, name)
 
 
-def describe(name: str) -> str:
+def description(name: str) -> str:
     """The experiment's one-line description."""
     return (EXPERIMENTS[_resolve(name)].__doc__ or "").strip()
 
 
 def plan(name: str, preset: str = "session") -> Plan:
     """The Plan of one preset of an experiment."""
-    if preset not in PRESETS:
-        raise ValueError(f"preset must be one of {PRESETS}, got {preset!r}")
+    file_name(name, preset)  # refuses an unknown experiment or preset
     return EXPERIMENTS[_resolve(name)]()[preset]
 
 
@@ -301,4 +294,4 @@ def command(name: str, preset: str = "session") -> str:
     return COMMAND.format(name=shlex.quote(_resolve(name)), preset=preset)
 
 
-__all__ = ['ALIASES', 'COMMAND', 'EXPERIMENTS', 'MissingResults', 'PRESETS', 'Plan', 'SMOKE', 'SMOKE_LENGTHS', 'VARIANTS', 'command', 'describe', 'file_name', 'names', 'plan']
+__all__ = ['ALIASES', 'COMMAND', 'EXPERIMENTS', 'MissingResults', 'PRESETS', 'Plan', 'SMOKE', 'SMOKE_LENGTHS', 'VARIANTS', 'command', 'description', 'file_name', 'names', 'plan']

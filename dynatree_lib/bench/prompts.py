@@ -44,6 +44,18 @@ def load_prompts(name: str, n: int | None = None) -> pd.DataFrame:
     return df[first + [c for c in df.columns if c not in first]]
 
 
+def prompt_sets(spec: str, skip: int = 0) -> pd.DataFrame:
+    """Prompts from several sets, as columns id, text and kind (the set): "humaneval:4,prose:3" takes 4 HumanEval and
+    3 prose prompts ("prose" alone: all of them), after the first `skip` of each set (prompts that tuning looked at
+    can be left out)."""
+    frames = []
+    for item in spec.split(","):
+        name, _, count = (part.strip() for part in item.partition(":"))
+        rows = load_prompts(name, skip + int(count) if count else None).iloc[skip:]
+        frames.append(rows.assign(kind=name)[["id", "text", "kind"]])
+    return pd.concat(frames, ignore_index=True)
+
+
 def _long_text(kind: str, index: int) -> str:
     texts = [r for r in _read_jsonl("long_texts") if r["kind"] == kind]
     if not 0 <= index < len(texts):

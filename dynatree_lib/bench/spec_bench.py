@@ -13,7 +13,8 @@ import json
 
 import pandas as pd
 
-from .prompts import data_dir
+from ..core.checks import _check_int
+from ..models.provenance import data_dir
 
 SOURCE = {
     "repository": "https://github.com/hemingkx/Spec-Bench",
@@ -73,8 +74,7 @@ def spec_bench_prompts(per_task: int = 5, tasks=None) -> pd.DataFrame:
     unknown = [t for t in tasks if t not in TASKS]
     if unknown or not tasks:
         raise ValueError(f"unknown Spec-Bench task(s) {unknown or tasks!r}; valid: {', '.join(TASKS)}")
-    if isinstance(per_task, bool) or not isinstance(per_task, int) or per_task < 1:
-        raise ValueError(f"per_task must be a positive int, got {per_task!r}")
+    _check_int("per_task", per_task, 1)
     questions = spec_bench_questions()
     chosen = []
     for task in dict.fromkeys(tasks):

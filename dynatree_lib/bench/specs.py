@@ -7,9 +7,8 @@ Names are the method classes dynatree_lib exports (and AR for Autoregressive); v
 nested method calls. A list or a range() as a value sweeps it: "Linear(k=[4, 5, 6])" and "Linear(k=range(4, 7))"
 are three methods each; one spec may name at most MAX_METHODS methods, counted before any is built.
 
-Old label spellings ("Linear(K=5,draft_bits=4)", "FixedTree(D=5,B=2,tau=0.03,N=128)", "Linear(K=4..8)",
-"DynaTree-P3(D=5..8,B=1/2/3,conf=0.9/0.4)", "Hybrid(FixedTree(...)+PL(n=3,K=8))") are translated into this syntax
-with a DeprecationWarning, then read by the same reader.
+Old keyword abbreviations ("Linear(K=5,draft_bits=4)", "FixedTree(D=5,B=2,tau=0.03,N=128)": OLD_KEYWORDS) still
+read, with a DeprecationWarning: data/results/grid.csv stores its labels in that spelling alone.
 
 Stored rows: `row_methods(table)` rebuilds each row's method from its `method_type` and `method_params`
 (methods.method_from_row); `canonical(table)` rewrites a table's method columns in today's spelling.
@@ -21,7 +20,6 @@ import functools
 import itertools
 import json
 import math
-import re
 import warnings
 
 from ..methods.base import method_from_row, upgrade_kwargs
@@ -30,7 +28,7 @@ from ..methods.names import ALIASES, describe, identity, method_classes, valid_f
 MAX_METHODS = 1000
 
 # The abbreviations of the former labels, per class: read (with a DeprecationWarning) where the class has no such
-# field.
+# field. Rows that stored a label without its method_type and method_params are rebuilt from it (stored_method).
 OLD_KEYWORDS = {
     "Linear": {"K": "k"},
     "FixedTree": {"D": "depth", "B": "branch", "tau": "threshold", "N": "max_nodes"},
@@ -70,9 +68,8 @@ def _parse(spec: str, stacklevel: int) -> list:
     if not isinstance(spec, str) or not spec.strip():
         raise ValueError(f"a method spec must be a non-empty string such as 'DynaTree(draft_bits=4)', got {spec!r}")
     state = _Spec(spec)
-    text = _translate(spec, state)
     try:
-        tree = ast.parse(f"[{text}\n]", mode="eval")
+        tree = ast.parse(f"[{spec}\n]", mode="eval")
     except SyntaxError as error:
         raise state.error(f"not a method spec ({error.msg}); write methods as Python calls separated by commas, "
                           "e.g. AR, Linear(k=4, draft_bits=4)") from None
@@ -165,76 +162,6 @@ def _build(cls, kwargs: dict, state: _Spec):
             return cls(**upgraded)
     except (TypeError, ValueError) as error:
         raise state.error(f"{cls.__name__}: {error}") from None
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Old label spellings, translated into constructor syntax (their keyword abbreviations are OLD_KEYWORDS above)
-
-
-def _translate(text: str, state: _Spec) -> str:
-    new = _replace_calls(text, "DynaTree-P", _dynatree)
-    new = _replace_calls(new, "Hybrid", _hybrid)
-    new = re.sub(r"(?<![\w.])(-?\d+)\.\.(-?\d+)", lambda m: f"range({m[1]}, {int(m[2]) + 1})", new)
-    state.old = state.old or new != text
-    return new
-
-
-def _replace_calls(text: str, head: str, translate) -> str:
-    """`text` with every `head...(args)` (parentheses balanced) replaced by translate(prefix, args)."""
-    out, i = [], 0
-    for match in re.finditer(rf"(?<![\w]){re.escape(head)}(\w*)\(", text):
-        if match.start() < i:
-            continue
-        depth, end = 0, match.end() - 1
-        for end in range(match.end() - 1, len(text)):
-            depth += text[end] == "("
-            depth -= text[end] == ")"
-            if depth == 0:
-                break
-        if depth:
-            return text  # unbalanced: the reader reports it
-        out += [text[i:match.start()], translate(match[1], text[match.end():end])]
-        i = end + 1
-    return "".join(out) + text[i:]
-
-
-def _split(args: str) -> list[str]:
-    parts, depth, start = [], 0, 0
-    for i, ch in enumerate(args):
-        depth += ch in "([{"
-        depth -= ch in ")]}"
-        if ch == "," and depth == 0:
-            parts.append(args[start:i])
-            start = i + 1
-    return [p.strip() for p in [*parts, args[start:]] if p.strip()]
-
-
-def _dynatree(phase: str, args: str) -> str:
-    """DynaTree-P3(D=5..8,B=1/2/3,conf=0.9/0.4[,noprune][,nobudget][,field=value...]) -> DynaTree(phase=3, ...)."""
-    out = [f"phase={phase}"]
-    for arg in _split(args):
-        if arg in ("noprune", "nobudget"):
-            out.append("pruning=False" if arg == "noprune" else "node_budget=False")
-        elif arg.startswith("D<="):
-            out.append(f"max_depth={arg[3:]}")
-        elif arg.startswith("D="):
-            low, _, high = arg[2:].partition("..")
-            out += [f"base_depth={low}"] + ([f"max_depth={high}"] if high else [])
-        elif arg.startswith("B=") and arg.count("/") == 2:
-            out += [f"{k}={v}" for k, v in zip(("min_branch", "default_branch", "max_branch"), arg[2:].split("/"))]
-        elif arg.startswith("conf=") and arg.count("/") == 1:
-            out += [f"{k}={v}" for k, v in zip(("high_conf", "low_conf"), arg[5:].split("/"))]
-        else:
-            out.append(arg)
-    return f"DynaTree({', '.join(out)})"
-
-
-def _hybrid(suffix: str, args: str) -> str:
-    """Hybrid(<tree>+PL(n=3,K=8)) -> HybridTree(<tree>, n=3, K=8) (the abbreviations are HybridTree's OLD_KEYWORDS)."""
-    match = re.fullmatch(r"(.*)\+PL\((.*)\)", args, flags=re.S)
-    if suffix or not match:
-        return f"Hybrid{suffix}({args})"
-    return f"HybridTree({', '.join([match[1], *_split(match[2])])})"
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -37,9 +37,10 @@ def distinct(df: pd.DataFrame, column: str, width: int | None = None) -> list[st
 
 
 def read_results(path, keyed: bool = False) -> pd.DataFrame:
-    """A results CSV as written by run_benchmark (empty DataFrame when absent). A damaged file (empty, not text, its
-    last row cut off, a malformed row; with `keyed`, as resume reads it, a KEY column missing or empty) is refused
-    with its name and what to do: resuming from it would measure again and store a configuration twice."""
+    """A results CSV as written by run_benchmark (empty DataFrame when absent), `match_ar` as booleans. A damaged file
+    (empty, not text, its last row cut off, a malformed row, a match_ar cell neither True nor False; with `keyed`, as
+    resume reads it, a KEY column missing or empty) is refused with its name and what to do: resuming from it would
+    measure again and store a configuration twice."""
     path = Path(path)
     if not path.exists():
         return pd.DataFrame()
@@ -60,6 +61,10 @@ def read_results(path, keyed: bool = False) -> pd.DataFrame:
         empty = table.index[table[list(needed)].isna().any(axis=1)]
         if len(empty):
             raise damaged(path, f"row(s) {[int(i) + 2 for i in empty[:5]]} (file lines) have empty key cells")
+    if "match_ar" in table.columns and table["match_ar"].dtype != bool:  # an empty cell keeps Python bools, or text
+        bad = sorted({str(v) for v in table["match_ar"].dropna() if not isinstance(v, bool)})
+        if bad:
+            raise damaged(path, f"its match_ar column holds {bad[:3]} where True or False belongs")
     return canonical(table)  # method columns in today's spelling (rewritten so on the next append)
 
 

@@ -143,13 +143,7 @@ def load_experiment(name: str, preset: str = "session", out=None, *, dtype: str 
     if df.empty:
         raise MissingResults(f"no stored results for experiment {_resolve(name)!r} ({preset} preset) in {where}; "
                              f"produce them with: {command(name, preset)}")
-    labels = [label(m) for m in with_ar(p.methods)]
-    keep = df["method"].isin(labels) & df["max_new_tokens"].isin(p.lengths) & df["prompt_id"].isin(p.prompt_ids())
-    if dtype is not None:
-        keep &= df["dtype"] == str(dtype).removeprefix("torch.")
-    if device is not None:
-        keep &= df["device"] == str(device)
-    df = df[keep].reset_index(drop=True)
+    df = rows_for(df, p.methods, p.prompt_ids(), p.lengths, dtype=dtype, device=device)
     if df.empty:
         which = " with that dtype/device" if dtype or device else ""
         raise MissingResults(f"results stored for experiment {_resolve(name)!r} ({preset} preset) in {path}, but "
@@ -157,10 +151,21 @@ def load_experiment(name: str, preset: str = "session", out=None, *, dtype: str 
     params = [json.loads(s) if isinstance(s, str) and s else {} for s in df.get("params", [""] * len(df))]
     for column in RUN_COLUMNS:
         df[column] = [prm.get(column, "base" if column == "variant" else math.nan) for prm in params]
-    planned = len(labels) * len(p.lengths) * len(p.prompt_ids()) * len(p.variants)
+    planned = len(with_ar(p.methods)) * len(p.lengths) * len(p.prompt_ids()) * len(p.variants)
     stored = df.drop_duplicates(["method", "prompt_id", "max_new_tokens", "variant"]).shape[0]
     df.attrs.update(experiment=_resolve(name), preset=preset, source=repo_relative(path), missing=max(planned - stored, 0))
     return df
+
+
+def rows_for(df: pd.DataFrame, methods, prompt_ids, lengths, *, dtype=None, device=None) -> pd.DataFrame:
+    """The stored rows of `methods` (AR added) on `prompt_ids` at `lengths`, and of `dtype` / `device` when given."""
+    keep = (df["method"].isin([label(m) for m in with_ar(methods)]) & df["prompt_id"].isin(list(prompt_ids))
+            & df["max_new_tokens"].isin(list(lengths)))
+    if dtype is not None:
+        keep &= df["dtype"] == str(dtype).removeprefix("torch.")
+    if device is not None:
+        keep &= df["device"] == str(device)
+    return df[keep].reset_index(drop=True)
 
 
 @functools.lru_cache(maxsize=1)
@@ -241,4 +246,4 @@ def estimate_seconds(name: str, preset: str = "session", *, ar_tokens_per_s: flo
     return factor * len(p.variants) * (timed + warm)
 
 
-__all__ = ['AR_TOKENS_PER_S', 'QUANTIZED_SPEEDUP', 'RUN_COLUMNS', 'SPEEDUP', 'estimate_seconds', 'load_experiment', 'load_or_run', 'run_experiment', 'variant_pair']
+__all__ = ['AR_TOKENS_PER_S', 'QUANTIZED_SPEEDUP', 'RUN_COLUMNS', 'SPEEDUP', 'estimate_seconds', 'load_experiment', 'load_or_run', 'rows_for', 'run_experiment', 'variant_pair']

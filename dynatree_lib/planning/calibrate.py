@@ -242,8 +242,6 @@ def model_identity(model) -> dict:
 
 
 def calibration_key(pair, nodes=DEFAULT_NODES, prefix_len: int = 128, repeats: int = 3) -> dict:
-    from ..models.provenance import cpu_model
-
     device = pair.device
     hardware = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model()
     return {

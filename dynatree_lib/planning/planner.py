@@ -3,11 +3,12 @@
 A bigger tree commits more tokens per round, but it also costs more: one draft forward per level, and a verify
 forward whose cost is flat while the hardware is under-used and then grows with the node count. Where the knee lies
 depends on the machine, not on the acceptance rate, so no single FixedTree is best everywhere (Sequoia's argument).
-This module measures both cost curves once per machine and model pair, keeps running acceptance statistics, and
-picks each round's tree to maximise expected committed tokens per second. A plain target step (no draft at all) is
-one of the candidates, so when drafts keep failing the method falls back to autoregressive decoding by itself.
+planning.calibrate measures both cost curves once per machine and model pair; this module keeps running acceptance
+statistics and picks each round's tree to maximise expected committed tokens per second. A plain target step (no
+draft at all) is one of the candidates, so when drafts keep failing the method falls back to autoregressive decoding
+by itself.
 
-Public API (notebook 09 builds on these):
+What notebook 09 builds on (the first five lines are planning.calibrate's, the last methods.hardware's):
 
     measure_costs(pair, *, nodes, prefix_len, repeats) -> Costs      time the forwards on this machine
     forward_costs(model, nodes, prefix_len, repeats), monotone(times) the timing loop and its noise repair
