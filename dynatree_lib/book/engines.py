@@ -65,7 +65,7 @@ def engines_table(llama: pd.DataFrame, ours: pd.DataFrame, length: int) -> pd.Da
                      "Weights": _weights(pair, method), "Prompts": len(per), "Tokens/s": per["tps"].median(),
                      "Over own plain": per["own"].median(),
                      "Over llama.cpp plain": (per["tps"] / plain.reindex(per.index)).median(),
-                     "Same as own plain": group["match_ar"].astype(float).mean()})
+                     "Same as own plain": group["match_ar"].mean()})
     return pd.DataFrame(rows).sort_values("Tokens/s", ascending=False, ignore_index=True)
 
 
