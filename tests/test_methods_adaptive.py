@@ -12,7 +12,7 @@ from dynatree_lib import (AdaptiveTree, DynaTree, FixedTree, HybridTree, Linear,
                           generate, label)
 from dynatree_lib.core import kvcache
 from dynatree_lib.methods import adaptive, ngram, topn
-from dynatree_lib.core.draft import DraftState, Drafted, draft_tree, reorder
+from dynatree_lib.core.draft import DraftState, Drafted, draft_tree, reorder, select_children
 from dynatree_lib.core.tree import add_level, from_parents, root
 from tiny import ARCHS, DRAFTS, VOCAB, reference_greedy, sharp_pair, tiny_pair
 
@@ -370,7 +370,7 @@ def test_topn_keeps_exactly_the_global_best(arch, nodes, depth, topk, pending):
     best_first = topn._BestFirst(method, run)
     # Every candidate the rule considered, before the final selection ...
     state = DraftState(kvcache.new_cache(pair.draft), pending=list(pending))
-    everything = draft_tree(pair.draft, state, topn._expand_all, topk, depth, best_first.select_frontier)
+    everything = draft_tree(pair.draft, state, select_children, topk, depth, best_first.select_frontier)
     all_cum = everything.tree.cum_logp[1:]
     # ... and the tree it verifies.
     state = DraftState(kvcache.new_cache(pair.draft), pending=list(pending))

@@ -7,6 +7,11 @@ def _check_int(name: str, value, low: int) -> None:
         raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
 
 
+def _check_bool(name: str, value) -> None:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+
+
 def _check_prob(name: str, value, *, allow_one: bool = False) -> None:
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0 and (
         value <= 1 if allow_one else value < 1

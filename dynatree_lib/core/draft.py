@@ -44,9 +44,7 @@ class DraftState:
     cache: object
     pending: list[int] = field(default_factory=list)
     sampling: Sampling | None = None  # set when the run samples: draft_tree then draws candidates instead of top-k
-    # ModelPair.shared_vocab (None: no limit): token ids at or above it are padding rows of one of the two output
-    # layers; they are never proposed, and a target token there (no text maps to it) is read as id vocab - 1.
-    vocab: int | None = None
+    vocab: int | None = None  # ModelPair.shared_vocab (None: no limit): see draft_input and candidates
 
 
 @dataclass

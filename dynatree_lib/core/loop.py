@@ -225,12 +225,13 @@ def check_inputs(pair: ModelPair, prompt_ids: list[int], method, max_new_tokens:
 # Speculative decoding: what the loop knows of a method is core.method's interfaces, never a particular class.
 
 
-def prefill(run: Run) -> tuple[object, int]:
-    """Target forward over the prompt: fills its cache and yields the first new token (this is the TTFT)."""
+def prefill(run: Run, position_ids=None, attention_mask=None) -> tuple[object, int]:
+    """Target forward over the prompt: fills its cache and yields the first new token (this is the TTFT). A windowed
+    target (streaming.WindowedTarget) passes its positions and mask."""
     target = run.pair.target
     cache = kvcache.new_cache(target)
     ids = torch.tensor([run.prompt_ids], device=target.device)
-    first = run.next_token(forward(target, ids, cache, logits_to_keep=1)[-1])
+    first = run.next_token(forward(target, ids, cache, position_ids, attention_mask, logits_to_keep=1)[-1])
     return cache, first
 
 

@@ -10,11 +10,14 @@ from .tree import Tree
 
 
 @torch.no_grad()
-def verify(model, cache, tree: Tree) -> torch.Tensor:
-    """The target's logits at every tree node (n, vocab): row i predicts the token that follows node i."""
+def verify(model, cache, tree: Tree, positions: torch.Tensor | None = None, visible: torch.Tensor | None = None,
+           prefix_visible: torch.Tensor | None = None) -> torch.Tensor:
+    """The target's logits at every tree node (n, vocab): row i predicts the token that follows node i. Each node
+    sits at the cache length plus its depth and sees the cache and its ancestors; a windowed target
+    (streaming.WindowedTarget) gives its own `positions` (n,) and what each node sees (mask.tree_attention_mask)."""
     prefix = kvcache.cache_len(cache)
-    mask = tree_attention_mask(tree.ancestors, prefix, model.dtype)
-    positions = tree_position_ids(tree.depth, prefix)
+    mask = tree_attention_mask(tree.ancestors if visible is None else visible, prefix, model.dtype, prefix_visible)
+    positions = tree_position_ids(tree.depth, prefix) if positions is None else positions.unsqueeze(0)
     return forward(model, tree.tokens.unsqueeze(0), cache, positions, mask)
 
 

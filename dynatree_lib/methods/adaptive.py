@@ -30,9 +30,10 @@ from dataclasses import dataclass, fields
 
 import torch
 
+from ..core.checks import _check_bool, _check_draft_options, _check_int, _check_prob
 from ..core.draft import select_children
 from ..core.loop import Run
-from .base import TreeDrafter, Speculative, _check_draft_options, _check_int, _check_prob
+from .base import TreeDrafter, Speculative
 
 _TRACE_KEYS = ("conf_high", "conf_mid", "conf_low", "stopped", "extended")
 # the settings each phase adds (phase 1 reads none of them)
@@ -91,8 +92,7 @@ class AdaptiveTree(Speculative):
             raise ValueError(f"base_depth ({self.base_depth}) must not exceed max_depth ({self.max_depth})")
         _check_prob("threshold", self.threshold)
         for name in ("pruning", "node_budget"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
+            _check_bool(name, getattr(self, name))
 
     def drafter(self, run: Run) -> "AdaptiveDrafter":
         return AdaptiveDrafter(self, run)
@@ -120,6 +120,21 @@ def branches(p: torch.Tensor, high_conf: float, method) -> torch.Tensor:
     b[p > high_conf] = method.min_branch
     b[p < method.low_conf] = method.max_branch  # low_conf <= high_conf: the two classes never overlap
     return b
+
+
+def branch_children(tree, frontier, cand_logp, cand_tokens, allowed: torch.Tensor, method, threshold: float = 0.0,
+                    keep: torch.Tensor | None = None) -> tuple:
+    """The children phase 1's rule lets in, shared by AdaptiveTree and DynaTree: the first `allowed[i]` candidates of
+    frontier node i (where `keep` is True too), chosen by select_children under `threshold` and the method's node
+    budget (max_nodes; none with node_budget=False)."""
+    ranked = torch.arange(cand_logp.shape[1], device=allowed.device) < allowed.unsqueeze(1)
+    return select_children(tree, frontier, cand_logp, cand_tokens, ranked if keep is None else ranked & keep,
+                           threshold=threshold, max_nodes=method.max_nodes if method.node_budget else None)
+
+
+def budget_spent(tree, method) -> bool:
+    """The tree holds the method's max_nodes already: feeding another level would be wasted draft compute."""
+    return method.node_budget and tree.num_draft >= method.max_nodes
 
 
 def expandable(tree, nodes: torch.Tensor, method: AdaptiveTree) -> torch.Tensor:
@@ -163,15 +178,12 @@ class AdaptiveDrafter(TreeDrafter):
         self.counts["conf_low"] += low
         self.counts["conf_mid"] += len(p) - high - low
         self.counts["extended"] += int((tree.depth[frontier] >= m.base_depth).sum())
-        keep = torch.arange(cand_logp.shape[1], device=b.device) < b.unsqueeze(1)
-        return select_children(tree, frontier, cand_logp, cand_tokens, keep,
-                               threshold=m.threshold if m.pruning else 0.0,
-                               max_nodes=m.max_nodes if m.node_budget else None)
+        return branch_children(tree, frontier, cand_logp, cand_tokens, b, m, m.threshold if m.pruning else 0.0)
 
     def select_frontier(self, tree, nodes):
         m = self.method
-        if m.node_budget and tree.num_draft >= m.max_nodes:
-            return nodes[:0]  # no room for children: feeding the level would be wasted draft compute
+        if budget_spent(tree, m):
+            return nodes[:0]
         chosen = expandable(tree, nodes, m)
         if m.phase >= 2:
             # Nodes below max_depth that the phase-2 rules leave as leaves (the depth cap itself is not a decision).

@@ -13,8 +13,7 @@ from typing import Callable
 
 import torch
 
-# the other method modules import these checks from here
-from ..core.checks import _check_draft_bits, _check_draft_options, _check_int, _check_prob  # noqa: F401
+from ..core.checks import _check_draft_options, _check_int, _check_prob
 from ..core.draft import DraftState, Expand, Stage, draft_tree, fixed_expand
 from ..core.loop import Run, autoregressive
 from ..core.method import Drafter, Method, Speculative
@@ -54,29 +53,36 @@ def renamed(**old_to_new):
     return wrap
 
 
-def retired(redirect: Callable | None = None, dropped: tuple[str, ...] = ()):
-    """Class decorator for a method class that used to hold more than one algorithm: `redirect(kwargs)` names the
-    class an old spelling now means (an instance of it is returned instead, with a DeprecationWarning), and the
-    keywords in `dropped`, which the remaining algorithm never read, are accepted with a DeprecationWarning and
-    ignored. Stored rows load through `method_from_row` instead, silently."""
+# Per class that was split in two: stored parameters -> (the class that runs them today, parameters it never read)
+_UPGRADES: dict[str, Callable[[dict], tuple[str, tuple[str, ...]]]] = {}
+
+
+def retired(upgrade: Callable[[dict], tuple[str, tuple[str, ...]]]):
+    """Class decorator for a method class that used to hold more than one algorithm. `upgrade(params)` says which
+    class the parameters of an old spelling mean today and which of them that class never reads; it is registered
+    for stored rows (upgrade_kwargs: `method_from_row` loads them silently). A constructor call of another class's
+    spelling returns an instance of that class instead, with a DeprecationWarning; the keywords this class never
+    reads are accepted with a DeprecationWarning and ignored."""
 
     def wrap(cls):
-        init = cls.__init__
+        name, init = cls.__name__, cls.__init__
+        _UPGRADES[name] = upgrade
 
         def __new__(klass, *args, **kwargs):
-            other = redirect(kwargs) if redirect is not None and klass is cls else None
-            if other is None:
+            new_type, new_kwargs = upgrade_kwargs(name, kwargs) if klass is cls else (name, kwargs)
+            if new_type == name:
                 return object.__new__(klass)
-            new_kwargs = upgrade_kwargs(cls.__name__, kwargs)[1]
-            warnings.warn(f"{cls.__name__}({_spelled(kwargs)}) is deprecated, use {other.__name__}"
-                          f"({_spelled(new_kwargs)})", DeprecationWarning, stacklevel=2)
-            return other(*args, **new_kwargs)
+            from .names import method_classes
+
+            warnings.warn(f"{name}({_spelled(kwargs)}) is deprecated, use {new_type}({_spelled(new_kwargs)})",
+                          DeprecationWarning, stacklevel=2)
+            return method_classes()[new_type](*args, **new_kwargs)
 
         @functools.wraps(init)
         def __init__(self, *args, **kwargs):
-            unread = [k for k in dropped if k in kwargs]
+            unread = [k for k in upgrade(kwargs)[1] if k in kwargs]
             if unread:
-                warnings.warn(f"{cls.__name__}: {', '.join(unread)} deprecated and ignored ({cls.__name__} never "
+                warnings.warn(f"{name}: {', '.join(unread)} deprecated and ignored ({name} never "
                               f"read {'it' if len(unread) == 1 else 'them'})", DeprecationWarning, stacklevel=2)
                 kwargs = {k: v for k, v in kwargs.items() if k not in unread}
             init(self, *args, **kwargs)
@@ -90,10 +96,6 @@ def retired(redirect: Callable | None = None, dropped: tuple[str, ...] = ()):
 
 def _spelled(kwargs: dict) -> str:
     return ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
-
-
-# Per class that was split (issue 24): stored parameters -> (the class that runs them today, parameters it never read)
-_UPGRADES: dict[str, Callable[[dict], tuple[str, tuple[str, ...]]]] = {}
 
 
 def upgrade_kwargs(type_name: str, params: dict) -> tuple[str, dict]:
@@ -147,6 +149,12 @@ class TreeDrafter(Drafter):
                           self.select_frontier, self.stage)
 
 
+def fixed_drafter(run: Run, depth: int, branch: int, threshold: float, max_nodes: int) -> TreeDrafter:
+    """The drafter of a fixed tree (core.draft.fixed_expand): top-`branch` children per node, `depth` levels."""
+    return TreeDrafter(run, fixed_expand(branch, threshold, max_nodes), width=branch, depth=depth,
+                       branches=lambda p: torch.full_like(p, branch, dtype=torch.long), threshold=threshold)
+
+
 @dataclass(frozen=True)
 class Autoregressive(Method):
     """Target-only greedy decoding: the reference every other method must reproduce token for token."""
@@ -170,8 +178,7 @@ class Linear(Speculative):
         _check_int("k", self.k, 1)
 
     def drafter(self, run: Run) -> TreeDrafter:
-        return TreeDrafter(run, fixed_expand(1, 0.0, self.k), width=1, depth=self.k,
-                           branches=lambda p: torch.ones_like(p, dtype=torch.long))
+        return fixed_drafter(run, depth=self.k, branch=1, threshold=0.0, max_nodes=self.k)  # a one-child tree
 
 
 @dataclass(frozen=True)
@@ -194,9 +201,7 @@ class FixedTree(Speculative):
         _check_int("max_nodes", self.max_nodes, 1)
 
     def drafter(self, run: Run) -> TreeDrafter:
-        return TreeDrafter(run, fixed_expand(self.branch, self.threshold, self.max_nodes), width=self.branch,
-                           depth=self.depth, branches=lambda p: torch.full_like(p, self.branch, dtype=torch.long),
-                           threshold=self.threshold)
+        return fixed_drafter(run, self.depth, self.branch, self.threshold, self.max_nodes)
 
 
 def label(method) -> str:

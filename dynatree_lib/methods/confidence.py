@@ -3,8 +3,8 @@ library's default method; it was DynaTree's phase 4).
 
 The research's phases (AdaptiveTree) fix the depth (base_depth, extended to max_depth only for near-certain
 paths). With a cheap draft that is the wrong trade: on predictable text the draft is right twenty tokens in a row,
-and a depth cap of 8 throws most of that away, while on hard text even depth 5 drafts tokens nobody will accept. DynaTree asks, level by
-level, whether drafting another level pays for itself:
+and a depth cap of 8 throws most of that away, while on hard text even depth 5 drafts tokens nobody will accept.
+DynaTree asks, level by level, whether drafting another level pays for itself:
 
     a child's worth    q(child) = q(parent) * f(p)      the chance the target accepts the whole path down to it;
                                                         p: the draft's probability of the child's token,
@@ -43,15 +43,14 @@ no forward is not a measurement of a level's cost. The trace adds `stage_tokens`
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import torch
 
-from dataclasses import dataclass
-
-from ..core.draft import select_children
+from ..core.checks import _check_bool, _check_draft_options, _check_int
 from ..core.loop import Run
-from .adaptive import AdaptiveTree, branches, check_branch_rule
-from .base import TreeDrafter, Speculative, _UPGRADES, _check_draft_options, _check_int, retired
+from .adaptive import branch_children, branches, budget_spent, check_branch_rule
+from .base import TreeDrafter, Speculative, retired
 
 # What DynaTree() used to accept for its research phases: a phase of 1-3 is AdaptiveTree now, and these settings,
 # which the shaped tree never read, are accepted with a DeprecationWarning and ignored.
@@ -66,21 +65,15 @@ def _research_phase(params: dict) -> bool:
     return phase != 4
 
 
-_UPGRADES["DynaTree"] = lambda params: ("AdaptiveTree", ()) if _research_phase(params) else ("DynaTree", _UNREAD)
-
-
-@retired(redirect=lambda kwargs: AdaptiveTree if _research_phase(kwargs) else None, dropped=_UNREAD)
+@retired(lambda params: ("AdaptiveTree", ()) if _research_phase(params) else ("DynaTree", _UNREAD))
 @dataclass(frozen=True)
 class DynaTree(Speculative):
     """The confidence-and-cost shaped tree (module docstring): phase 1's branch rule (min_branch children where the
     draft's top-1 probability is above high_conf, max_branch below low_conf, default_branch between), while
     confidence and cost set the depth and which nodes stay; max_depth is only a hard cap and max_nodes a node budget
-    (node_budget=False lifts it). Why it is the default: in the speed table (benchmarks/goal.py, stored in
-    data/results/speed.csv; prompts of three kinds that tuning never saw) it is faster than the research's phase 3
-    (AdaptiveTree) and than transformers' assisted generation given the same draft on the median prompt, with the
-    int4 draft and with the bf16 draft; only the hardware-aware planner (HardwareAware, which grows this tree from
-    the machine's calibrated costs) is level with it there, within one run's noise. At 128 tokens no method of this
-    library reaches the issue's 3x target on this CPU; the benchmarks chapter shows which measured costs stop it.
+    (node_budget=False lifts it). Why it is the default: the speed table (benchmarks/goal.py, data/results/speed.csv,
+    held-out prompts of three kinds) puts it ahead of AdaptiveTree and of transformers' assisted generation with the
+    same draft, level with HardwareAware; the benchmarks chapter gives the numbers.
     `staged=True` checks prompt-lookup proposals in the draft's forwards (module docstring): the same rules grow
     the tree, often in fewer draft forwards.
 
@@ -103,8 +96,7 @@ class DynaTree(Speculative):
         check_branch_rule(self)
         _check_int("max_depth", self.max_depth, 1)
         for name in ("node_budget", "staged"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
+            _check_bool(name, getattr(self, name))
 
     def drafter(self, run: Run) -> "ShapedDrafter":
         shaped = Shaped(self, lambda p: branches(p, self.high_conf, self))
@@ -255,12 +247,10 @@ class Shaped:
             self.level_times.append((fed, now - self.last_expand))
         self.last_expand = now
         self.level_fed = 0 if m.staged else None
-        allowed = self.branches(top1)
-        keep = torch.arange(cand_logp.shape[1], device=allowed.device) < allowed.unsqueeze(1)
         parent_q = self.logq[frontier.cpu()].exp().to(cand_p.device)
-        keep &= parent_q.unsqueeze(1) * self.acceptance.f(cand_p) >= self.child_floor(tree)
-        parents, tokens, logp = select_children(tree, frontier, cand_logp, cand_tokens, keep,
-                                                max_nodes=m.max_nodes if m.node_budget else None)
+        worth = parent_q.unsqueeze(1) * self.acceptance.f(cand_p) >= self.child_floor(tree)
+        parents, tokens, logp = branch_children(tree, frontier, cand_logp, cand_tokens, self.branches(top1), m,
+                                                keep=worth)
         p = logp.exp().float()
         child_logq = self.logq[parents.cpu()] + self.acceptance.f(p).cpu().clamp(min=1e-6).log()
         self.logq = torch.cat([self.logq, child_logq])
@@ -270,8 +260,7 @@ class Shaped:
         return parents, tokens, logp
 
     def select_frontier(self, tree, nodes):
-        m = self.method
-        if m.node_budget and tree.num_draft >= m.max_nodes:
+        if budget_spent(tree, self.method):
             return nodes[:0]
         q = self.logq[nodes.cpu()].exp()
         alive = q * self.abar >= self.node_floor()  # a node whose best child cannot pass the floor stays a leaf

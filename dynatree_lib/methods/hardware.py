@@ -16,13 +16,13 @@ import math
 import time
 from dataclasses import dataclass
 
-from ..core.draft import DraftState, draft_tree, fixed_expand
+from ..core.checks import _check_bool, _check_draft_options, _check_int, _check_prob
+from ..core.draft import DraftState
 from ..core.loop import Run
 from ..core.method import Drafter
 from ..planning.calibrate import Costs, calibration_nodes, load_or_measure_costs
 from ..planning.planner import Acceptance, Planner, RoundPlan, rank_accept_prior, rank_observations
-from .base import (Autoregressive, FixedTree, Speculative, _UPGRADES, _check_draft_options, _check_int, _check_prob,
-                   retired)
+from .base import Autoregressive, FixedTree, Speculative, retired
 from .adaptive import branches
 from .confidence import DynaTree, Shaped, ShapedDrafter
 
@@ -47,11 +47,6 @@ def calibrated_costs(method, run: Run) -> Costs:
     return costs
 
 
-def _check_bool(method, name: str) -> None:
-    if not isinstance(getattr(method, name), bool):
-        raise ValueError(f"{name} must be True or False, got {getattr(method, name)!r}")
-
-
 # HardwareAware(shapes=...) held both algorithms: shapes="fixed" is PlannedTree now, and the planner's settings are
 # accepted by HardwareAware with a DeprecationWarning and ignored (the confidence-shaped tree never read them).
 _PLANNER_ONLY = ("shapes", "threshold", "warmup_rounds", "probe_every", "prior_accept", "prior_weight", "decay",
@@ -65,11 +60,7 @@ def _fixed_shapes(params: dict) -> bool:
     return shapes == "fixed"
 
 
-_UPGRADES["HardwareAware"] = lambda params: (("PlannedTree", ("shapes",)) if _fixed_shapes(params)
-                                            else ("HardwareAware", _PLANNER_ONLY))
-
-
-@retired(redirect=lambda kwargs: PlannedTree if _fixed_shapes(kwargs) else None, dropped=_PLANNER_ONLY)
+@retired(lambda params: ("PlannedTree", ("shapes",)) if _fixed_shapes(params) else ("HardwareAware", _PLANNER_ONLY))
 @dataclass(frozen=True)
 class HardwareAware(Speculative):
     """DynaTree's confidence-and-cost shaped tree (depth <= max_depth, children per node <= max_branch by DynaTree's
@@ -93,7 +84,7 @@ class HardwareAware(Speculative):
         _check_draft_options(self.draft_bits, self.draft_vocab)
         for name in ("max_depth", "max_branch", "max_nodes"):
             _check_int(name, getattr(self, name), 1)
-        _check_bool(self, "allow_ar")
+        _check_bool("allow_ar", self.allow_ar)
 
     def drafter(self, run: Run) -> ShapedDrafter:
         return ShapedDrafter(_Calibrated(self, calibrated_costs(self, run)), run, self.max_branch, self.max_depth)
@@ -141,7 +132,7 @@ class PlannedTree(Speculative):
                 bound = "in (0, 1]" if name == "decay" else "> 0"
                 raise ValueError(f"{name} must be a number {bound}, got {value!r}")
         for name in ("adapt_costs", "allow_ar"):
-            _check_bool(self, name)
+            _check_bool(name, getattr(self, name))
 
     def drafter(self, run: Run) -> "_Sizing":
         return _Sizing(self, calibrated_costs(self, run), run)
@@ -162,7 +153,6 @@ class _Sizing(Drafter):
         self.overhead_s = 0.0
         self.rounds = self.ar_streak = self.ar_rounds = self.probe_rounds = 0
         self.plan, self.reason, self.tree, self.run, self.catch_up = None, "", None, run, False
-        self.expanders = {}
 
     def choose(self, max_depth: int) -> tuple[RoundPlan, str]:
         m = self.method
@@ -178,16 +168,12 @@ class _Sizing(Drafter):
         return plan, reason
 
     def propose(self, state: DraftState, max_depth: int):
-        run = self.run
         self.plan, self.reason = self.choose(max_depth)
         self.tree = None
         if self.plan.depth == 0:
             return None
         self.catch_up = len(state.pending) > 2  # the draft reads a backlog first: this round's draft time is atypical
-        key = (self.plan.branch, self.plan.nodes)
-        if key not in self.expanders:
-            self.expanders[key] = fixed_expand(self.plan.branch, self.method.threshold, self.plan.nodes)
-        drafted = draft_tree(run.pair.draft, state, self.expanders[key], self.plan.branch, self.plan.depth)
+        drafted = as_method(self.plan, self.method.threshold).drafter(self.run).propose(state, self.plan.depth)
         self.tree = drafted.tree
         return drafted
 

@@ -12,9 +12,10 @@ from dataclasses import dataclass
 import torch
 from transformers import GenerationConfig
 
+from ..core.checks import _check_draft_bits, _check_int
 from ..core.loop import Run
 from ..core.method import Method
-from .base import _check_draft_bits, _check_int, renamed
+from .base import renamed
 
 
 class _FirstTokenClock:
@@ -33,20 +34,25 @@ class _FirstTokenClock:
 
 
 @contextmanager
-def _plain_greedy(model, eos_ids, **settings):
-    """The target's generation_config replaced, for one call, by a fresh one: plain greedy decoding with no logits
-    processor (the model's repetition_penalty, no_repeat_ngram_size, min_new_tokens, bad_words_ids... would change
-    the output), EOS as `eos_ids` (None switches it off). Swapped on the model rather than passed, because generate
-    fills every None in a passed GenerationConfig from the model's own. The assistant's config is left alone: its
-    draft-length settings are the baseline's, and what it proposes never changes the output (`settings`: extra
-    fields, for a target that is its own assistant)."""
+def _generation_config(model, config: GenerationConfig):
+    """`model.generation_config` is `config` for one call, then the model's own again. Swapped on the model rather
+    than passed, because generate fills every None in a passed GenerationConfig from the model's own."""
     saved = model.generation_config
-    model.generation_config = GenerationConfig(do_sample=False, num_beams=1,
-                                               eos_token_id=sorted(eos_ids) if eos_ids else None, **settings)
+    model.generation_config = config
     try:
         yield
     finally:
         model.generation_config = saved
+
+
+def _plain_greedy(model, eos_ids, **settings):
+    """The target's generation_config for one call: plain greedy decoding with no logits processor (the model's
+    repetition_penalty, no_repeat_ngram_size, min_new_tokens, bad_words_ids... would change the output), EOS as
+    `eos_ids` (None switches it off). The assistant's config is left alone: its draft-length settings are the
+    baseline's, and what it proposes never changes the output (`settings`: extra fields, for a target that is its
+    own assistant)."""
+    return _generation_config(model, GenerationConfig(do_sample=False, num_beams=1,
+                                                      eos_token_id=sorted(eos_ids) if eos_ids else None, **settings))
 
 
 def _hf_generate(run: Run, settings: dict | None = None, **kwargs) -> None:
@@ -105,14 +111,11 @@ class HFAssisted(_Transformers):
         draft = run.pair.draft
         settings = {} if self.num_assistant_tokens is None else {
             "num_assistant_tokens": self.num_assistant_tokens, "num_assistant_tokens_schedule": "constant"}
-        saved = draft.generation_config
-        draft.generation_config = copy.deepcopy(saved)
+        config = copy.deepcopy(draft.generation_config)
         for key, value in settings.items():
-            setattr(draft.generation_config, key, value)
-        try:
+            setattr(config, key, value)
+        with _generation_config(draft, config):
             _hf_generate(run, settings if draft is run.pair.target else None, assistant_model=draft)
-        finally:
-            draft.generation_config = saved
 
 
 @renamed(num_tokens="k")

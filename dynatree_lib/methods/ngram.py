@@ -11,12 +11,13 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..core.checks import _check_int
 from ..core.draft import DraftState, Drafted, reorder
 from ..core.loop import Run
 from ..core.method import Drafter
 from ..core.tree import Tree, add_level, root
 from .adaptive import AdaptiveTree
-from .base import FixedTree, Linear, Speculative, _check_int, renamed
+from .base import FixedTree, Linear, Speculative, renamed
 from .confidence import DynaTree
 from .topn import TopNTree
 
@@ -58,9 +59,9 @@ _TREE_METHODS = (Linear, FixedTree, DynaTree, AdaptiveTree, TopNTree)
 @dataclass(frozen=True)
 class HybridTree(Speculative):
     """The draft model's tree (`tree`: Linear, FixedTree, DynaTree, AdaptiveTree or TopNTree) plus prompt-lookup
-    chains as extra branches from the root. A chain that starts like an existing path follows it and only adds the nodes that
-    differ; n-gram nodes come on top of the tree's node budget (at most branches * k; `k` was `num_tokens`), with
-    draft log-prob 0.
+    chains as extra branches from the root. A chain that starts like an existing path follows it and only adds the
+    nodes that differ; n-gram nodes come on top of the tree's node budget (at most branches * k; `k` was
+    `num_tokens`), with draft log-prob 0.
     Each round's trace adds `ngram` (length of the matched n-gram, 0: none) and `ngram_nodes` (nodes it added)."""
 
     tree: object = field(default_factory=FixedTree)

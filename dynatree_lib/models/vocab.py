@@ -27,7 +27,8 @@ import torch
 from torch import nn
 
 from .provenance import data_dir
-from .quant import Int4Linear, Int8Linear
+from .pair import vocab_size
+from .quant import Int4Linear, Int8Linear, dequantized
 
 RANKING_FORMAT = 1
 
@@ -92,8 +93,6 @@ def stored_ranking(tokenizer, vocab: int) -> torch.Tensor | None:
 
 def scored_rows(pair) -> int:
     """Token ids both models score: ids at or above this are padding rows of the larger output layer."""
-    from .pair import vocab_size
-
     return min(vocab_size(m) for m in (pair.target, pair.draft) if m is not None)
 
 
@@ -153,33 +152,12 @@ def keep_ids(pair, k: int) -> torch.Tensor:
 # The trimmed draft
 
 
-def _dense(head: nn.Module) -> nn.Linear:
-    """A float nn.Linear with the weights `head` computes with (an int4 head is dequantized through its own kernel:
-    its packed layout cannot be sliced by rows)."""
-    if isinstance(head, nn.Linear):
-        return head
-    if isinstance(head, Int8Linear):
-        weight = head.weight.to(head.scales.dtype) * head.scales[:, None]
-    elif isinstance(head, Int4Linear):
-        eye = torch.eye(head.in_features, dtype=torch.bfloat16, device=head.weight.device)
-        weight = torch.ops.aten._weight_int4pack_mm_for_cpu(eye, head.weight, head.group_size,
-                                                             head.scales_and_zeros).t()
-    else:
-        raise TypeError(f"cannot trim an output layer of type {type(head).__name__}")
-    linear = nn.Linear(head.in_features, head.out_features, bias=head.bias is not None,
-                       dtype=weight.dtype, device=weight.device)
-    linear.weight.data = weight.contiguous()
-    if head.bias is not None:
-        linear.bias.data = head.bias.detach().clone()
-    return linear
-
-
 def _slice_head(head: nn.Module, keep: torch.Tensor) -> nn.Module:
     rows = keep.to(head.weight.device)
     if isinstance(head, Int8Linear):  # per-output-channel scales: slicing rows is exact
         bias = None if head.bias is None else head.bias[rows].clone()
         return Int8Linear(head.weight[rows].clone(), head.scales[rows].clone(), bias)
-    dense = _dense(head)
+    dense = head if isinstance(head, nn.Linear) else dequantized(head)
     linear = nn.Linear(dense.in_features, len(keep), bias=dense.bias is not None, dtype=dense.weight.dtype,
                        device=dense.weight.device)
     linear.weight.data = dense.weight.detach()[rows].clone()
@@ -200,8 +178,7 @@ def trim_draft_vocab(model, keep) -> nn.Module:
     is the non-persistent buffer `model.kept_ids` (LongTensor, ascending), and `model.full_vocab_size` is the size
     of the vocabulary the ids index. Works on a float, int8 or int4 output layer; trimming before quantizing
     (ModelPair.with_draft does) keeps the int4 codes those rows would have had anyway."""
-    head = model.get_output_embeddings()
-    full = getattr(model, "full_vocab_size", None) or getattr(head, "out_features", None) or head.weight.shape[0]
+    full = vocab_size(model)
     keep = torch.as_tensor(keep, dtype=torch.long).flatten().cpu()
     if keep.numel() == 0:
         raise ValueError("keep must hold at least one token id")
