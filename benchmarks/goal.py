@@ -35,6 +35,10 @@ METHODS = ("AR, HFAssisted, HFAssisted(draft_bits=4), Linear(k=5), Linear(k=5, d
 SPEED_METHODS = ("AR, HFGenerate, HFAssisted, HFAssisted(draft_bits=4), DynaTree, DynaTree(draft_bits=4), "
                  "DynaTree(draft_bits=4, draft_vocab=32768), Linear(k=5, draft_bits=4), AdaptiveTree(draft_bits=4)")
 
+# The speed table's prompts: 4 HumanEval, 3 prose and 3 technical prompts after the first 10 of each set (held out from
+# tuning); --sets/--skip as the speed table was measured, and the prompts other scripts compare on.
+SPEED_SETS, SPEED_SKIP = "humaneval:4,prose:3,technical:3", 10
+
 
 def prompt_sets(spec: str, skip: int = 0):
     """Prompts from several sets: "humaneval:4,prose:3" takes 4 HumanEval and 3 prose prompts, after the first `skip`

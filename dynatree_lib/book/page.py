@@ -4,6 +4,7 @@
                                             referenced from the text as {numref}`tab-speed`)
     figure(fig, "fig-speed")                glues a plotly figure for a {glue:figure} block that numbers it
     figure(fig, "fig-x", "Caption ...")     the same, with the block displayed as the cell's output
+    glue_values({"name": value, ...})       glues each value for a {glue:text} role in the chapter's prose
     mib(bytes), times(x), share(x)          how the book writes memory, speedups and shares
 
 Chapters are executed by papermill and rendered by Jupyter Book (MyST-NB): a cell's Markdown output is parsed as
@@ -60,6 +61,14 @@ def formatted(df: pd.DataFrame, formats: dict | None = None) -> pd.DataFrame:
     formats = formats or {}
     return pd.DataFrame({c: ["" if _missing(v) else formats[c](v) if c in formats else _cell(v) for v in df[c]]
                          for c in df.columns})
+
+
+def glue_values(values: dict) -> None:
+    """Glue every value under its name for the {glue:text} roles of the chapter's prose; nothing is displayed here."""
+    from myst_nb import glue
+
+    for name, value in values.items():
+        glue(name, value, display=False)
 
 
 def live_jupyter() -> bool:
