@@ -160,20 +160,22 @@ def _lengths(flips: pd.DataFrame) -> str:
 
 
 def flip_values(flips: pd.DataFrame) -> dict:
-    """Glue values for a `quality.flip_table`: its lengths, how many runs diverged, the widest top-2 gap at a flip
-    (spacings of the dtype), and over the diverged runs the median perplexity ratio, how many score worse, the
-    median share of repeated 4-grams of each text and how many repeat more than plain decoding."""
+    """Glue values for a `quality.flip_table`: its lengths and prompts, how many runs diverged, the widest top-2 gap
+    at a flip (spacings of the dtype), and over the diverged runs the median perplexity ratio, how many score worse,
+    the median share of repeated 4-grams of each text, how many repeat more than plain decoding and the median
+    difference of the two shares (percentage points, signed)."""
     diverged = flips[flips["first_divergence"] >= 0]
     if diverged.empty:
         raise ValueError("no run in the flip table left plain decoding: nothing to show")
     ratio = diverged["perplexity_method"] / diverged["perplexity_ar"]
     more = diverged["repeat4_method"] > diverged["repeat4_ar"]
-    return {"flip_length": _lengths(flips),
+    return {"flip_length": _lengths(flips), "flip_prompts": flips["prompt_id"].nunique(),
             "flip_count": f"{len(diverged)} of {len(flips)}", "flip_gap_max": float(diverged["gap_spacings"].max()),
             "flip_ppl_ratio": float(ratio.median()), "flip_worse": f"{int((ratio > 1).sum())} of {len(diverged)}",
             "flip_rep_ar": f"{diverged['repeat4_ar'].median():.0%}",
             "flip_rep_method": f"{diverged['repeat4_method'].median():.0%}",
-            "flip_rep_more": f"{int(more.sum())} of {len(diverged)}"}
+            "flip_rep_more": f"{int(more.sum())} of {len(diverged)}",
+            "flip_rep_diff": f"{(diverged['repeat4_method'] - diverged['repeat4_ar']).median() * 100:+.1f}"}
 
 
 def live_rows(low: pd.DataFrame, tokenizer=None) -> pd.DataFrame:
