@@ -101,7 +101,7 @@ def test_flip_rows_show_only_the_runs_that_diverged_beside_the_stored_run():
     assert rows["Speed table's run"].tolist() == [15, -1, 38]
     assert rows["Perplexity ratio"].tolist() == pytest.approx([0.9, 1.1, 1.2])
     assert rows["Tokens (plain / method)"].tolist() == ["65 / 66"] * 3
-    assert rows["Repeated 4-grams (plain / method)"].tolist() == ["10% / 10%", "10% / 30%", "10% / 20%"]
+    assert rows["Repeated 4-grams (plain / method)"].tolist() == ["10.0% / 10.0%", "10.0% / 30.0%", "10.0% / 20.0%"]
     assert "Speed table's run" not in divergence.flip_rows(flips())
     assert ":name: tab-08-flips" in divergence.flips_markdown(flips(), speed=speed)
 
@@ -110,7 +110,8 @@ def test_flip_values_summarise_gap_perplexity_and_repetition():
     values = divergence.flip_values(flips())
     assert values["flip_count"] == "3 of 4" and values["flip_gap_max"] == 2.0 and values["flip_prompts"] == 2
     assert values["flip_ppl_ratio"] == pytest.approx(1.1) and values["flip_worse"] == "2 of 3"
-    assert values["flip_rep_ar"] == "10%" and values["flip_rep_method"] == "20%" and values["flip_rep_more"] == "2 of 3"
+    assert values["flip_rep_ar"] == "10.0%" and values["flip_rep_method"] == "20.0%"
+    assert values["flip_rep_more"] == "2 of 3"
     assert values["flip_length"] == "128" and values["flip_rep_diff"] == "+10.0"  # median of 0, +20, +10 points
     with pytest.raises(ValueError, match="no run in the flip table left plain decoding"):
         divergence.flip_values(flips()[lambda d: d["first_divergence"] < 0])

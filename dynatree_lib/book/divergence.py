@@ -146,7 +146,7 @@ def flip_rows(flips: pd.DataFrame, tokenizer=None, speed: pd.DataFrame | None = 
         "Tokens (plain / method)": [f"{token_label(tokenizer, a)} / {token_label(tokenizer, b)}"
                                     for a, b in zip(diverged["ar_token"], diverged["method_token"])],
         "Perplexity ratio": (diverged["perplexity_method"] / diverged["perplexity_ar"]).to_list(),
-        "Repeated 4-grams (plain / method)": [f"{a:.0%} / {b:.0%}" for a, b in
+        "Repeated 4-grams (plain / method)": [f"{a:.1%} / {b:.1%}" for a, b in
                                               zip(diverged["repeat4_ar"], diverged["repeat4_method"])]})
     if speed is not None:
         stored = speed.groupby(["method", "prompt_id", "max_new_tokens"])["first_divergence"].first()
@@ -172,8 +172,8 @@ def flip_values(flips: pd.DataFrame) -> dict:
     return {"flip_length": _lengths(flips), "flip_prompts": flips["prompt_id"].nunique(),
             "flip_count": f"{len(diverged)} of {len(flips)}", "flip_gap_max": float(diverged["gap_spacings"].max()),
             "flip_ppl_ratio": float(ratio.median()), "flip_worse": f"{int((ratio > 1).sum())} of {len(diverged)}",
-            "flip_rep_ar": f"{diverged['repeat4_ar'].median():.0%}",
-            "flip_rep_method": f"{diverged['repeat4_method'].median():.0%}",
+            "flip_rep_ar": f"{diverged['repeat4_ar'].median():.1%}",
+            "flip_rep_method": f"{diverged['repeat4_method'].median():.1%}",
             "flip_rep_more": f"{int(more.sum())} of {len(diverged)}",
             "flip_rep_diff": f"{(diverged['repeat4_method'] - diverged['repeat4_ar']).median() * 100:+.1f}"}
 
