@@ -17,7 +17,7 @@ import argparse
 from common import add_common_args, print_summary, sweep
 
 from dynatree_lib.models.pair import pair_from_args
-from dynatree_lib.bench.prompts import load_prompts, prompt_sets
+from dynatree_lib.bench.prompts import SPEED_SETS, SPEED_SKIP, load_prompts, prompt_sets
 
 # Peers as a transformers user runs them, the same methods with the int4 draft copy (draft_bits=4: the draft's
 # weights approximated, the target untouched, output unchanged), and HFAssisted given that same int4 draft, so the
@@ -34,7 +34,6 @@ METHODS = ("AR, HFAssisted, HFAssisted(draft_bits=4), Linear(k=5), Linear(k=5, d
 # faster one is the reference (bench.harness: HFGenerate).
 SPEED_METHODS = ("AR, HFGenerate, HFAssisted, HFAssisted(draft_bits=4), DynaTree, DynaTree(draft_bits=4), "
                  "DynaTree(draft_bits=4, draft_vocab=32768), Linear(k=5, draft_bits=4), AdaptiveTree(draft_bits=4)")
-
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -22,12 +22,11 @@ import pandas as pd
 
 from dynatree_lib.bench import llama_cpp as lc
 from dynatree_lib.bench.harness import load_1m
-from dynatree_lib.bench.prompts import prompt_sets
+from dynatree_lib.bench.prompts import SPEED_SETS, SPEED_SKIP, prompt_sets
 from dynatree_lib.bench.spec_bench import spec_bench_prompts
 from dynatree_lib.bench.storage import _append, _write_meta, read_results, results_dir, results_path
 from dynatree_lib.models.provenance import provenance, row_provenance, utc_now
 
-SPEED_SETS, SPEED_SKIP = "humaneval:4,prose:3,technical:3", 10  # the speed table's held-out prompts (goal.py)
 
 # name -> (tool, extra arguments). "draft": llama.cpp's defaults (draft at most 3 tokens, no probability floor);
 # a small sweep of the draft length and the draft's probability floor; two trees (llama-speculative with -np draft

@@ -47,8 +47,6 @@ def test_notebook_structure(path: Path):
 
 # A chapter holds narrative, parameters and library calls; anything longer belongs in dynatree_lib/book, tested there.
 MAX_CODE_LINES = 120
-# Still over the limit while their logic moves into the library; an entry that is no longer over fails the test below.
-CODE_LINES_EXCEPTIONS = {"08_quality"}
 
 
 def code_lines(nb) -> int:
@@ -58,11 +56,9 @@ def code_lines(nb) -> int:
 
 def test_notebooks_hold_calls_not_code():
     counts = {p.stem: code_lines(nbformat.read(p, as_version=4)) for p in NOTEBOOKS}
-    over = {name: n for name, n in counts.items() if n > MAX_CODE_LINES and name not in CODE_LINES_EXCEPTIONS}
+    over = {name: n for name, n in counts.items() if n > MAX_CODE_LINES}
     assert not over, (f"notebooks over {MAX_CODE_LINES} non-blank code lines (move logic into dynatree_lib/book): "
                       + ", ".join(f"{name} ({n})" for name, n in over.items()))
-    fixed = sorted(name for name in CODE_LINES_EXCEPTIONS if counts.get(name, 0) <= MAX_CODE_LINES)
-    assert not fixed, f"within {MAX_CODE_LINES} code lines now, remove from CODE_LINES_EXCEPTIONS: {fixed}"
 
 
 def test_notebooks_define_no_functions():

@@ -43,6 +43,10 @@ def load_prompts(name: str, n: int | None = None) -> pd.DataFrame:
     first = ["id", "text", "source"]
     return df[first + [c for c in df.columns if c not in first]]
 
+# The speed table's held-out prompts: four HumanEval problems, three prose and three technical passages, after the
+# first ten of each set (which tuning used). goal.py, llama_cpp.py and flips.py measure on them.
+SPEED_SETS, SPEED_SKIP = "humaneval:4,prose:3,technical:3", 10
+
 
 def prompt_sets(spec: str, skip: int = 0) -> pd.DataFrame:
     """Prompts from several sets, as columns id, text and kind (the set): "humaneval:4,prose:3" takes 4 HumanEval and
