@@ -18,8 +18,8 @@ from .page import share
 
 
 def _identical(values: pd.Series) -> pd.Series:
-    # Stored as booleans or as the strings "True"/"False", depending on how the CSV was read back.
-    return values.map(lambda v: v is True or str(v) == "True")
+    # Booleans as bench.read_results gives them; a missing cell (a run with nothing to compare) is not identical.
+    return values.eq(True)
 
 
 def divergence_table(df: pd.DataFrame, length: int) -> pd.DataFrame:
