@@ -133,8 +133,9 @@ def speed_values(df: pd.DataFrame, length: int, lead: str, peer: str) -> dict:
 def flip_rows(flips: pd.DataFrame, tokenizer=None, speed: pd.DataFrame | None = None) -> pd.DataFrame:
     """The runs of a `quality.flip_table` (or data/results/flips.csv) that left plain decoding, as the book shows
     them: where, the target's top-2 gap there in spacings of the dtype, the two tokens, the perplexity ratio (the
-    method's over plain decoding's) and both texts' share of repeated 4-grams. With `speed` (speed-table rows), also
-    where the stored run of the same method, prompt and length first diverged (-1: it did not)."""
+    method's over plain decoding's) and both texts' share of repeated 4-grams. With `speed` (speed-table rows), the
+    flip's position is followed by where the stored run of the same method, prompt and length first diverged, in
+    parentheses (-1: it did not)."""
     from .tables import names
     from .treeviz import token_label
 
@@ -142,16 +143,17 @@ def flip_rows(flips: pd.DataFrame, tokenizer=None, speed: pd.DataFrame | None = 
     shown = pd.DataFrame({
         "Method": names(diverged["method"]), "Prompt": diverged["prompt_id"].to_list(),
         "Flip at": diverged["first_divergence"].astype(int).to_list(),
-        "Gap (spacings)": diverged["gap_spacings"].to_list(),
-        "Tokens (plain / method)": [f"{token_label(tokenizer, a)} / {token_label(tokenizer, b)}"
+        "Gap": diverged["gap_spacings"].to_list(),
+        "Tokens (AR / method)": [f"{token_label(tokenizer, a)} / {token_label(tokenizer, b)}"
                                     for a, b in zip(diverged["ar_token"], diverged["method_token"])],
         "Perplexity ratio": (diverged["perplexity_method"] / diverged["perplexity_ar"]).to_list(),
-        "Repeated 4-grams (plain / method)": [f"{a:.1%} / {b:.1%}" for a, b in
+        "Repeated 4-grams (AR / method)": [f"{a:.1%} / {b:.1%}" for a, b in
                                               zip(diverged["repeat4_ar"], diverged["repeat4_method"])]})
     if speed is not None:
         stored = speed.groupby(["method", "prompt_id", "max_new_tokens"])["first_divergence"].first()
         keys = zip(diverged["method"], diverged["prompt_id"], diverged["max_new_tokens"])
-        shown.insert(3, "Speed table's run", [int(stored.get(k, -1)) for k in keys])
+        timed = [int(stored.get(k, -1)) for k in keys]
+        shown.insert(2, "Flip at (timed run)", [f"{a} ({b})" for a, b in zip(shown.pop("Flip at"), timed)])
     return shown
 
 
@@ -209,7 +211,7 @@ def perplexity_table(exact: pd.DataFrame, low: pd.DataFrame, dtype: str) -> pd.D
     by = lambda df, column: df.groupby("method", sort=False)[column]  # noqa: E731
     ppl = pd.DataFrame({"float32": by(exact, "perplexity").median(), dtype: by(low, "perplexity").median(),
                         f"{dtype} matches AR": by(low.assign(match_ar=_identical(low["match_ar"])), "match_ar").mean()})
-    return named(ppl.rename_axis("method").reset_index()).drop(columns="method")
+    return named(ppl.rename_axis("method").reset_index()).drop(columns="method").rename(columns={"name": "Method"})
 
 
 def divergence_markdown(df: pd.DataFrame, length: int) -> str:
@@ -237,7 +239,8 @@ def flips_markdown(flips: pd.DataFrame, tokenizer=None, speed: pd.DataFrame | No
     dtype = ", ".join(sorted(flips["dtype"].unique()))
     return table(flip_rows(flips, tokenizer, speed), "tab-08-flips",
                  f"Every regenerated {dtype} run ({len(flips)} in all, {lengths} new tokens) that left {dtype} plain "
-                 f"decoding: where, the target's top-2 logit gap there in spacings of {dtype}, plain decoding's "
+                 f"decoding: where (in parentheses, where the timed run of the speed table did; -1: it did not), the "
+                 f"target's top-2 logit gap there (Gap) in spacings of {dtype}, plain decoding's "
                  "and the method's token, the perplexity of the method's text over plain decoding's, and the share of "
                  "repeated 4-grams in each.",
-                 {"Gap (spacings)": "{:.2f}".format, "Perplexity ratio": "{:.3f}".format})
+                 {"Gap": "{:.2f}".format, "Perplexity ratio": "{:.3f}".format})
