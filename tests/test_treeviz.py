@@ -15,6 +15,7 @@ from hypothesis import given, settings, strategies as st
 import dynatree_lib as dt
 from dynatree_lib.core.loop import Run
 from dynatree_lib.core import tree as tree_mod
+from dynatree_lib.book import maskviz as mv
 from dynatree_lib.book import treeviz as tv
 from tiny import ARCHS, reference_greedy, tiny_pair
 
@@ -129,21 +130,21 @@ def test_layout_centres_parents_on_children():
 @settings(max_examples=50, deadline=None)
 def test_mask_classes_are_prefix_ancestors_blocked(parents, prefix):
     tree = tree_mod.from_parents([0] * len(parents), parents)
-    classes = tv.mask_classes(tree, prefix)
+    classes = mv.mask_classes(tree, prefix)
     assert (classes[:, :prefix] == 1).all()
     assert torch.equal(classes[:, prefix:] == 2, tree_mod.brute_force_ancestors(parents))
     assert torch.equal(classes[:, prefix:] == 0, ~tree_mod.brute_force_ancestors(parents))
-    fig = tv.mask_figure(tree, prefix, prefix_shown=3)
+    fig = mv.mask_figure(tree, prefix, prefix_shown=3)
     assert len(fig.data[0].z[0]) == min(prefix, 3) + len(parents)
-    assert tv.position_frame(tree, prefix)["position_id"].tolist() == (tree.depth + prefix).tolist()
+    assert mv.position_frame(tree, prefix)["position_id"].tolist() == (tree.depth + prefix).tolist()
 
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_tree_logits_equal_per_path_forwards(arch):
     pair = tiny_pair(arch, "perturbed")
     view = tv.draft_one_tree(pair, [5, 6, 7, 8], dt.FixedTree(depth=3, branch=2, threshold=0.0))
-    tree_l = tv.tree_logits(pair.target, view.prompt_ids, view.tree)
-    path_l = tv.path_logits(pair.target, view.prompt_ids, view.tree)
+    tree_l = mv.tree_logits(pair.target, view.prompt_ids, view.tree)
+    path_l = mv.path_logits(pair.target, view.prompt_ids, view.tree)
     assert tree_l.shape == (len(view.tree), path_l.shape[1])
     assert torch.allclose(tree_l, path_l, atol=1e-4)
     assert tree_l.argmax(-1).tolist() == view.target_next
@@ -174,7 +175,7 @@ def test_tree_summary_and_side_by_side_figure():
     assert s["nodes"] == view.tree.num_draft and s["accepted"] == len(view.path) - 1
     assert s["pruned_threshold"] == reasons.get("threshold", 0) and s["pruned_budget"] == reasons.get("budget", 0)
     assert s["committed"] == len(view.committed) == s["accepted"] + 1
-    fig = tv.tree_mask_figure(view, prefix_shown=2)
+    fig = mv.tree_mask_figure(view, prefix_shown=2)
     heat = [tr for tr in fig.data if tr.type == "heatmap"]
     assert len(heat) == 1 and len(heat[0].z) == len(view.tree)
     labels = [t for tr in fig.data if tr.type == "scatter" and tr.text is not None for t in tr.text]
@@ -184,8 +185,8 @@ def test_tree_summary_and_side_by_side_figure():
 def test_without_the_tree_mask_logits_change():
     pair = tiny_pair("qwen2", "unrelated")
     view = tv.draft_one_tree(pair, [5, 6, 7, 8], dt.FixedTree(depth=2, branch=3, threshold=0.0))
-    masked = tv.tree_logits(pair.target, view.prompt_ids, view.tree)
-    causal = tv.tree_logits(pair.target, view.prompt_ids, view.tree, tree_mask=False)
+    masked = mv.tree_logits(pair.target, view.prompt_ids, view.tree)
+    causal = mv.tree_logits(pair.target, view.prompt_ids, view.tree, tree_mask=False)
     assert torch.allclose(masked[:2], causal[:2], atol=1e-5)  # root and first child: nothing extra to see
     assert not torch.allclose(masked[2:], causal[2:], atol=1e-3)  # later nodes see their siblings and cousins
 
