@@ -40,8 +40,7 @@ def staged_numbers(df: pd.DataFrame, length: int) -> dict:
     forwards = forwards_per_token(df, length)
     part = df[df["max_new_tokens"] == length]
     draft_s = part.groupby("method")["draft_s"].median()
-    pp = per_prompt(df[df["max_new_tokens"] == length]).pivot_table(index="prompt_id", columns="method",
-                                                                     values="speedup")
+    pp = per_prompt(part).pivot_table(index="prompt_id", columns="method", values="speedup")
     out = {}
     for draft, bits in DRAFTS.items():
         plain, staged = label(DynaTree(draft_bits=bits)), label(DynaTree(draft_bits=bits, staged=True))
