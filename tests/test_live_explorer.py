@@ -49,6 +49,7 @@ SERVER_START_S = 90
 PAGE_READY_S = 120  # JupyterLab loaded, the notebook open and its kernel started
 RUN_ALL_S = 240
 REDRAW_S = 60
+DRAG_TRIES = 3
 
 
 def _tiny_model_folder(folder: Path) -> Path:
@@ -255,24 +256,41 @@ def _run_chapter(devtools: DevTools, path: str) -> None:
 
 
 def _drag_to_minimum(devtools: DevTools, path: str, description: str) -> None:
-    """Drag the handle of the explorer's slider `description` past the left end of its track, as a mouse would."""
+    """Drag the handle of the explorer's slider `description` past the left end of its track, as a mouse would.
+
+    JupyterLab keeps adjusting the notebook's scroll position for a while after Run All (outputs still render and
+    change the heights of the cells above), so the handle is first brought into view and held still: the mouse is
+    pressed only where the page reports the handle itself, and a drag that the slider did not feel is made again."""
     slider = (f"Array.from({_explorer_cell(path)}.node.querySelectorAll('.widget-slider'))"
               f".find(s => s.querySelector('.widget-label')?.textContent === {json.dumps(description)})")
-    devtools.evaluate(f"{slider}.scrollIntoView({{block: 'center'}})")
-    time.sleep(1)  # let the scroll settle before reading coordinates
-    box = devtools.evaluate(f"""(() => {{
-        const handle = {slider}.querySelector('.noUi-handle').getBoundingClientRect();
-        const track = {slider}.querySelector('.noUi-target').getBoundingClientRect();
-        return {{x: handle.x + handle.width / 2, y: handle.y + handle.height / 2, left: track.left}};
-    }})()""")
-    x, y, end = box["x"], box["y"], box["left"] - 30
-    devtools.call("Input.dispatchMouseEvent", type="mouseMoved", x=x, y=y)
-    devtools.call("Input.dispatchMouseEvent", type="mousePressed", x=x, y=y, button="left", buttons=1, clickCount=1)
-    for step in range(1, 11):
-        devtools.call("Input.dispatchMouseEvent", type="mouseMoved", x=x + (end - x) * step / 10, y=y,
-                      button="left", buttons=1)
-    devtools.call("Input.dispatchMouseEvent", type="mouseReleased", x=end, y=y, button="left", buttons=0,
-                  clickCount=1)
+    readout = f"{slider}.querySelector('.widget-readout').textContent"
+    start = devtools.evaluate(readout)
+    for _ in range(DRAG_TRIES):
+        box = devtools.wait(f"""(() => {{
+            const s = {slider};
+            s.scrollIntoView({{block: 'center'}});
+            const handle = s.querySelector('.noUi-handle'), r = handle.getBoundingClientRect();
+            const track = s.querySelector('.noUi-target').getBoundingClientRect();
+            const box = {{x: r.x + r.width / 2, y: r.y + r.height / 2, left: track.left}};
+            const same = JSON.stringify(box) === window.__handle;
+            window.__handle = JSON.stringify(box);
+            return same && handle.contains(document.elementFromPoint(box.x, box.y)) ? box : null;
+        }})()""", f"{description} slider's handle held still in view", REDRAW_S)
+        x, y, end = box["x"], box["y"], box["left"] - 30
+        devtools.call("Input.dispatchMouseEvent", type="mouseMoved", x=x, y=y)
+        devtools.call("Input.dispatchMouseEvent", type="mousePressed", x=x, y=y, button="left", buttons=1,
+                      clickCount=1)
+        for step in range(1, 11):
+            devtools.call("Input.dispatchMouseEvent", type="mouseMoved", x=x + (end - x) * step / 10, y=y,
+                          button="left", buttons=1)
+        devtools.call("Input.dispatchMouseEvent", type="mouseReleased", x=end, y=y, button="left", buttons=0,
+                      clickCount=1)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            if devtools.evaluate(readout) != start:
+                return
+            time.sleep(0.5)
+    raise AssertionError(f"the {description} slider kept its value {start!r} after {DRAG_TRIES} drags")
 
 
 def test_depth_slider_redraws_the_tree_in_jupyterlab(kernel, tmp_path):
