@@ -10,6 +10,7 @@ import torch
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from dynatree_lib import DynaTree, FixedTree, Linear, ModelPair, Streaming, generate, label, model_memory_bytes, quantize_draft, quantize_int8
+from dynatree_lib.models import quant
 from dynatree_lib.models.quant import Int4Linear, Int8Linear, bitsandbytes_available, dense_copy, is_quantized
 from tiny import ARCHS, DRAFTS, VOCAB, perturbed, reference_greedy, tiny_model, tiny_pair
 
@@ -264,7 +265,13 @@ def test_int4_dense_rows_multiplies_the_kernels_own_weights():
     assert both(x).shape == (3, 10, 64) and both(x).dtype == x.dtype
 
 
-def test_int4_draft_multiplies_many_rows_densely_and_target_only_its_prefill():
+@pytest.fixture
+def native_bf16(monkeypatch):
+    """A CPU that multiplies bf16 in hardware, whatever this machine is (the dense thresholds hold there)."""
+    monkeypatch.setattr(quant, "native_bf16_matmul", lambda: True)
+
+
+def test_int4_draft_multiplies_many_rows_densely_and_target_only_its_prefill(native_bf16):
     from dynatree_lib.models.quant import DRAFT_DENSE_ROWS, TARGET_DENSE_ROWS, quantize_target
 
     draft = quantize_draft(tiny_model("qwen2", seed=1, hidden=128), bits=4)
@@ -275,3 +282,26 @@ def test_int4_draft_multiplies_many_rows_densely_and_target_only_its_prefill():
     target = quantize_target(tiny_model("qwen2", seed=0, hidden=128), 4)
     assert {m.dense_rows for m in target.modules() if isinstance(m, Int4Linear)} == {TARGET_DENSE_ROWS}
     assert DRAFT_DENSE_ROWS < TARGET_DENSE_ROWS  # a target's trees stay on the kernel plain decoding uses
+
+
+def test_int4_layers_keep_no_dense_copy_where_bf16_is_not_native(monkeypatch):
+    from dynatree_lib.models.quant import quantize_target
+
+    monkeypatch.setattr(quant, "native_bf16_matmul", lambda: False)
+    for model in (quantize_draft(tiny_model("qwen2", seed=1, hidden=128), bits=4),
+                  quantize_target(tiny_model("qwen2", seed=0, hidden=128), 4)):
+        int4 = [m for m in model.modules() if isinstance(m, Int4Linear)]
+        assert int4 and all(m.dense is None and m.dense_rows is None for m in int4)
+
+
+def test_native_bf16_reads_the_cpu_flags(monkeypatch, tmp_path):
+    import builtins
+
+    real_open = builtins.open
+    for flags, native in (("fpu sse avx avx2 fma", False), ("fpu avx2 avx512f avx512_bf16", True),
+                          ("fp asimd bf16", True)):
+        cpuinfo = tmp_path / "cpuinfo"
+        cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+        monkeypatch.setattr(builtins, "open", lambda path, *a, **k: real_open(
+            cpuinfo if path == "/proc/cpuinfo" else path, *a, **k))
+        assert quant.native_bf16_matmul() is native, flags

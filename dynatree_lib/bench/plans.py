@@ -43,6 +43,10 @@ from .grid import LENGTHS, tree_grid
 from .harness import with_ar
 
 PRESETS = ("smoke", "session", "full")
+# What each preset is sized for, in the words a page prints beside the preset's name.
+PRESET_SIZES = {"smoke": "a plumbing check of seconds whose numbers mean nothing",
+                "session": "sized for one sitting on a 2-core CPU: short generations, one or two prompts",
+                "full": "the research's grids and lengths"}
 VARIANTS = ("base", "int8")  # base: the pair as given; int8: the target's weights int8 (a copy, the pair is untouched)
 COMMAND = "python benchmarks/run_experiments.py {name} --preset {preset}"
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ..bench.plans import _resolve, plan
+from ..bench.plans import PRESET_SIZES, _resolve, plan
 from ..bench.harness import with_ar
 from ..bench.storage import distinct
 from ..bench.sweep import estimate_seconds
@@ -26,7 +26,7 @@ def plan_note(name: str, preset: str = "session") -> str:
     variants = f"; target variants: {', '.join(p.variants)}" if p.variants != ("base",) else ""
     seconds = estimate_seconds(name, preset)
     estimate = f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.0f} h"
-    return (f"**Plan** (`{_resolve(name)}`, {preset} preset): {len(labels)} methods ({shown}); {prompts}; "
+    return (f"**Plan** (`{_resolve(name)}`, {preset} preset, {PRESET_SIZES[preset]}): {len(labels)} methods ({shown}); {prompts}; "
             f"{', '.join(map(str, p.lengths))} new tokens; {_count(p.repeats, 'timed run')} per configuration after "
             f"a warm-up of {p.warmup_tokens} tokens per method; dtype {p.dtype or 'as loaded'}{variants}. Estimated "
             f"{estimate} on the 2-core CPU."

@@ -39,6 +39,23 @@ TARGET_DENSE_ROWS = 64
 # the call that matters: through the kernel, 826 prompt tokens (Spec-Bench's summarization) cost the 0.5B draft
 # about 5 s, an eighth of plain decoding's whole 128-token generation.
 DRAFT_DENSE_ROWS = 16
+# Both thresholds hold where the CPU multiplies bf16 matrices in hardware (native_bf16_matmul). Where it does not
+# (AVX2-only x86 parts), torch converts bf16 to float32 inside the GEMM, a dense call of 16 rows costs about 16
+# single-row calls, and the int4 kernel is the cheaper one at every row count measured (an AMD EPYC with AVX2 only:
+# 1.9 ms against 7.1 ms for the draft's 896x4864 layer at 16 rows, 21 against 84 ms for the target's 1536x8960 at
+# 64); there the int4 layers keep no dense copy.
+
+
+def native_bf16_matmul() -> bool:
+    """Whether this CPU multiplies bf16 matrices in hardware: the x86 flags avx512_bf16 or amx_bf16, or an Arm
+    core's bf16 feature. True where /proc/cpuinfo cannot tell (another OS): the thresholds above were measured on
+    such CPUs."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            flags = {word for line in f if line.startswith(("flags", "Features")) for word in line.split()}
+    except OSError:
+        return True
+    return not flags or bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
 
 
 class Int8Linear(nn.Module):
@@ -174,20 +191,24 @@ def quantize_target(model, bits: int):
     if bits == 8:
         return quantize_int8(model)
     if bits == 4:  # a prompt's prefill through the dense GEMM: the int4 kernel's cost grows with its rows
-        return quantize_draft(model, 4, lm_head=False, dense_rows=TARGET_DENSE_ROWS)
+        return quantize_draft(model, 4, lm_head=False,
+                              dense_rows=TARGET_DENSE_ROWS if native_bf16_matmul() else None)
     raise ValueError(f"target_bits must be 4, 8 or None, got {bits!r}")
 
 
 def quantize_draft(model, bits: int = 4, *, group_size: int = 128, lm_head: bool = True,
-                   dense_rows: int | None = DRAFT_DENSE_ROWS):
+                   dense_rows: int | None | str = "auto"):
     """Cheaper draft weights: int8 (per channel) or int4 (per group of `group_size` input channels, CPU only).
 
     The output is unaffected whatever the draft computes (the target verifies every token), so accuracy only shows
     up as acceptance. The output layer is included by default: for a small model with a big vocabulary it is the
     largest matmul. Layers whose shape the int4 kernel does not take are quantized to int8 instead. `dense_rows`:
     int4 layers multiply calls of at least that many rows through dequantized dense weights (Int4Linear; None: the
-    kernel always, and no dense copy is kept).
+    kernel always, and no dense copy is kept; "auto": DRAFT_DENSE_ROWS where the CPU multiplies bf16 in hardware,
+    None elsewhere).
     """
+    if dense_rows == "auto":
+        dense_rows = DRAFT_DENSE_ROWS if native_bf16_matmul() else None
     if bits not in (4, 8):
         raise ValueError(f"bits must be 4 or 8, got {bits!r}")
     if bits == 8:
