@@ -71,3 +71,20 @@ def test_phase_table_and_its_numbers():
         phases.phase_table({"tree": runs["tree"]})
     beside = phases.research_beside(table)
     assert beside.loc["tree", "research family"] == "-" and beside["speedup here"].tolist() == table["speedup"].tolist()
+
+
+def test_no_bf16_numbers_and_table():
+    from dynatree_lib import DynaTree, HFAssisted
+    from dynatree_lib.book import hardware
+
+    spec = {pid: {AR: 1.0, DynaTree(draft_bits=4): s, HFAssisted(draft_bits=4): 0.8, DynaTree(): 0.7}
+            for pid, s in (("HumanEval/10", 0.9), ("HumanEval/11", 0.8), ("prose/x", 1.0))}
+    df = rows(spec, n=128).assign(cpu="AMD EPYC", ttft_s=0.3, wall_s=1.0)
+    numbers = hardware.no_bf16_numbers(df)
+    assert numbers["lead"] == pytest.approx(0.9) and numbers["lead_worst"] == pytest.approx(0.8)
+    assert (numbers["peer"], numbers["shipped"]) == (pytest.approx(0.8), pytest.approx(0.7))
+    assert numbers["fastest"] == "Plain decoding" and numbers["fastest_speedup"] == 1.0
+    assert numbers["prefill_share"] == pytest.approx(0.3) and numbers["cpu"] == "AMD EPYC"
+    assert list(hardware.no_bf16_table(df)["Method"])[0] == "Plain decoding"
+    with pytest.raises(ValueError, match="no rows of"):
+        hardware.no_bf16_numbers(df[df["method"] != label(DynaTree())])

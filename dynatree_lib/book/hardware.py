@@ -323,3 +323,39 @@ def calibration_note(costs: Costs, dtype: str, device: str, prefix_len: int, rep
             f"{prefix_len}, median of {repeats} pass(es). Load average before / after: "
             f"{info.get('loadavg_before', '?')} / {info.get('loadavg_after', '?')}. Raw medians are kept in the "
             "calibration; the curves are made non-decreasing in n (a stall can make a size look slower, never faster).")
+
+
+def no_bf16_table(rows: pd.DataFrame, length: int = 128) -> pd.DataFrame:
+    """The speed table's layout (verdict.summary, every method stored) for rows measured on a CPU without bf16
+    arithmetic (data/results/speed_avx2.csv), fastest first, without the configuration column."""
+    from .verdict import summary
+
+    return summary(rows, length, methods="all").drop(columns=["Configuration", "Prompts"])
+
+
+def no_bf16_numbers(rows: pd.DataFrame, length: int = 128) -> dict:
+    """What the prose says of those rows: the CPU and prompts, the speedups over plain decoding of DynaTree with the
+    int4 draft (median, worst prompt), with the shipped draft, and of transformers' assisted generation with the int4
+    draft, and the fastest method."""
+    from ..methods import DynaTree, HFAssisted, label
+    from .tables import prompts_described
+    from .verdict import summary
+
+    table = summary(rows, length, methods="all").set_index("Configuration")
+    missing = [m for m in (DynaTree(draft_bits=4), HFAssisted(draft_bits=4), DynaTree()) if label(m) not in table.index]
+    if missing:
+        raise ValueError(f"no rows of {[label(m) for m in missing]} at {length} new tokens")
+    lead, peer, shipped = (table.loc[label(m)] for m in (DynaTree(draft_bits=4), HFAssisted(draft_bits=4), DynaTree()))
+    plain = rows[(rows["method"] == "AR") & (rows["max_new_tokens"] == length)]
+    return {"cpu": ", ".join(sorted(set(rows["cpu"].dropna()))), "length": length,
+            "prompts": prompts_described(rows[rows["max_new_tokens"] == length]),
+            "lead": float(lead["Speedup"]), "lead_worst": float(lead["Worst prompt"]),
+            "peer": float(peer["Speedup"]), "shipped": float(shipped["Speedup"]),
+            "fastest": str(table["Method"].iloc[0]), "fastest_speedup": float(table["Speedup"].iloc[0]),
+            "prefill_share": float((plain["ttft_s"] / plain["wall_s"]).median())}
+
+
+NO_BF16_CAPTION = ("The speed table's methods on a CPU without bf16 arithmetic (AVX2 only; data/results/speed_avx2.csv): "
+                   "speedup over plain decoding (median and worst prompt), over transformers' assisted generation "
+                   "given the same draft, tokens per target forward, and runs identical to plain decoding, fastest "
+                   "first.")
