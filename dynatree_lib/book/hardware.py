@@ -342,10 +342,11 @@ def no_bf16_numbers(rows: pd.DataFrame, length: int = 128) -> dict:
     from .verdict import summary
 
     table = summary(rows, length, methods="all").set_index("Configuration")
-    missing = [m for m in (DynaTree(draft_bits=4), HFAssisted(draft_bits=4), DynaTree()) if label(m) not in table.index]
+    wanted = [label(m) for m in (DynaTree(draft_bits=4), HFAssisted(draft_bits=4), DynaTree())]
+    missing = [m for m in wanted if m not in table.index]
     if missing:
-        raise ValueError(f"no rows of {[label(m) for m in missing]} at {length} new tokens")
-    lead, peer, shipped = (table.loc[label(m)] for m in (DynaTree(draft_bits=4), HFAssisted(draft_bits=4), DynaTree()))
+        raise ValueError(f"no rows of {missing} at {length} new tokens")
+    lead, peer, shipped = (table.loc[m] for m in wanted)
     plain = rows[(rows["method"] == "AR") & (rows["max_new_tokens"] == length)]
     return {"cpu": ", ".join(sorted(set(rows["cpu"].dropna()))), "length": length,
             "prompts": prompts_described(rows[rows["max_new_tokens"] == length]),
@@ -355,7 +356,7 @@ def no_bf16_numbers(rows: pd.DataFrame, length: int = 128) -> dict:
             "prefill_share": float((plain["ttft_s"] / plain["wall_s"]).median())}
 
 
-NO_BF16_CAPTION = ("The speed table's methods on a CPU without bf16 arithmetic (AVX2 only; data/results/speed_avx2.csv): "
-                   "speedup over plain decoding (median and worst prompt), over transformers' assisted generation "
-                   "given the same draft, tokens per target forward, and runs identical to plain decoding, fastest "
-                   "first.")
+NO_BF16_CAPTION = ("The speed table's methods on a CPU without bf16 arithmetic (AVX2 only; "
+                   "data/results/speed_avx2.csv): speedup over plain decoding (median and worst prompt), over "
+                   "transformers' assisted generation given the same draft, tokens per target forward, and runs "
+                   "identical to plain decoding, fastest first.")

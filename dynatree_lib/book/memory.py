@@ -62,8 +62,8 @@ def int8_figure(q: pd.DataFrame):
                    var_name="weights", value_name="tokens_per_s")
     speed["weights"] = speed["weights"].map({"base_tokens_per_s": "as loaded", "int8_tokens_per_s": "int8"})
     return px.bar(speed, x="method", y="tokens_per_s", color="weights", barmode="group", facet_col="max_new_tokens",
-                  text_auto=".2f", template=TEMPLATE, title="Throughput with the target as loaded and with int8 weights",
-                  labels={"tokens_per_s": "tokens / s"})
+                  text_auto=".2f", template=TEMPLATE, labels={"tokens_per_s": "tokens / s"},
+                  title="Throughput with the target as loaded and with int8 weights")
 
 
 def int8_numbers(q: pd.DataFrame) -> dict:

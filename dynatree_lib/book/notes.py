@@ -26,7 +26,8 @@ def plan_note(name: str, preset: str = "session") -> str:
     variants = f"; target variants: {', '.join(p.variants)}" if p.variants != ("base",) else ""
     seconds = estimate_seconds(name, preset)
     estimate = f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.0f} h"
-    return (f"**Plan** (`{_resolve(name)}`, {preset} preset, {PRESET_SIZES[preset]}): {len(labels)} methods ({shown}); {prompts}; "
+    return (f"**Plan** (`{_resolve(name)}`, {preset} preset, {PRESET_SIZES[preset]}): {len(labels)} methods "
+            f"({shown}); {prompts}; "
             f"{', '.join(map(str, p.lengths))} new tokens; {_count(p.repeats, 'timed run')} per configuration after "
             f"a warm-up of {p.warmup_tokens} tokens per method; dtype {p.dtype or 'as loaded'}{variants}. Estimated "
             f"{estimate} on the 2-core CPU."

@@ -58,6 +58,12 @@ def native_bf16_matmul() -> bool:
     return not flags or bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
 
 
+def dense_rows_here(rows: int) -> int | None:
+    """`rows` (DRAFT_DENSE_ROWS, TARGET_DENSE_ROWS) where this CPU multiplies bf16 in hardware, else None: no dense
+    path (the comment above says why)."""
+    return rows if native_bf16_matmul() else None
+
+
 class Int8Linear(nn.Module):
     """y = x @ (int8 weight * per-output-channel scale).T + bias; activations keep their dtype."""
 
@@ -191,8 +197,7 @@ def quantize_target(model, bits: int):
     if bits == 8:
         return quantize_int8(model)
     if bits == 4:  # a prompt's prefill through the dense GEMM: the int4 kernel's cost grows with its rows
-        return quantize_draft(model, 4, lm_head=False,
-                              dense_rows=TARGET_DENSE_ROWS if native_bf16_matmul() else None)
+        return quantize_draft(model, 4, lm_head=False, dense_rows=dense_rows_here(TARGET_DENSE_ROWS))
     raise ValueError(f"target_bits must be 4, 8 or None, got {bits!r}")
 
 
@@ -208,7 +213,7 @@ def quantize_draft(model, bits: int = 4, *, group_size: int = 128, lm_head: bool
     None elsewhere).
     """
     if dense_rows == "auto":
-        dense_rows = DRAFT_DENSE_ROWS if native_bf16_matmul() else None
+        dense_rows = dense_rows_here(DRAFT_DENSE_ROWS)
     if bits not in (4, 8):
         raise ValueError(f"bits must be 4 or 8, got {bits!r}")
     if bits == 8:
