@@ -16,7 +16,7 @@ from dynatree_lib import Autoregressive, FixedTree, HFAssisted, Linear, bench, g
 from dynatree_lib.book import plots
 from dynatree_lib.core.loop import autoregressive
 from dynatree_lib.core.method import Method
-from dynatree_lib.models import provenance
+from dynatree_lib.models import provenance, quant
 from dynatree_lib.models.provenance import write_atomic
 from tiny import VOCAB, tiny_pair
 
@@ -155,6 +155,7 @@ def test_provenance_in_rows_and_sidecar(stored):
 
     assert row["transformers_version"] == transformers.__version__
     assert row["cpu"] and row["torch_threads"] == torch.get_num_threads()
+    assert row["cpu_bf16"] == quant.native_bf16_matmul()
     assert (row["dtype"], row["device"], row["pair"]) == ("float32", "cpu", "tiny-llama-perturbed")
     assert row["target_model"] and row["draft_model"] and row["experiment"] == "unit"
     assert json.loads(row["params"]) == {"note": "test", "repeats": 2, "warmup": 1}

@@ -129,6 +129,8 @@ def _model_name(model) -> str | None:
 
 def provenance(pair=None, params: dict | None = None) -> dict:
     """Everything needed to tell whether two results are comparable. JSON-serialisable."""
+    from .quant import native_bf16_matmul
+
     info = {
         "date_utc": utc_now(),
         **git_state(),
@@ -137,6 +139,7 @@ def provenance(pair=None, params: dict | None = None) -> dict:
         "transformers_version": package_version("transformers"),
         "platform": platform.platform(),
         "cpu": cpu_model(),
+        "cpu_bf16": native_bf16_matmul(),  # the same model name covers CPUs with and without bf16 arithmetic
         "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
         "torch_threads": torch.get_num_threads(),
         "argv": scrub_paths(" ".join(sys.argv)),
