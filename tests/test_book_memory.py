@@ -1,5 +1,5 @@
-"""book.memory and book.phases: the numbers chapters 07 and 03 glue into their prose, on hand-made rows and runs
-whose answers are known."""
+"""book.memory, book.phases and book.notes: the numbers chapters 07 and 03 glue into their prose, and the data
+note under every table, on hand-made rows and runs whose answers are known."""
 from __future__ import annotations
 
 from types import SimpleNamespace
@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 
-from dynatree_lib.book import memory, phases, research, tables
+from dynatree_lib.book import memory, notes, phases, research, tables
 from dynatree_lib.methods.base import Linear, label
 from dynatree_lib.methods.streaming import Streaming
 from test_tables import AR, rows
@@ -88,3 +88,13 @@ def test_no_bf16_numbers_and_table():
     assert list(hardware.no_bf16_table(df)["Method"])[0] == "Plain decoding"
     with pytest.raises(ValueError, match="no rows of"):
         hardware.no_bf16_numbers(df[df["method"] != label(DynaTree())])
+
+
+@pytest.mark.parametrize("flags, says", [([True, None], "(with bf16 arithmetic)"),
+                                         ([False, False], "(without bf16 arithmetic)"),
+                                         ([True, False], "(with and without bf16 arithmetic)"), ([None, None], None)])
+def test_the_data_note_says_whether_the_cpu_multiplies_bf16(flags, says):
+    df = pd.DataFrame({"cpu": ["AMD EPYC"] * 2, "cpu_bf16": flags, "git_commit": ["abc"] * 2})
+    note = notes.data_note(df)
+    assert "CPU AMD EPYC" in note
+    assert (says in note) if says else "bf16 arithmetic" not in note
