@@ -43,7 +43,7 @@ def data_note(df: pd.DataFrame) -> str:
 
     commits = distinct(df, "git_commit", 10)
     # One CPU model name covers machines with and without bf16 arithmetic, which time a verification very differently.
-    bf16 = [{"True": "with", "False": "without"}[v] for v in distinct(df, "cpu_bf16") if v in ("True", "False")]
+    bf16 = [word for value, word in (("True", "with"), ("False", "without")) if value in distinct(df, "cpu_bf16")]
     dirty = bool(df["git_dirty"].fillna(False).astype(bool).any()) if "git_dirty" in df.columns else False
     dates = distinct(df, "date_utc", 10)
     lines = [
