@@ -98,3 +98,8 @@ def test_the_data_note_says_whether_the_cpu_multiplies_bf16(flags, says):
     note = notes.data_note(df)
     assert "CPU AMD EPYC" in note
     assert (says in note) if says else "bf16 arithmetic" not in note
+
+
+def test_the_plan_note_counts_prompts_in_words():
+    assert "; the first humaneval prompt;" in notes.plan_note("ablation")  # one prompt, not "the first 1"
+    assert "; the first 2 humaneval prompts;" in notes.plan_note("methods")

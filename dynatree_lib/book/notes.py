@@ -22,7 +22,8 @@ def plan_note(name: str, preset: str = "session") -> str:
         prompts = (f"{_count(p.prompts, 'stored ' + p.prompt_set + ' text')} cut to exactly "
                    f"{', '.join(map(str, p.prompt_tokens))} prompt tokens")
     else:
-        prompts = f"the first {_count(p.prompts, p.prompt_set + ' prompt')}"
+        prompts = (f"the first {_count(p.prompts, p.prompt_set + ' prompt')}" if p.prompts > 1
+                   else f"the first {p.prompt_set} prompt")
     variants = f"; target variants: {', '.join(p.variants)}" if p.variants != ("base",) else ""
     seconds = estimate_seconds(name, preset)
     estimate = f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.0f} h"
