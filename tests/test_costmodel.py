@@ -485,6 +485,15 @@ def test_calibration_key_follows_what_costs_depend_on():
     assert calibrate.calibration_nodes(64) == NODES and calibrate.calibration_nodes(100) == NODES + (128,)
 
 
+def test_calibration_key_tells_cpus_with_and_without_bf16_apart(monkeypatch):
+    pair = tiny_pair("llama", "same")
+    keys = []
+    for native in (True, False):  # the same CPU model name, with and without bf16 arithmetic
+        monkeypatch.setattr(calibrate, "native_bf16_matmul", lambda native=native: native)
+        keys.append(calibrate.calibration_key(pair))
+    assert keys[0] != keys[1]
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Parameters
 

@@ -24,6 +24,7 @@ from ..core.tree import from_parents
 from ..core.checks import _check_int
 from ..models.embedded import cache_root
 from ..models.provenance import cpu_model, write_atomic
+from ..models.quant import native_bf16_matmul
 
 DEFAULT_NODES = (1, 2, 4, 8, 16, 32, 64)
 DEFAULT_CONTEXTS = (128, 512, 1024, 2048)  # cached tokens: a short prompt .. a long prompt plus a long run
@@ -243,7 +244,10 @@ def model_identity(model) -> dict:
 
 def calibration_key(pair, nodes=DEFAULT_NODES, prefix_len: int = 128, repeats: int = 3) -> dict:
     device = pair.device
-    hardware = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model()
+    # One CPU model name covers machines with and without bf16 arithmetic, whose forwards grow with the rows very
+    # differently: the capability is part of the hardware a calibration belongs to.
+    hardware = (torch.cuda.get_device_name(device) if device.type == "cuda" else
+                f"{cpu_model()} ({'with' if native_bf16_matmul() else 'without'} bf16 arithmetic)")
     return {
         "format": CALIBRATION_FORMAT,
         "target": model_identity(pair.target),
