@@ -44,14 +44,15 @@ def data_note(df: pd.DataFrame) -> str:
 
     commits = distinct(df, "git_commit", 10)
     # One CPU model name covers machines with and without bf16 arithmetic, which time a verification very differently.
-    bf16 = [word for value, word in (("True", "with"), ("False", "without")) if value in distinct(df, "cpu_bf16")]
+    recorded = distinct(df, "cpu_bf16")
+    bf16 = [word for value, word in (("True", "with"), ("False", "without")) if value in recorded]
     dirty = bool(df["git_dirty"].fillna(False).astype(bool).any()) if "git_dirty" in df.columns else False
     dates = distinct(df, "date_utc", 10)
     lines = [
         f"**Data:** {len(df)} rows of experiment `{df.attrs.get('experiment', '?')}` "
         f"({df.attrs.get('preset', '?')} preset) from `{df.attrs.get('source', '?')}`.",
         f"Pair {values('pair')}; dtype {values('dtype')}; device {values('device')}; CPU {values('cpu')}"
-        + (f" ({' and '.join(bf16)} bf16 arithmetic)" if bf16 else "") + f"; "
+        + (f" ({' and '.join(bf16)} bf16 arithmetic)" if bf16 else "") + "; "
         f"GPU {values('gpu')}; torch threads {values('torch_threads')}; torch {values('torch_version')}, "
         f"transformers {values('transformers_version')}.",
         f"Code: commit {', '.join(commits) or '?'}{' with uncommitted changes' if dirty else ''}; "
