@@ -150,3 +150,60 @@ def test_sampling_with_a_stage_is_reproducible():
     runs = [generate(pair, REPEATS, STAGED, N, stop_at_eos=False, temperature=0.8, seed=3).token_ids
             for _ in range(2)]
     assert runs[0] == runs[1] and len(runs[0]) == N
+
+
+class _Costs:
+    """Shaped's fitted draft line as a stub: a one-node level costs 1, each further row `row`."""
+
+    def __init__(self, row: float):
+        self.row = row
+
+    def at(self, width):
+        return 1 + self.row * (width - 1)
+
+    def slope(self):
+        return self.row
+
+
+def _stage(row: float, timed: bool = True):
+    from types import SimpleNamespace
+
+    from dynatree_lib.methods.confidence import LookupStage
+
+    shaped = SimpleNamespace(draft=_Costs(row), timed=timed, level_fed=None)
+    return LookupStage(SimpleNamespace(), shaped)
+
+
+def test_the_stage_feeds_only_the_proposed_tokens_that_pay_for_their_rows():
+    """LookupStage.paying: a token is fed while its chance of saving a forward, plus its chance of sparing its own
+    row, pays for its row. Cheap rows (a bf16 draft on a CPU): everything; costly rows and proposals the tree never
+    adopted: nothing, until the chances drift back to the prior and the stage tries again."""
+    from dynatree_lib.methods.confidence import _STAGE_TOKENS
+
+    cheap, costly = _stage(0.05), _stage(0.3)
+    assert cheap.paying() == costly.paying() == _STAGE_TOKENS  # the prior: proposals are tried
+    for stage in (cheap, costly):
+        stage.adopted, stage.saves = [0.4] * _STAGE_TOKENS, [0.1] * _STAGE_TOKENS
+        stage.saves[3] = 0.0
+    assert cheap.paying() == 3  # 0.1 + 0.05 * 0.4 >= 0.05 for the first three; the 4th: 0.0 + 0.02 < 0.05
+    assert costly.paying() == 0  # 0.1 + 0.3 * 0.4 < 0.3
+    tried = 0
+    while costly.paying() == 0:
+        tried += 1
+        assert tried < 200, "chances never drift back to the prior"
+    assert _stage(0.3, timed=False).paying() == _STAGE_TOKENS  # sampling: the prior row cost, never the clock
+
+
+def test_the_stage_learns_which_proposed_tokens_were_adopted_and_which_saved_a_forward():
+    """LookupStage.learn walks each proposal down the round's tree: the first token adopted at a level that took no
+    forward (saves), the second adopted at a level that still took one, the third not in the tree."""
+    stage = _stage(0.2)
+    # tree: root 0 -> 1 (token 7) -> 2 (token 8); node 1 also has a sibling 3 (token 4)
+    parent, token = [-1, 0, 1, 0], [-1, 7, 8, 4]
+    stage.offers = [(0, [7, 8, 9])]
+    before = list(stage.adopted), list(stage.saves)
+    stage.learn(parent, token, free_levels={1})
+    assert stage.adopted[0] > before[0][0] and stage.saves[0] > before[1][0]
+    assert stage.adopted[1] > before[0][1] and stage.saves[1] < before[1][1]
+    assert stage.adopted[2] < before[0][2] and stage.saves[2] < before[1][2]
+    assert stage.offers == [] and stage.proposed == 0

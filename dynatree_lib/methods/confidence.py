@@ -37,8 +37,10 @@ Each round's trace adds `abar`, `rate_x_level` (rate * draft_per_level, in token
 draft is prompt lookup. Before each draft forward, the tokens that followed the latest earlier occurrence of the last
 2-3 tokens of the most probable fed node's context (methods.ngram.lookup over the prompt, the text so far and the
 node's path) are fed in that forward, below that node; where DynaTree's level rule then picks them, the next levels
-need no forward of their own. Each proposed position costs what a fed node costs (draft_per_node), and a level with
-no forward is not a measurement of a level's cost. The trace adds `stage_tokens` (tokens proposed in the round).
+need no forward of their own. Each proposed position costs what a fed node costs (draft_per_node), so a proposal is
+cut to its first tokens that pay for their rows (LookupStage.paying: learned per position, how often a proposed token
+was adopted and how often its level then needed no forward); a level with no forward is not a measurement of a
+level's cost. The trace adds `stage_tokens` (tokens proposed in the round).
 """
 from __future__ import annotations
 
@@ -118,6 +120,8 @@ _DECAY = 0.995  # per observation: the calibration follows the text as it change
 _STAGE_TOKENS = 8  # the longest proposal fed per draft forward (PromptLookup's k)
 _STAGE_NGRAM = (2, 3)  # the n-grams matched, shortest and longest: a match on one token proposes what the draft
 # mostly rejects, and every proposed token is a fed position
+_STAGE_PRIOR = 0.5  # the chance a proposed token is adopted before any was tried (a proposal is tried at first)
+_STAGE_DRIFT = 0.02  # per proposal: how fast an unfed position's chance returns to the prior
 
 
 def _ema(old: float | None, new: float) -> float:
@@ -207,6 +211,7 @@ class Shaped:
         # Staged: the positions the next level's forward feeds, nodes and proposals (0 until LookupStage feeds some:
         # none, the level's logits were all known). None when unstaged: the frontier is what a level feeds.
         self.level_fed: int | None = None
+        self.free_levels: set[int] = set()  # depths whose nodes' children came without a forward (staged)
 
     def seed(self, costs, rate: float) -> None:
         """Start from a machine's calibrated cost curves (planning.calibrate.Costs) and an expected rate instead of
@@ -245,6 +250,8 @@ class Shaped:
         fed = len(frontier) if self.level_fed is None else self.level_fed
         if self.last_expand is not None and fed:
             self.level_times.append((fed, now - self.last_expand))
+        elif self.last_expand is not None:  # every node of the frontier was adopted: this level took no forward
+            self.free_levels.add(int(tree.depth[frontier[0]]))
         self.last_expand = now
         self.level_fed = 0 if m.staged else None
         parent_q = self.logq[frontier.cpu()].exp().to(cand_p.device)
@@ -316,22 +323,63 @@ class Shaped:
 class LookupStage:
     """The second stage of DynaTree(staged=True) for one generation (core.draft's Stage): below the most probable
     of the nodes a draft forward feeds, what followed the latest earlier occurrence of the last 2-3 tokens of its
-    context (the prompt, the text so far, the node's path), at most _STAGE_TOKENS and `room` tokens."""
+    context (the prompt, the text so far, the node's path), at most _STAGE_TOKENS and `room` tokens, and of those
+    only the first ones that pay for their rows (`paying`)."""
 
     def __init__(self, run: Run, shaped: Shaped):
         from .ngram import lookup  # methods.ngram builds on this module
 
         self.run, self.shaped, self.lookup = run, shaped, lookup
         self.proposed = 0  # tokens proposed this round
+        self.offers: list[tuple[int, list[int]]] = []  # this round's proposals: (node, tokens fed below it)
+        # running chances that the i-th proposed token is adopted and that it saves a forward (its level needed
+        # none: every node of it was adopted), by position in the proposal
+        self.adopted = [_STAGE_PRIOR] * _STAGE_TOKENS
+        self.saves = [_STAGE_PRIOR] * _STAGE_TOKENS
 
     def __call__(self, tree, nodes, room: int) -> tuple[int, list[int]]:
         node = int(nodes[tree.cum_logp[nodes].argmax()])
         context = self.run.prompt_ids + self.run.tokens + tree.tokens[tree.path(node)[1:]].tolist()
         chains, n = self.lookup(context, _STAGE_NGRAM[1], min(_STAGE_TOKENS, room)) if room else ([], 0)
-        tokens = chains[0] if n >= _STAGE_NGRAM[0] else []
+        tokens = chains[0][:self.paying()] if n >= _STAGE_NGRAM[0] else []
         self.shaped.level_fed = len(nodes) + len(tokens)
         self.proposed += len(tokens)
+        if tokens:
+            self.offers.append((node, tokens))
         return node, tokens
+
+    def paying(self) -> int:
+        """How many proposed tokens to feed: the first ones whose expected return pays for their rows. A token
+        costs one row (draft_per_node; on a CPU about 0.05 of a one-node level for the bf16 draft, 0.2 for the
+        int4 draft, whose kernel's cost grows with the rows); adopted, it spares the row its node would have
+        needed, and where its whole level was adopted it spares that level's forward. In a branching tree most
+        adoptions spare only the row: unlimited proposals cost the int4 draft more time than they saved on prose.
+        Chances the stage no longer feeds drift back to the prior, so they are tried again as the text changes."""
+        shaped = self.shaped
+        level = shaped.draft.at(1) if shaped.timed else None
+        row = _DRAFT_NODE_SLOPE if level is None else shaped.draft.slope() / level  # in one-node levels
+        k = 0
+        while k < _STAGE_TOKENS and self.saves[k] + row * self.adopted[k] >= row:
+            k += 1
+        for i in range(k, _STAGE_TOKENS):
+            self.adopted[i] += _STAGE_DRIFT * (_STAGE_PRIOR - self.adopted[i])
+            self.saves[i] += _STAGE_DRIFT * (_STAGE_PRIOR - self.saves[i])
+        return k
+
+    def learn(self, parent: list[int], token: list[int], free_levels: set[int]) -> None:
+        """Each proposal of the round ends where the grown tree left it: tokens 1..i were adopted if the tree has
+        them as a path below the proposal's node, and an adopted token saved a forward if its depth is one of the
+        round's `free_levels` (Shaped's bookkeeping: parent and token per tree node, in tree order)."""
+        child = {(p, t): node for node, (p, t) in enumerate(zip(parent, token))}
+        depth = [0] * len(parent)
+        for node in range(1, len(parent)):
+            depth[node] = depth[parent[node]] + 1
+        for node, tokens in self.offers:
+            for i, t in enumerate(tokens):
+                node = child.get((node, t)) if node is not None else None
+                self.adopted[i] = _ema(self.adopted[i], float(node is not None))
+                self.saves[i] = _ema(self.saves[i], float(node is not None and depth[node] in free_levels))
+        self.offers, self.proposed = [], 0
 
 
 class ShapedDrafter(TreeDrafter):
@@ -350,9 +398,9 @@ class ShapedDrafter(TreeDrafter):
         return notes if self.stage is None else {**notes, "stage_tokens": self.stage.proposed}
 
     def learn(self, record: dict) -> None:
+        if self.stage is not None:  # before shaped.learn starts a new round's bookkeeping
+            self.stage.learn(self.shaped.parent, self.shaped.token, self.shaped.free_levels)
         self.shaped.learn(record)
-        if self.stage is not None:
-            self.stage.proposed = 0
 
     def summary(self) -> dict:
         return self.shaped.summary()
