@@ -33,6 +33,7 @@ METHODS = ("AR, HFAssisted, HFAssisted(draft_bits=4), Linear(k=5), Linear(k=5, d
 # draft, beside transformers' assisted generation given the same drafts; both plain decoders are measured and the
 # faster one is the reference (bench.harness: HFGenerate).
 SPEED_METHODS = ("AR, HFGenerate, HFAssisted, HFAssisted(draft_bits=4), DynaTree, DynaTree(draft_bits=4), "
+                 "DynaTree(staged=True), DynaTree(draft_bits=4, staged=True), "
                  "DynaTree(draft_bits=4, draft_vocab=32768), Linear(k=5, draft_bits=4), AdaptiveTree(draft_bits=4)")
 
 def main(argv=None):
