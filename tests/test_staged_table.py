@@ -1,6 +1,7 @@
 """book.staged: staged drafting beside the unstaged default, from hand-made rows with known answers."""
 import math
 
+import pandas as pd
 import pytest
 
 from dynatree_lib.book import staged
@@ -44,3 +45,16 @@ def test_numbers_compare_staged_with_unstaged_per_prompt():
     assert staged.staged_numbers(staged_rows(bf16=True), 128)["st_bf16_speed"] == pytest.approx(1.0)
     with pytest.raises(ValueError, match="both unstaged and staged"):
         staged.staged_numbers(staged_rows()[lambda d: ~d["method_params"].str.contains('"staged": true')], 128)
+
+
+def test_table_leaves_out_the_methods_staging_is_not_compared_with():
+    """Fed the whole speed table, the staged table shows the staged comparison only (a chain is not part of it)."""
+    from dynatree_lib.methods import Linear
+
+    df = staged_rows()
+    chain = rows({"HumanEval/1": {Linear(k=5, draft_bits=4): 1.7}, "prose/a": {Linear(k=5, draft_bits=4): 1.7}},
+                 n=128)
+    chain["new_tokens"] = 128
+    table = staged.staged_table(pd.concat([df, chain], ignore_index=True), 128)
+    assert "Chain of 5 · int4 draft" not in set(table["Method"])
+    assert "DynaTree · int4 draft · staged" in set(table["Method"])

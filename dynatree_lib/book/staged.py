@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ..methods import DynaTree, label
+from ..methods import Autoregressive, DynaTree, HFAssisted, label
 from .tables import per_prompt
 from .verdict import summary
 
 # The drafts the comparison covers: DynaTree with each, unstaged and staged.
 DRAFTS = {"int4": 4, "bf16": None}
+# What the staged table shows of a table holding more methods (the speed table): DynaTree with each draft, unstaged
+# and staged, plain decoding and transformers' assisted generation with each draft.
+COMPARED = [label(m) for bits in DRAFTS.values() for m in (DynaTree(draft_bits=bits),
+                                                          DynaTree(draft_bits=bits, staged=True),
+                                                          HFAssisted(draft_bits=bits))] + [label(Autoregressive())]
 
 
 def forwards_per_token(df: pd.DataFrame, length: int) -> pd.Series:
@@ -25,8 +30,8 @@ def forwards_per_token(df: pd.DataFrame, length: int) -> pd.Series:
 
 
 def staged_table(df: pd.DataFrame, length: int) -> pd.DataFrame:
-    """`verdict.summary` of every stored method at `length` with draft forwards per committed token beside it."""
-    table = summary(df, length, methods="all")
+    """`verdict.summary` of the COMPARED methods stored at `length`, draft forwards per committed token beside it."""
+    table = summary(df[df["method"].isin(COMPARED)], length, methods="all")
     table.insert(5, "Draft forwards per token", table["Configuration"].map(forwards_per_token(df, length)))
     return table
 
