@@ -330,7 +330,6 @@ class LookupStage:
         from .ngram import lookup  # methods.ngram builds on this module
 
         self.run, self.shaped, self.lookup = run, shaped, lookup
-        self.proposed = 0  # tokens proposed this round
         self.offers: list[tuple[int, list[int]]] = []  # this round's proposals: (node, tokens fed below it)
         # running chances that the i-th proposed token is adopted and that it saves a forward (its level needed
         # none: every node of it was adopted), by position in the proposal
@@ -343,10 +342,14 @@ class LookupStage:
         chains, n = self.lookup(context, _STAGE_NGRAM[1], min(_STAGE_TOKENS, room)) if room else ([], 0)
         tokens = chains[0][:self.paying()] if n >= _STAGE_NGRAM[0] else []
         self.shaped.level_fed = len(nodes) + len(tokens)
-        self.proposed += len(tokens)
         if tokens:
             self.offers.append((node, tokens))
         return node, tokens
+
+    @property
+    def proposed(self) -> int:
+        """Tokens proposed this round."""
+        return sum(len(tokens) for _, tokens in self.offers)
 
     def paying(self) -> int:
         """How many proposed tokens to feed: the first ones whose expected return pays for their rows. A token
@@ -379,7 +382,7 @@ class LookupStage:
                 node = child.get((node, t)) if node is not None else None
                 self.adopted[i] = _ema(self.adopted[i], float(node is not None))
                 self.saves[i] = _ema(self.saves[i], float(node is not None and depth[node] in free_levels))
-        self.offers, self.proposed = [], 0
+        self.offers = []
 
 
 class ShapedDrafter(TreeDrafter):
