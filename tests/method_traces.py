@@ -19,11 +19,12 @@ from tiny import sharp_pair
 
 PROMPT = [5, 17, 3, 42, 5, 17, 3, 9, 11, 5, 17]
 N = 40
-# Each case: (name, method spelling as before the split, sampling seed or None for greedy)
+# Each case: (name, method spelling as before the split, sampling seed or None for greedy). The recording predates
+# staged drafting, today DynaTree's default with an unquantized draft: its DynaTree cases spell staged=False.
 CASES = [
-    ("dynatree", "DynaTree()", None),
-    ("dynatree_tuned", "DynaTree(max_nodes=12, high_conf=0.5, low_conf=0.2, max_branch=4)", None),
-    ("dynatree_sampled", "DynaTree()", 3),
+    ("dynatree", "DynaTree(staged=False)", None),
+    ("dynatree_tuned", "DynaTree(max_nodes=12, high_conf=0.5, low_conf=0.2, max_branch=4, staged=False)", None),
+    ("dynatree_sampled", "DynaTree(staged=False)", 3),
     ("phase1", "DynaTree(phase=1)", None),
     ("phase2", "DynaTree(phase=2)", None),
     ("phase3", "DynaTree(phase=3)", None),
@@ -34,7 +35,7 @@ CASES = [
     ("hardware_fixed_noar", "HardwareAware(shapes='fixed', allow_ar=False, threshold=0.05)", None),
     ("topn", "TopNTree(max_nodes=10)", None),
     ("hybrid", "HybridTree(DynaTree(phase=3))", None),
-    ("streaming", "Streaming(DynaTree(), cache_size=16)", None),
+    ("streaming", "Streaming(DynaTree(staged=False), cache_size=16)", None),
 ]
 COSTS = calibrate.Costs((1, 2, 4, 8, 16, 32, 64), (0.010, 0.011, 0.012, 0.014, 0.018, 0.026, 0.042),
                         (0.0005, 0.0006, 0.0007, 0.0009, 0.0012, 0.002, 0.004))

@@ -231,7 +231,8 @@ def test_cli_refuses_a_bad_method_before_it_loads_the_models(monkeypatch, capsys
 
 def test_resuming_a_stored_file_written_under_old_labels_measures_nothing(tmp_path, monkeypatch):
     """speed_bf16.csv was written under the old labels (DynaTree-P4(D<=32,...)): asking run_benchmark for the same
-    configurations today finds every one stored, measures none and writes nothing."""
+    configurations today finds every one stored, measures none and writes nothing. Its DynaTree rows predate
+    staging and are DynaTree(staged=False) today."""
     import shutil
 
     from dynatree_lib.bench import harness, run_benchmark
@@ -252,7 +253,7 @@ def test_resuming_a_stored_file_written_under_old_labels_measures_nothing(tmp_pa
     before = (tmp_path / "speed_bf16.csv").read_bytes()
     prompts = {pid: [1, 2, 3] for pid in stored["prompt_id"].unique()}
     pair = type("Pair", (), {"device": __import__("torch").device("cpu")})()  # never runs: nothing is measured
-    df = run_benchmark(pair, [DynaTree(), HFAssisted()], prompts, 512, out=tmp_path, experiment="speed_bf16",
-                       progress=False)
-    assert len(df) == len(stored) and set(df["method"]) == {"AR", "DynaTree", "HFAssisted"}
+    df = run_benchmark(pair, [DynaTree(staged=False), HFAssisted()], prompts, 512, out=tmp_path,
+                       experiment="speed_bf16", progress=False)
+    assert len(df) == len(stored) and set(df["method"]) == {"AR", "DynaTree(staged=False)", "HFAssisted"}
     assert (tmp_path / "speed_bf16.csv").read_bytes() == before

@@ -514,7 +514,7 @@ def test_bad_parameters(make, name):
 def test_defaults():
     m = DynaTree()  # the confidence- and cost-shaped default
     assert (m.high_conf, m.low_conf, m.min_branch, m.default_branch, m.max_branch, m.max_depth, m.max_nodes,
-            m.node_budget) == (0.9, 0.4, 1, 2, 3, 32, 128, True)
+            m.node_budget, m.staged) == (0.9, 0.4, 1, 2, 3, 32, 128, True, True)
     m = AdaptiveTree()  # the research's best setting, phase 3
     assert (m.phase, m.high_conf, m.low_conf, m.min_branch, m.default_branch, m.max_branch, m.base_depth,
             m.max_depth, m.stop_threshold, m.extend_threshold, m.learning_rate, m.target_acceptance, m.max_nodes,
@@ -531,7 +531,7 @@ def test_defaults():
                         target_acceptance=0.8, window=5, max_nodes=32, threshold=0.05, pruning=False,
                         node_budget=False, draft_bits=4, draft_vocab=32768)),
     (DynaTree, dict(high_conf=0.8, low_conf=0.3, min_branch=2, default_branch=3, max_branch=4, max_depth=12,
-                    max_nodes=32, node_budget=False, draft_bits=4, draft_vocab=32768, staged=True)),
+                    max_nodes=32, node_budget=False, draft_bits=4, draft_vocab=32768, staged=False)),
 ])
 def test_labels_tell_every_setting_apart(cls, changed):
     """Labels name methods in stored results: one that differs from the default in any one setting gets its own."""

@@ -127,7 +127,7 @@ def test_a_stage_must_continue_a_fed_node():
         _draft(pair, [1, 2, 3], fixed_expand(1, 0.0, 8), 1, 4, stage=lambda tree, nodes, room: (5, [1, 2]))
 
 
-@pytest.mark.parametrize("bad", [1, 0, "yes", None, 1.0])
+@pytest.mark.parametrize("bad", [1, 0, "yes", 1.0])
 def test_staged_must_be_a_bool(bad):
     with pytest.raises(ValueError, match=f"staged must be True or False, got {bad!r}"):
         DynaTree(staged=bad)
@@ -138,9 +138,26 @@ def test_staged_reads_back_and_has_its_own_name():
     assert label(method) == "DynaTree(draft_bits=4, staged=True)"
     kind, params = identity(method)
     assert parse_method(label(method)) == method and from_record(kind, json.loads(params)) == method
-    assert label(DynaTree(staged=False)) == "DynaTree"  # the default: stored rows keep their labels
     names = display_names([DynaTree(draft_bits=4), method])
     assert names == ["DynaTree · int4 draft", "DynaTree · int4 draft · staged"]
+
+
+def test_staging_is_the_default_for_an_unquantized_draft_only():
+    assert DynaTree().staged is True and DynaTree(draft_bits=8).staged is DynaTree(draft_bits=4).staged is False
+    assert DynaTree(staged=None) == DynaTree(staged=True) and label(DynaTree(staged=True)) == "DynaTree"
+    assert label(DynaTree(staged=False)) == "DynaTree(staged=False)"
+    assert display_names([DynaTree(), DynaTree(staged=False)]) == ["DynaTree", "DynaTree · unstaged"]
+
+
+def test_rows_stored_before_staging_existed_load_unstaged():
+    """A row written before the field existed was measured unstaged, whatever today's default is; one that stores
+    the field keeps it. Nested methods (a window around DynaTree) follow the same rule."""
+    old = json.loads(identity(DynaTree())[1])
+    del old["staged"]
+    assert from_record("DynaTree", old) == DynaTree(staged=False)
+    assert from_record("DynaTree", {**old, "staged": True}) == DynaTree()
+    window = from_record("Streaming", {"method": {"method_type": "DynaTree", "method_params": old}, "cache_size": 64})
+    assert window.method == DynaTree(staged=False)
 
 
 def test_sampling_with_a_stage_is_reproducible():

@@ -16,7 +16,7 @@ def staged_rows(bf16=False):
             "prose/a": {AR: 1.0, HFAssisted(draft_bits=4): 1.5, INT4: 2.0, INT4_STAGED: 1.8}}
     if bf16:
         for s in spec.values():
-            s |= {DynaTree(): 1.4, DynaTree(staged=True): 1.4}
+            s |= {DynaTree(staged=False): 1.4, DynaTree(staged=True): 1.4}
     df = rows(spec, n=128)
     df["new_tokens"] = 128
     staging = df["method_params"].str.contains('"staged": true')

@@ -342,7 +342,8 @@ def no_bf16_numbers(rows: pd.DataFrame, length: int = 128) -> dict:
     from .verdict import summary
 
     table = summary(rows, length, methods="all").set_index("Configuration")
-    wanted = [label(m) for m in (DynaTree(draft_bits=4), HFAssisted(draft_bits=4), DynaTree())]
+    # the shipped draft ran unstaged there (staging, its default today, was not measured on that CPU)
+    wanted = [label(m) for m in (DynaTree(draft_bits=4), HFAssisted(draft_bits=4), DynaTree(staged=False))]
     missing = [m for m in wanted if m not in table.index]
     if missing:
         raise ValueError(f"no rows of {missing} at {length} new tokens")

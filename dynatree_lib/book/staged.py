@@ -3,7 +3,9 @@
 DynaTree(staged=True) lets the draft check cheap prompt-lookup proposals inside its forwards (Spector and Re, 2023;
 dynatree_lib.core.draft), so the tree can grow several levels per draft forward where the proposals agree. It saves
 draft forwards; whether it saves time depends on what each of those forwards then costs (more rows per forward).
-Every number is a median over prompts of same-process values, as in `verdict.summary`.
+Staging is DynaTree's default with an unquantized draft and off with a quantized one; both drafts are compared
+here with staging spelled out either way. Every number is a median over prompts of same-process values, as in
+`verdict.summary`.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from .verdict import summary
 DRAFTS = {"int4": 4, "bf16": None}
 # What the staged table shows of a table holding more methods (the speed table): DynaTree with each draft, unstaged
 # and staged, plain decoding and transformers' assisted generation with each draft.
-COMPARED = [label(m) for bits in DRAFTS.values() for m in (DynaTree(draft_bits=bits),
+COMPARED = [label(m) for bits in DRAFTS.values() for m in (DynaTree(draft_bits=bits, staged=False),
                                                           DynaTree(draft_bits=bits, staged=True),
                                                           HFAssisted(draft_bits=bits))] + [label(Autoregressive())]
 
@@ -48,7 +50,7 @@ def staged_numbers(df: pd.DataFrame, length: int) -> dict:
     pp = per_prompt(part).pivot_table(index="prompt_id", columns="method", values="speedup")
     out = {}
     for draft, bits in DRAFTS.items():
-        plain, staged = label(DynaTree(draft_bits=bits)), label(DynaTree(draft_bits=bits, staged=True))
+        plain, staged = (label(DynaTree(draft_bits=bits, staged=on)) for on in (False, True))
         if plain not in pp or staged not in pp:
             continue
         ratio = (pp[staged] / pp[plain]).dropna()

@@ -33,8 +33,8 @@ learned), so that a seed still reproduces a run: wall-clock times must not decid
 Each round's trace adds `abar`, `rate_x_level` (rate * draft_per_level, in tokens) and `node_floor`
 (rate * verify_per_node).
 
-`staged=True` drafts the same kind of tree by staged speculation (Spector and Re, 2023; core.draft): the draft's own
-draft is prompt lookup. Before each draft forward, the tokens that followed the latest earlier occurrence of the last
+`staged=True` (the default with an unquantized draft, DynaTree's docstring) drafts the same kind of tree by staged
+speculation (Spector and Re, 2023; core.draft): the draft's own draft is prompt lookup. Before each draft forward, the tokens that followed the latest earlier occurrence of the last
 2-3 tokens of the most probable fed node's context (methods.ngram.lookup over the prompt, the text so far and the
 node's path) are fed in that forward, below that node; where DynaTree's level rule then picks them, the next levels
 need no forward of their own. Each proposed position costs what a fed node costs (draft_per_node), so a proposal is
@@ -77,7 +77,9 @@ class DynaTree(Speculative):
     held-out prompts of three kinds) puts it ahead of AdaptiveTree and of transformers' assisted generation with the
     same draft, level with HardwareAware; the benchmarks chapter gives the numbers.
     `staged=True` checks prompt-lookup proposals in the draft's forwards (module docstring): the same rules grow
-    the tree, often in fewer draft forwards.
+    the tree, often in fewer draft forwards. Left unset, it is on for an unquantized draft and off for an int8/int4
+    one: the speed table measures staging at 1.17x the unstaged speed with the bf16 draft, whose extra rows cost
+    about 5% of a level, and 0.98x with the int4 draft, whose rows cost 27-44% of one (book chapter 06).
 
     `DynaTree(phase=1..3, ...)` still works, with a DeprecationWarning: it returns AdaptiveTree(phase=..., ...)."""
 
@@ -91,12 +93,15 @@ class DynaTree(Speculative):
     node_budget: bool = True
     draft_bits: int | None = None  # 8 or 4: an int8/int4 weight copy of the draft
     draft_vocab: int | None = None  # K: the draft scores only the K most frequent tokens (models/vocab.py)
-    staged: bool = False  # staged speculation: the draft checks prompt-lookup proposals in its forwards
+    staged: bool | None = None  # staged speculation (the draft checks prompt-lookup proposals in its forwards);
+    # None: on for an unquantized draft (docstring)
 
     def __post_init__(self):
         _check_draft_options(self.draft_bits, self.draft_vocab)
         check_branch_rule(self)
         _check_int("max_depth", self.max_depth, 1)
+        if self.staged is None:
+            object.__setattr__(self, "staged", self.draft_bits is None)
         for name in ("node_budget", "staged"):
             _check_bool(name, getattr(self, name))
 

@@ -220,7 +220,7 @@ class _Calibrated(Shaped):
     def __init__(self, method: HardwareAware, costs: Costs):
         b = method.max_branch  # DynaTree's branch rule (1 / 2 / 3 children by confidence), capped at max_branch
         tree = DynaTree(max_depth=method.max_depth, min_branch=1, default_branch=min(2, b), max_branch=b,
-                        max_nodes=method.max_nodes)
+                        max_nodes=method.max_nodes, staged=False)
         super().__init__(tree, lambda p: branches(p, tree.high_conf, tree))
         planner = Planner(costs, min(method.max_depth, 8), method.max_branch, method.max_nodes)
         prior = planner.best(rank_accept_prior(self.abar, planner.max_depth, method.max_branch))

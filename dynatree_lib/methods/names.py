@@ -35,10 +35,12 @@ NAMES = {
     "Streaming": "{method} · {cache_size}-token window",
 }
 SUFFIXES = {
-    "draft_bits": "int{} draft",
-    "draft_vocab": "{:,}-token draft vocab",
-    "staged": "staged",
+    "draft_bits": "int{} draft".format,
+    "draft_vocab": "{:,}-token draft vocab".format,
+    "staged": lambda on: "staged" if on else "unstaged",
 }
+# Per class: fields whose default changed, with the value rows stored without them were measured with.
+STORED_DEFAULTS = {"DynaTree": {"staged": False}}
 
 
 @functools.cache
@@ -89,6 +91,7 @@ def from_record(method_type: str, params: dict):
         if isinstance(v, dict):
             return from_record(_untyped(v, classes), v)
         return tuple(v) if isinstance(v, list) else v
+    params = {**STORED_DEFAULTS.get(cls.__name__, {}), **params}
     return cls(**{k: value(v) for k, v in params.items()})
 
 
@@ -138,12 +141,14 @@ def describe(method) -> str:
 
 def display_name(method) -> str:
     """A short name a reader can say aloud: the class's entry in NAMES (its class name without one), then the
-    draft settings, e.g. "DynaTree · int4 draft", "Chain of 5 · int4 draft", "Plain decoding"."""
+    draft settings that differ from the class's defaults, e.g. "DynaTree · int4 draft", "Chain of 5 · int4 draft",
+    "Plain decoding"."""
     fields = _fields(method)
     name = type(method).__name__
     shown = {k: display_name(v) if is_method(v) else v for k, v in fields.items()}
     text = NAMES.get(name, name).format(**shown)
-    extra = [fmt.format(fields[k]) for k, fmt in SUFFIXES.items() if fields.get(k) not in (None, False)]
+    given = non_default(method)
+    extra = [fmt(given[k]) for k, fmt in SUFFIXES.items() if k in given]
     return " · ".join([text, *extra])
 
 
