@@ -300,6 +300,15 @@ def test_no_development_history_in_book_sources():
     assert not found, "development history in the book's text:\n" + "\n".join(found)
 
 
+def test_no_control_characters_in_book_sources():
+    """A Python string written without r"" turns LaTeX's \\text and \\bar into a tab and a backspace: math that
+    renders as "ext{node}" on the page."""
+    found = [f"{p.relative_to(ROOT)}:{n}: {line.strip()[:60]!r}" for p in _book_sources()
+             for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1)
+             if re.search(r"[\x00-\x09\x0b-\x1f]", line)]
+    assert not found, "control characters in the book's text:\n" + "\n".join(found)
+
+
 def test_no_development_history_in_pages(built_book: Path):
     found = [f"{p.relative_to(built_book.parent)}: {m.group(0)}" for p in sorted(built_book.parent.rglob("*.html"))
              for m in _HISTORY.finditer(_page_text(p))]

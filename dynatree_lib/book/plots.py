@@ -1,10 +1,8 @@
 """Figures for the book: each helper takes a tidy results DataFrame (rows as `bench.run_benchmark` writes them)
 and returns a plotly Figure in one shared template, so notebooks hold only calls and prose.
 
-Aggregation is the same everywhere: a prompt's value is the median over its repeats; a method's value is the median
-over prompts, with the range over prompts as error bars. Method colours are stable across figures: one hue per
-family (AR grey, transformers' peers purple/brown, Linear blue, FixedTree green, anything else orange/red), shades
-within a family. Figures embed no remote resources; `save_html` writes a self-contained file for offline reading.
+Method colours are stable across figures: one hue per family (AR grey, transformers' peers purple/brown, Linear
+blue, FixedTree green, anything else orange/red), shades within a family. Figures embed no remote resources.
 """
 from __future__ import annotations
 
@@ -73,16 +71,6 @@ def color_map(methods) -> dict[str, str]:
     return colors
 
 
-def _per_prompt(df: pd.DataFrame, value: str, by: list[str]) -> pd.DataFrame:
-    _require(df, [value, "prompt_id", *by])
-    return df.groupby([*by, "prompt_id"], sort=False)[value].median().reset_index()
-
-
-def _over_prompts(df: pd.DataFrame, value: str, by: list[str]) -> pd.DataFrame:
-    per = _per_prompt(df, value, by)
-    return per.groupby(by, sort=False)[value].agg(["median", "min", "max", "count"]).reset_index()
-
-
 def _require(df: pd.DataFrame, columns) -> None:
     missing = [c for c in columns if c not in df.columns]
     if missing:
@@ -121,64 +109,6 @@ def switcher(figures: dict, label: str = "") -> go.Figure:
     fig.update_layout(height=max((f.layout.height or 450) for f in figures.values()),
                       updatemenus=[dict(type="dropdown", buttons=buttons, active=0, x=1, xanchor="right",
                                         y=1.02, yanchor="bottom", pad=dict(t=0, r=0))])
-    return fig
-
-
-def speedup_bar(df: pd.DataFrame, value: str = "speedup", title: str | None = "Speedup over AR") -> go.Figure:
-    """Median `value` per method (range over prompts as error bars), one group of bars per max_new_tokens."""
-    agg = _over_prompts(df, value, ["method", "max_new_tokens"])
-    order = method_order(agg["method"])
-    colors = color_map(order)
-    lengths = sorted(agg["max_new_tokens"].unique())
-    fig = _figure(title, barmode="group", xaxis_title="method", yaxis_title=value, showlegend=len(lengths) > 1)
-    for n in lengths:
-        part = agg[agg["max_new_tokens"] == n].set_index("method").reindex([m for m in order if m in set(agg["method"])])
-        part = part.dropna(subset=["median"])
-        fig.add_bar(
-            x=list(part.index), y=part["median"], name=f"{n} tokens",
-            marker_color=[colors[m] for m in part.index] if len(lengths) == 1 else None,
-            error_y=dict(type="data", symmetric=False, array=part["max"] - part["median"],
-                         arrayminus=part["median"] - part["min"]),
-            text=[f"{v:.2f}" for v in part["median"]], textposition="outside",
-            customdata=part[["min", "max", "count"]],
-            hovertemplate="%{x}<br>median %{y:.3f}<br>range %{customdata[0]:.3f}..%{customdata[1]:.3f}"
-                          "<br>%{customdata[2]} prompt(s)<extra></extra>",
-        )
-    if value == "speedup":
-        fig.add_hline(y=1.0, line_dash="dot", line_color=colors.get("AR", "#6b6b6b"))
-    return fig
-
-
-def throughput_vs_length(df: pd.DataFrame, value: str = "tokens_per_s",
-                         title: str | None = "Throughput over generation length") -> go.Figure:
-    """Median `value` over prompts against max_new_tokens, one line per method (range over prompts as bars)."""
-    agg = _over_prompts(df, value, ["method", "max_new_tokens"]).sort_values("max_new_tokens")
-    colors = color_map(agg["method"])
-    fig = _figure(title, xaxis_title="new tokens", yaxis_title=value)
-    for m in method_order(agg["method"]):
-        part = agg[agg["method"] == m]
-        fig.add_scatter(
-            x=part["max_new_tokens"], y=part["median"], name=m, mode="lines+markers",
-            line_color=colors[m],
-            error_y=dict(type="data", symmetric=False, array=part["max"] - part["median"],
-                         arrayminus=part["median"] - part["min"], thickness=1),
-        )
-    return fig
-
-
-def heatmap(df: pd.DataFrame, x: str, y: str, value: str = "speedup", agg: str = "median",
-            title: str | None = None) -> go.Figure:
-    """`agg` of `value` on an x-by-y grid (e.g. depth x branch; see `bench.with_params`), annotated with values."""
-    _require(df, [x, y, value])
-    grid = df.pivot_table(index=y, columns=x, values=value, aggfunc=agg).sort_index().sort_index(axis=1)
-    fig = _figure(title or f"{value} ({agg}) by {x} and {y}", xaxis_title=x, yaxis_title=y)
-    fig.add_heatmap(
-        z=grid.to_numpy(), x=[str(c) for c in grid.columns], y=[str(i) for i in grid.index],
-        colorscale="Viridis", texttemplate="%{z:.2f}", colorbar_title=value,
-        hovertemplate=f"{x}=%{{x}}<br>{y}=%{{y}}<br>{value}=%{{z:.3f}}<extra></extra>",
-    )
-    fig.update_xaxes(type="category")
-    fig.update_yaxes(type="category")
     return fig
 
 
@@ -227,41 +157,3 @@ def timeline(traces, title: str | None = "Where the time goes, round by round") 
                           "<br>accepted %{customdata[1]}, committed %{customdata[2]}<extra></extra>",
         )
     return fig
-
-
-ACCEPTANCE_COLUMNS = {
-    "tokens_per_round": "tokens / round",
-    "acceptance_depth": "accepted depth / tree depth",
-    "acceptance_nodes": "accepted / drafted nodes",
-    "speedup": "speedup",
-}
-
-
-def summary_table(df: pd.DataFrame, columns: dict[str, str], title: str | None = None, digits: int = 3) -> go.Figure:
-    """A plotly table: one row per method, the median over prompts (of medians over repeats) of each column."""
-    _require(df, list(columns))
-    per = df.groupby(["method", "prompt_id"], sort=False)[list(columns)].median()
-    med = per.groupby("method", sort=False).median()
-    med = med.reindex(method_order(med.index))
-    cells = [list(med.index)] + [[("-" if pd.isna(v) else f"{v:.{digits}g}") for v in med[c]] for c in columns]
-    fig = _figure(title)
-    fig.add_table(
-        header=dict(values=["method", *columns.values()], fill_color="#eeeeee", align="left",
-                    font=dict(size=13)),
-        cells=dict(values=cells, align="left", height=26),
-        columnwidth=[max(12, max(len(m) for m in med.index))] + [12] * len(columns),
-    )
-    fig.update_layout(margin=dict(l=10, r=10, t=50 if title else 10, b=10),
-                      height=(60 if title else 20) + 40 + 26 * len(med))
-    return fig
-
-
-def acceptance_table(df: pd.DataFrame, title: str | None = "Acceptance per method") -> go.Figure:
-    """Tokens per round, accepted depth share, accepted node share and speedup per method."""
-    columns = {c: name for c, name in ACCEPTANCE_COLUMNS.items() if c in df.columns}
-    return summary_table(df, columns, title)
-
-
-def save_html(fig: go.Figure, path) -> None:
-    """A self-contained HTML file (plotly.js inlined): opens offline, no CDN."""
-    fig.write_html(str(path), include_plotlyjs=True, full_html=True)

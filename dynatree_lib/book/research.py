@@ -37,13 +37,9 @@ ADAPTIVE_1000 = pd.DataFrame(
     columns=["method", "family", "tokens_per_s", "speedup", "acceptance", "tokens_per_round"])
 
 # Parameter search: D 3..8 x B 2..4 x tau {0.01, 0.02, 0.03, 0.05, 0.1} x lengths {100, 200, 300, 500, 1000}.
-PARAM_GRID = {"depth": list(range(3, 9)), "branch": [2, 3, 4], "threshold": [0.01, 0.02, 0.03, 0.05, 0.1],
-              "max_new_tokens": [100, 200, 300, 500, 1000]}
 PARAM_BEST = {"depth": 8, "branch": 3, "threshold": 0.03, "max_new_tokens": 500, "speedup": 1.79}
 PARAM_BEST_PER_LENGTH = pd.DataFrame({"max_new_tokens": [100, 200, 300, 500, 1000],
                                       "speedup": [1.43, 1.54, 1.60, 1.79, 1.71]})
-PARAM_BEST_ON_AVERAGE = {"branch": 3, "threshold": 0.03}
-LENGTH_2000 = {"Tree D=8 B=3 tau=0.05": 2.07, "Linear K=8": 1.96}  # speedups at 2000 tokens
 
 # Ablation at 500 tokens: phase 3's gain over the fixed tree of the same base depth.
 ABLATION_GAIN_500 = pd.DataFrame({"base_depth": [4, 5, 6], "gain": [0.31, 0.06, 0.05]})
