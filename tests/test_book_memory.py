@@ -77,7 +77,7 @@ def test_no_bf16_numbers_and_table():
     from dynatree_lib import DynaTree, HFAssisted
     from dynatree_lib.book import hardware
 
-    spec = {pid: {AR: 1.0, DynaTree(draft_bits=4): s, HFAssisted(draft_bits=4): 0.8, DynaTree(): 0.7}
+    spec = {pid: {AR: 1.0, DynaTree(draft_bits=4): s, HFAssisted(draft_bits=4): 0.8, DynaTree(staged=False): 0.7}
             for pid, s in (("HumanEval/10", 0.9), ("HumanEval/11", 0.8), ("prose/x", 1.0))}
     df = rows(spec, n=128).assign(cpu="AMD EPYC", ttft_s=0.3, wall_s=1.0)
     numbers = hardware.no_bf16_numbers(df)
@@ -87,7 +87,7 @@ def test_no_bf16_numbers_and_table():
     assert numbers["prefill_share"] == pytest.approx(0.3) and numbers["cpu"] == "AMD EPYC"
     assert list(hardware.no_bf16_table(df)["Method"])[0] == "Plain decoding"
     with pytest.raises(ValueError, match="no rows of"):
-        hardware.no_bf16_numbers(df[df["method"] != label(DynaTree())])
+        hardware.no_bf16_numbers(df[df["method"] != label(DynaTree(staged=False))])
 
 
 @pytest.mark.parametrize("flags, says", [([True, None], "(with bf16 arithmetic)"),
