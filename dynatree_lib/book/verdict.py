@@ -157,7 +157,8 @@ def verdict(n: dict) -> str:
         f"because the tree commits {n['lead_tokens_long']:.1f} tokens per target forward against the chain's "
         f"{n['chain_tokens_long']:.1f} where the draft is often right but not always first. "
         f"With the draft as shipped (bf16, a draft forward costing a large share of a target step on a CPU; DynaTree "
-        f"then stages its drafting) the gain is smaller: {n['shipped_short']:.2f}x over plain decoding and {n['shipped_vs_peer_short']:.2f}x over "
+        f"then stages its drafting) the gain is smaller: {n['shipped_short']:.2f}x over plain decoding and "
+        f"{n['shipped_vs_peer_short']:.2f}x over "
         f"transformers' assisted generation with that draft at {n['short']} tokens.")
 
 

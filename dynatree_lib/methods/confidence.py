@@ -34,13 +34,14 @@ Each round's trace adds `abar`, `rate_x_level` (rate * draft_per_level, in token
 (rate * verify_per_node).
 
 `staged=True` (the default with an unquantized draft, DynaTree's docstring) drafts the same kind of tree by staged
-speculation (Spector and Re, 2023; core.draft): the draft's own draft is prompt lookup. Before each draft forward, the tokens that followed the latest earlier occurrence of the last
-2-3 tokens of the most probable fed node's context (methods.ngram.lookup over the prompt, the text so far and the
-node's path) are fed in that forward, below that node; where DynaTree's level rule then picks them, the next levels
-need no forward of their own. Each proposed position costs what a fed node costs (draft_per_node), so a proposal is
-cut to its first tokens that pay for their rows (LookupStage.paying: learned per position, how often a proposed token
-was adopted and how often its level then needed no forward); a level with no forward is not a measurement of a
-level's cost. The trace adds `stage_tokens` (tokens proposed in the round).
+speculation (Spector and Re, 2023; core.draft): the draft's own draft is prompt lookup. Before each draft forward,
+the tokens that followed the latest earlier occurrence of the last 2-3 tokens of the most probable fed node's
+context (methods.ngram.lookup over the prompt, the text so far and the node's path) are fed in that forward, below
+that node; where DynaTree's level rule then picks them, the next levels need no forward of their own. Each proposed
+position costs what a fed node costs (draft_per_node), so a proposal is cut to its first tokens that pay for their
+rows (LookupStage.paying: learned per position, how often a proposed token was adopted and how often its level then
+needed no forward); a level with no forward is not a measurement of a level's cost. The trace adds `stage_tokens`
+(tokens proposed in the round).
 """
 from __future__ import annotations
 
