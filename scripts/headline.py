@@ -3,8 +3,8 @@
     python scripts/headline.py OUT.md [--results data/results]   # OUT.md and OUT's figure (_figure.html beside it)
     python scripts/headline.py --print [--results data/results]  # the current table, as text (README)
 
-Every number comes from data/results/speed.csv (benchmarks/goal.py; the shipped draft's peer at 512 tokens from
-speed_bf16.csv) through dynatree_lib.book.verdict. Without speed.csv the page says which command produces it.
+Every number comes from data/results/speed.csv (benchmarks/goal.py) through dynatree_lib.book.verdict. Without
+speed.csv the page says which command produces it.
 """
 from __future__ import annotations
 
@@ -42,8 +42,8 @@ def page(speed: pd.DataFrame, figure_file: str) -> str:
         book_page.table(table.drop(columns=SHOWN_ELSEWHERE), "headline-table",
                         f"Each method at {long} new tokens, fastest first: speedup over plain decoding (median and "
                         "slowest prompt), over transformers' assisted generation given the same draft (per prompt, "
-                        "same process), tokens committed per target forward, and the share of runs token-identical "
-                        "to plain decoding in bf16.", verdict.FORMATS), "",
+                        "each speedup over its own process's plain decoding), tokens committed per target forward, "
+                        "and the share of runs token-identical to plain decoding in bf16.", verdict.FORMATS), "",
         f"Measured on {provenance}. The {{doc}}`benchmarks chapter <../notebooks/06_benchmarks>` has every method "
         f"and length; the {{doc}}`quality chapter <../notebooks/08_quality>` the exactness checks.",
     ])
@@ -90,12 +90,7 @@ def main(argv=None) -> None:
     if speed.empty:
         write_atomic(args.out, MISSING + "\n")
         return
-    shipped = read_results(args.results / "speed_bf16.csv")
-    peer = verdict.PEER_SHIPPED.label
-    # the shipped draft's peer where the speed table lacks it (each speedup is over its own process's AR)
-    extra = shipped[(shipped["method"] == peer) & ~shipped["max_new_tokens"].isin(
-        speed.loc[speed["method"] == peer, "max_new_tokens"])] if not shipped.empty else shipped
-    fig = verdict.figure(pd.concat([speed, extra], ignore_index=True))
+    fig = verdict.figure(speed)
     # plotly.js once per site, from _static (scripts/build_book.sh copies it there); the intro is book/intro.html
     html = fig.to_html(full_html=False, include_plotlyjs=False, div_id="verdict-figure", config={"displaylogo": False})
     write_atomic(figure_file, '<script src="../_static/plotly.min.js"></script>\n' + html)

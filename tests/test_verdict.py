@@ -51,6 +51,19 @@ def test_numbers_and_sentences():
     text = verdict.verdict(n)
     assert "3.30x as fast as plain decoding at 512 new tokens (2.00x at 128)" in text
     assert "largest on code (1.75x) and smallest on prose (1.10x)" in text
+    assert "spends 0.06 draft forwards per committed token at 128 tokens against transformers' 0.06" in text  # 8/128
+    # no shipped-draft peer at 512 in these rows: that number stops at 128 rather than print "nanx"
+    assert n["shipped_long"] == pytest.approx(2.0) and "nan" not in text
+    assert "(1.20x at 128 tokens, 2.00x at 512) but leads" in text and "with that draft by more (1.50x at 128 " \
+        "tokens)." in text
+
+
+def test_shipped_numbers_at_the_long_length_where_its_peer_was_measured():
+    peer = rows({"HumanEval/1": {PEER_SHIPPED: 1.0}, "HumanEval/2": {PEER_SHIPPED: 2.0},
+                 "prose/a": {PEER_SHIPPED: 1.2}}, n=512)
+    n = verdict.numbers(pd.concat([speed_rows(), peer], ignore_index=True))
+    assert n["shipped_vs_peer_long"] == pytest.approx(1.5)  # per prompt 2.0/1.0, 2.2/2.0, 1.8/1.2
+    assert "with that draft by more (1.50x at 128 tokens, 1.50x at 512)." in verdict.verdict(n)
 
 
 def test_figure_has_a_button_per_kind_and_a_band_per_line():

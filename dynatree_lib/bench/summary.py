@@ -1,38 +1,73 @@
-"""Summaries of stored rows: medians over prompts of per-prompt medians, ratios between methods."""
+"""Summaries of stored rows, the one aggregation every table uses: a prompt's value is the median over its repeats
+(per_prompt), a configuration's value the median over prompts (per_config); ratios between two methods are taken
+per prompt first, because each speedup is a ratio of walls measured in one process while two methods may come from
+different (resumed) sessions."""
 from __future__ import annotations
 
 import json
 
 import pandas as pd
 
+STATS = ("tokens_per_s", "speedup", "tokens_per_round", "acceptance_depth", "acceptance_nodes", "ttft_s", "tpot_s",
+         "nodes_per_round", "kv_compressions", "peak_mem_bytes", "peak_mem_delta_bytes", "perplexity",
+         "bookkeeping_share", "commit_share")
+CONFIG = ("method", "max_new_tokens")
+
+
+def prepared(df: pd.DataFrame) -> pd.DataFrame:
+    """A copy of stored rows with `variant` (default "base") and `nodes_per_round` where the rows count nodes."""
+    if df.empty:
+        raise ValueError("the DataFrame is empty")
+    df = df.copy()
+    if "variant" not in df.columns:
+        df["variant"] = "base"
+    if {"drafted_nodes", "rounds"} <= set(df.columns):
+        df["nodes_per_round"] = df["drafted_nodes"] / df["rounds"].where(df["rounds"] > 0)
+    return df
+
+
+def per_prompt(df: pd.DataFrame, by=CONFIG) -> pd.DataFrame:
+    """One row per configuration (`by`, variant) and prompt: the median over repeats of every statistic."""
+    df = prepared(df)
+    keys = [*dict.fromkeys([*by, "variant"]), "prompt_id"]
+    stats = [c for c in STATS if c in df.columns]
+    out = df.groupby(keys, sort=False)[stats].median()
+    out["match_ar"] = df.groupby(keys, sort=False)["match_ar"].all()
+    out["method_params"] = df.groupby(keys, sort=False)["method_params"].first()
+    return out.reset_index()
+
+
+def per_config(df: pd.DataFrame, by=CONFIG) -> pd.DataFrame:
+    """One row per configuration: medians over prompts (`prompts`, and the worst prompt's `speedup_min`), method
+    parameters as columns (depth, branch, threshold, phase, ...)."""
+    pp = per_prompt(df, by)
+    keys = list(dict.fromkeys([*by, "variant"]))
+    stats = [c for c in STATS if c in pp.columns]
+    grouped = pp.groupby(keys, sort=False)
+    out = grouped[stats].median()
+    out.insert(0, "prompts", grouped["prompt_id"].nunique())
+    out.insert(out.columns.get_loc("speedup") + 1, "speedup_min", grouped["speedup"].min())
+    out["match_ar"] = grouped["match_ar"].mean()
+    out["method_params"] = grouped["method_params"].first()
+    return with_params(out.reset_index())
 
 
 def summarize(df: pd.DataFrame, baseline: str | None = "HFAssisted") -> pd.DataFrame:
-    """One row per (method, max_new_tokens): medians over prompts of each prompt's median over repeats.
-
-    `speedup_min` is the worst prompt; `speedup_vs_<baseline>` compares per prompt the two speedups over AR
-    (each a same-process ratio), so it stays valid when the two methods ran in different resumed sessions.
-    """
-    per_prompt = (df.groupby(["method", "max_new_tokens", "prompt_id"], sort=False)
-                  .agg(tokens_per_s=("tokens_per_s", "median"), speedup=("speedup", "median"),
-                       bookkeeping_share=("bookkeeping_share", "median"), commit_share=("commit_share", "median"),
-                       tokens_per_round=("tokens_per_round", "median"),
-                       acceptance_depth=("acceptance_depth", "median"), match_ar=("match_ar", "all"))
-                  .reset_index())
-    columns = {}
-    if baseline is not None and baseline in set(per_prompt["method"]):
-        base = per_prompt[per_prompt["method"] == baseline].set_index(["max_new_tokens", "prompt_id"])["speedup"]
-        idx = pd.MultiIndex.from_frame(per_prompt[["max_new_tokens", "prompt_id"]])
-        per_prompt[f"speedup_vs_{baseline}"] = per_prompt["speedup"].to_numpy() / base.reindex(idx).to_numpy()
-        columns[f"speedup_vs_{baseline}"] = (f"speedup_vs_{baseline}", "median")
-    out = (per_prompt.groupby(["method", "max_new_tokens"], sort=False)
-           .agg(prompts=("prompt_id", "nunique"), tokens_per_s=("tokens_per_s", "median"),
-                speedup=("speedup", "median"), speedup_min=("speedup", "min"), **columns,
-                tokens_per_round=("tokens_per_round", "median"), acceptance_depth=("acceptance_depth", "median"),
-                bookkeeping_share=("bookkeeping_share", "median"), commit_share=("commit_share", "median"),
-                match_ar=("match_ar", "mean"))
-           .reset_index())
-    return out
+    """per_config's medians (what the benchmark scripts print), with `speedup_vs_<baseline>`: per prompt, the
+    method's speedup over the baseline's (both same-process ratios over AR), median over prompts."""
+    table = per_config(df)
+    columns = ["method", "max_new_tokens", "prompts", "tokens_per_s", "speedup", "speedup_min", "tokens_per_round",
+               "acceptance_depth", "bookkeeping_share", "commit_share", "match_ar"]
+    if baseline is not None and baseline in set(df["method"]):
+        keys = ["max_new_tokens", "variant", "prompt_id"]
+        pp = per_prompt(df)
+        base = pp[pp["method"] == baseline].set_index(keys)["speedup"]
+        pp["ratio"] = pp["speedup"].to_numpy() / base.reindex(pd.MultiIndex.from_frame(pp[keys])).to_numpy()
+        ratio = pp.groupby(["method", "max_new_tokens", "variant"], sort=False)["ratio"].median()
+        table[f"speedup_vs_{baseline}"] = ratio.reindex(
+            pd.MultiIndex.from_frame(table[["method", "max_new_tokens", "variant"]])).to_numpy()
+        columns.insert(6, f"speedup_vs_{baseline}")
+    return table[[c for c in columns if c in table.columns]]
 
 
 def with_params(df: pd.DataFrame) -> pd.DataFrame:

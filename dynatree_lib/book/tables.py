@@ -1,9 +1,9 @@
 """Tidy summary tables of stored results for the book: one function per question a chapter asks.
 
-Aggregation is the same as in `plots`: a prompt's value is the median over its repeats, a configuration's value the
-median over prompts. Ratios between two methods (phase 3 over the fixed tree, streaming over no streaming, over
-transformers' assisted generation) are taken per prompt first, because each speedup is a ratio of walls measured
-in one process while two methods may come from different (resumed) sessions.
+Aggregation is bench.summary's (per_prompt, per_config): a prompt's value is the median over its repeats, a
+configuration's value the median over prompts. Ratios between two methods (phase 3 over the fixed tree, streaming
+over no streaming, over transformers' assisted generation) are taken per prompt first, because each speedup is a
+ratio of walls measured in one process while two methods may come from different (resumed) sessions.
 
 Methods: `method` is a method's full configuration in constructor syntax (`label()`, the spelling of stored rows
 and of lookups); the tables a chapter shows put `name` first, the method's display name ("DynaTree · int4 draft",
@@ -16,15 +16,10 @@ import pandas as pd
 from . import research
 from ..bench.specs import stored_method
 from ..bench.storage import distinct, read_results, results_path
-from ..bench.summary import with_params
+from ..bench.summary import per_config, per_prompt, prepared
 from ..methods.base import Autoregressive, FixedTree, label
 from ..methods.names import display_names
 from ..methods.streaming import Streaming
-
-STATS = ("tokens_per_s", "speedup", "tokens_per_round", "acceptance_depth", "acceptance_nodes", "ttft_s", "tpot_s",
-         "nodes_per_round", "kv_compressions", "peak_mem_bytes", "peak_mem_delta_bytes", "perplexity")
-CONFIG = ("method", "max_new_tokens")
-
 
 def stored_rows(experiment: str, dtype: str, device: str, command: str) -> pd.DataFrame:
     """The rows of data/results/<experiment>.csv measured in `dtype` on `device`; when there are none, an error that
@@ -62,73 +57,12 @@ def named(table: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-def _prepared(df: pd.DataFrame) -> pd.DataFrame:
-    if df.empty:
-        raise ValueError("the DataFrame is empty")
-    df = df.copy()
-    if "variant" not in df.columns:
-        df["variant"] = "base"
-    df["nodes_per_round"] = df["drafted_nodes"] / df["rounds"].where(df["rounds"] > 0)
-    return df
-
-
-def per_prompt(df: pd.DataFrame, by=CONFIG) -> pd.DataFrame:
-    """One row per configuration (`by`, variant) and prompt: the median over repeats of every statistic."""
-    df = _prepared(df)
-    keys = [*dict.fromkeys([*by, "variant"]), "prompt_id"]
-    stats = [c for c in STATS if c in df.columns]
-    out = df.groupby(keys, sort=False)[stats].median()
-    out["match_ar"] = df.groupby(keys, sort=False)["match_ar"].all()
-    out["method_params"] = df.groupby(keys, sort=False)["method_params"].first()
-    return out.reset_index()
-
-
-def per_config(df: pd.DataFrame, by=CONFIG) -> pd.DataFrame:
-    """One row per configuration: medians over prompts (`prompts`, and the worst prompt's `speedup_min`), method
-    parameters as columns (depth, branch, threshold, phase, ...)."""
-    pp = per_prompt(df, by)
-    keys = list(dict.fromkeys([*by, "variant"]))
-    stats = [c for c in STATS if c in pp.columns]
-    grouped = pp.groupby(keys, sort=False)
-    out = grouped[stats].median()
-    out.insert(0, "prompts", grouped["prompt_id"].nunique())
-    out.insert(out.columns.get_loc("speedup") + 1, "speedup_min", grouped["speedup"].min())
-    out["match_ar"] = grouped["match_ar"].mean()
-    out["method_params"] = grouped["method_params"].first()
-    return with_params(out.reset_index())
-
-
 def ratio_per_prompt(df: pd.DataFrame, method: str, reference: str, value: str = "speedup") -> pd.Series:
     """`value` of `method` over that of `reference`, per (max_new_tokens, variant, prompt) where both exist."""
     pp = per_prompt(df).set_index(["method", "max_new_tokens", "variant", "prompt_id"])[value].sort_index()
     if method not in pp.index.get_level_values(0) or reference not in pp.index.get_level_values(0):
         return pd.Series(dtype=float)
     return (pp.xs(method, level="method") / pp.xs(reference, level="method")).dropna()
-
-
-def goal_table(df: pd.DataFrame, length: int = 128, baseline: str = "HFAssisted") -> pd.DataFrame:
-    """The performance goal at `length` tokens, per method: median and worst-prompt speedup over AR and over
-    `baseline` (per prompt, the ratio of the two same-process speedups), and whether each exceeds 1."""
-    part = df[df["max_new_tokens"] == length]
-    if part.empty:
-        raise ValueError(f"no rows at max_new_tokens={length}; lengths stored: {sorted(df['max_new_tokens'].unique())}")
-    per = part.groupby(["method", "prompt_id"], sort=False)["speedup"].median().reset_index()
-    if baseline not in set(per["method"]):
-        raise ValueError(f"no {baseline} rows at {length} tokens: the goal compares against it")
-    base = per[per["method"] == baseline].set_index("prompt_id")["speedup"]
-    per["vs_baseline"] = per["speedup"].to_numpy() / base.reindex(per["prompt_id"]).to_numpy()
-    table = (per.groupby("method", sort=False)
-             .agg(prompts=("prompt_id", "nunique"), speedup_ar=("speedup", "median"),
-                  speedup_ar_min=("speedup", "min"), speedup_base=("vs_baseline", "median"),
-                  speedup_base_min=("vs_baseline", "min"))
-             .reset_index())
-    table["beats_ar"] = table["speedup_ar"] > 1
-    table["beats_base"] = table["speedup_base"] > 1
-    table["beats_both_every_prompt"] = (table["speedup_ar_min"] > 1) & (table["speedup_base_min"] > 1)
-    table = table.rename(columns={"speedup_base": f"speedup_vs_{baseline}",
-                                  "speedup_base_min": f"speedup_vs_{baseline}_min",
-                                  "beats_base": f"beats_{baseline}"})
-    return named(table.sort_values("speedup_ar", ascending=False).reset_index(drop=True))
 
 
 KINDS = {"HumanEval/": "code", "prose/": "prose", "technical/": "technical"}
@@ -154,7 +88,7 @@ def round_costs(df: pd.DataFrame) -> pd.DataFrame:
 
     `round_over_ar_step` is what a round costs in AR steps: a method gains over AR roughly when its
     `tokens_per_round` exceeds it (prefill and bookkeeping outside the rounds aside)."""
-    df = _prepared(df)
+    df = prepared(df)
     rounds = df["rounds"].where(df["rounds"] > 0)
     df["draft_s_per_round"] = df["draft_s"] / rounds
     df["verify_s_per_round"] = df["verify_s"] / rounds
@@ -294,10 +228,6 @@ def beside_research(reference: pd.DataFrame, ours: pd.DataFrame, mapping: dict, 
         values = mine[column] if column in mine.columns else pd.Series(dtype=float)
         side[f"ours_{column}"] = [values.get(mapping.get(m), float("nan")) for m in side.index]
     return side
-
-
-def _fmt_x(value: float) -> str:
-    return "–" if pd.isna(value) else f"{value:.2f}x"
 
 
 def against_best_policy(df: pd.DataFrame, method: str, candidates=None) -> pd.DataFrame:

@@ -7,6 +7,7 @@ configuration is one hover away.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import pandas as pd
@@ -63,7 +64,8 @@ def speedups(speed: pd.DataFrame) -> pd.DataFrame:
 
 
 def _ratio(pp: pd.DataFrame, a: Contender, b: Contender, length: int, kind: str = "all") -> pd.Series:
-    """Per prompt at `length`: a's speedup over b's (both from one process)."""
+    """Per prompt at `length`: a's speedup over b's, each over plain decoding measured in its own process (a
+    method measured after the rest of its length brings its own plain-decoding reference)."""
     part = pp[(pp["max_new_tokens"] == length) & ((pp["kind"] == kind) | (kind == "all"))]
     s = part.pivot_table(index="prompt_id", columns="name", values="speedup")
     if a.name not in s or b.name not in s:
@@ -86,13 +88,14 @@ FORMATS = {"Speedup": page.times, "Worst prompt": page.times, "Over transformers
 def summary(speed: pd.DataFrame, length: int, methods=None) -> pd.DataFrame:
     """One row per method at `length` new tokens (the verdict's contenders, or every method stored when `methods` is
     "all"), fastest first: speedup over plain decoding (median, worst prompt), over transformers' assisted
-    generation given the same draft (per prompt, same process), tokens per target forward, the share of runs
-    token-identical to AR in the same dtype (bf16 here: batched verification can flip near-ties, see the quality
-    chapter), and the configuration."""
+    generation given the same draft (per prompt, each speedup over its own process's AR), tokens per target
+    forward, the share of runs token-identical to AR in the same dtype (bf16 here: batched verification can flip
+    near-ties, see the quality chapter), and the configuration."""
     pp = per_prompt(speed)
     part = pp[pp["max_new_tokens"] == length]
     if part.empty:
-        raise ValueError(f"no speed rows at {length} new tokens; stored: {sorted(map(int, pp['max_new_tokens'].unique()))}")
+        stored = sorted(map(int, pp["max_new_tokens"].unique()))
+        raise ValueError(f"no speed rows at {length} new tokens; stored: {stored}")
     labels = list(dict.fromkeys(part["method"])) if methods == "all" else [c.label for c in CONTENDERS]
     shown = dict(zip(labels, names(labels)))
     per = part.pivot_table(index="prompt_id", columns="method", values="speedup")
@@ -133,8 +136,11 @@ def numbers(speed: pd.DataFrame, short: int = 128, long: int = 512) -> dict:
         "lead_vs_peer_long": float(vs_peer_long.median()), "lead_vs_peer_long_min": float(vs_peer_long.min()),
         "lead_vs_chain_short": float(_ratio(pp, LEAD, CHAIN, short).median()),
         "lead_vs_chain_long": float(_ratio(pp, LEAD, CHAIN, long).median()),
-        "shipped_short": med(LEAD_SHIPPED, short),
+        "shipped_short": med(LEAD_SHIPPED, short), "shipped_long": med(LEAD_SHIPPED, long),
         "shipped_vs_peer_short": float(_ratio(pp, LEAD_SHIPPED, PEER_SHIPPED, short).median()),
+        "shipped_vs_peer_long": float(_ratio(pp, LEAD_SHIPPED, PEER_SHIPPED, long).median()),
+        "shipped_forwards": _forwards_per_token(speed, LEAD_SHIPPED, short),
+        "peer_shipped_forwards": _forwards_per_token(speed, PEER_SHIPPED, short),
         "best_kind": best_kind, "best_kind_vs_chain": over_chain[best_kind],
         "worst_kind": worst_kind, "worst_kind_vs_chain": over_chain[worst_kind],
         "fastest_short": summary(speed, short, methods="all")["Method"].iloc[0],
@@ -142,6 +148,12 @@ def numbers(speed: pd.DataFrame, short: int = 128, long: int = 512) -> dict:
         "lead_tokens_long": float(tpr.get(LEAD.name, float("nan"))),
         "chain_tokens_long": float(tpr.get(CHAIN.name, float("nan"))),
     }
+
+
+def _forwards_per_token(speed: pd.DataFrame, c: Contender, length: int) -> float:
+    """Draft forwards per committed token of `c` at `length`, median over its runs."""
+    part = speed[(speed["method"] == c.label) & (speed["max_new_tokens"] == length)]
+    return float((part["draft_forwards"] / part["new_tokens"]).median())
 
 
 def verdict(n: dict) -> str:
@@ -156,10 +168,19 @@ def verdict(n: dict) -> str:
         f"({n['best_kind_vs_chain']:.2f}x) and smallest on {n['worst_kind']} ({n['worst_kind_vs_chain']:.2f}x), "
         f"because the tree commits {n['lead_tokens_long']:.1f} tokens per target forward against the chain's "
         f"{n['chain_tokens_long']:.1f} where the draft is often right but not always first. "
-        f"With the draft as shipped (bf16, a draft forward costing a large share of a target step on a CPU; DynaTree "
-        f"then stages its drafting) the gain is smaller: {n['shipped_short']:.2f}x over plain decoding and "
-        f"{n['shipped_vs_peer_short']:.2f}x over "
-        f"transformers' assisted generation with that draft at {n['short']} tokens.")
+        f"With the draft as shipped (bf16, a draft forward costing a large share of a target step on a CPU), "
+        f"DynaTree stages its drafting and spends {n['shipped_forwards']:.2f} draft forwards per committed token at "
+        f"{n['short']} tokens against transformers' {n['peer_shipped_forwards']:.2f}: it gains less over plain "
+        f"decoding ({_at_lengths(n, 'shipped')}) but leads transformers' assisted generation with that draft by more "
+        f"({_at_lengths(n, 'shipped_vs_peer')}).")
+
+
+def _at_lengths(n: dict, key: str) -> str:
+    """'1.95x at 128 tokens, 3.45x at 512' from n[key_short] and n[key_long]; the short length alone where the long
+    one was not measured (a contender without rows there)."""
+    text = f"{n[key + '_short']:.2f}x at {n['short']} tokens"
+    long = n.get(key + "_long", math.nan)
+    return text if math.isnan(long) else f"{text}, {long:.2f}x at {n['long']}"
 
 
 def figure(speed: pd.DataFrame, title: str | None = None) -> go.Figure:
@@ -167,7 +188,8 @@ def figure(speed: pd.DataFrame, title: str | None = None) -> go.Figure:
     the range over prompts), with buttons for the kind of text."""
     pp = speedups(speed)
     fig = plots._figure(title, height=460, hovermode="x unified",
-                        xaxis=dict(title="new tokens generated", type="log", tickvals=sorted(pp["max_new_tokens"].unique())),
+                        xaxis=dict(title="new tokens generated", type="log",
+                                   tickvals=sorted(pp["max_new_tokens"].unique())),
                         yaxis=dict(title="speedup over plain decoding (x)", rangemode="tozero"))
     kinds = [k for k in KIND_ORDER if k == "all" or (pp["kind"] == k).any()]
     per_kind = []
@@ -182,9 +204,9 @@ def figure(speed: pd.DataFrame, title: str | None = None) -> go.Figure:
             x = g["max_new_tokens"].tolist()
             visible = kind == "all"
             fill = c.color + "18"
-            fig.add_trace(go.Scatter(x=x + x[::-1], y=g["max"].tolist() + g["min"].tolist()[::-1], fill="toself", mode="lines",
-                                     fillcolor=fill, line=dict(width=0), hoverinfo="skip", showlegend=False,
-                                     visible=visible, legendgroup=c.name))
+            fig.add_trace(go.Scatter(x=x + x[::-1], y=g["max"].tolist() + g["min"].tolist()[::-1], fill="toself",
+                                     mode="lines", fillcolor=fill, line=dict(width=0), hoverinfo="skip",
+                                     showlegend=False, visible=visible, legendgroup=c.name))
             fig.add_trace(go.Scatter(
                 x=x, y=g["median"], mode="lines+markers", name=c.name, legendgroup=c.name, visible=visible,
                 line=dict(color=c.color, dash=c.dash, width=2.5),
@@ -238,7 +260,8 @@ def bars(speed: pd.DataFrame, length: int, title: str | None = None) -> go.Figur
 
 
 def kind_table(speed: pd.DataFrame, lengths) -> pd.DataFrame:
-    """Per contender and length, per kind of text: 'speedup · tokens per forward' (medians over that kind's prompts)."""
+    """Per contender and length, per kind of text: 'speedup · tokens per forward' (medians over that kind's
+    prompts)."""
     pp = speedups(speed)
     pp = pp[pp["max_new_tokens"].isin(lengths)]
     g = pp.groupby(["name", "max_new_tokens", "kind"])[["speedup", "tokens_per_round"]].median()
