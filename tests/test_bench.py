@@ -318,6 +318,11 @@ def test_summarize():
     assert tree["prompts"] == 2 and tree["speedup"] == pytest.approx(1.8) and tree["speedup_min"] == pytest.approx(1.6)
     assert tree["speedup_vs_HFAssisted"] == pytest.approx(1.6)
     assert s.loc[("AR", 64), "speedup"] == 1.0 and s.loc[("HFAssisted", 64), "speedup_vs_HFAssisted"] == 1.0
+    assert "variant" not in s.columns  # one variant: nothing to tell apart
+    two = pd.concat([_synthetic().assign(variant="base"),
+                     _synthetic().assign(variant="int8", speedup=lambda d: d["speedup"] / 2)])
+    both = bench.summarize(two).set_index(["method", "max_new_tokens", "variant"])
+    assert both.loc[("FixedTree(D=5,B=2,tau=0.03,N=128)", 128, "int8"), "speedup"] == pytest.approx(0.9)
 
 
 def test_with_params():

@@ -58,6 +58,8 @@ def summarize(df: pd.DataFrame, baseline: str | None = "HFAssisted") -> pd.DataF
     table = per_config(df)
     columns = ["method", "max_new_tokens", "prompts", "tokens_per_s", "speedup", "speedup_min", "tokens_per_round",
                "acceptance_depth", "bookkeeping_share", "commit_share", "match_ar"]
+    if table["variant"].nunique() > 1:  # e.g. the target as given and its int8 copy: say which row is which
+        columns.insert(2, "variant")
     if baseline is not None and baseline in set(df["method"]):
         keys = ["max_new_tokens", "variant", "prompt_id"]
         pp = per_prompt(df)
@@ -66,7 +68,7 @@ def summarize(df: pd.DataFrame, baseline: str | None = "HFAssisted") -> pd.DataF
         ratio = pp.groupby(["method", "max_new_tokens", "variant"], sort=False)["ratio"].median()
         table[f"speedup_vs_{baseline}"] = ratio.reindex(
             pd.MultiIndex.from_frame(table[["method", "max_new_tokens", "variant"]])).to_numpy()
-        columns.insert(6, f"speedup_vs_{baseline}")
+        columns.insert(columns.index("speedup_min") + 1, f"speedup_vs_{baseline}")
     return table[[c for c in columns if c in table.columns]]
 
 
