@@ -6,6 +6,8 @@ import time
 
 import torch
 
+from ..models import fused
+
 
 def kept_positions(logits_to_keep, input_ids):
     """transformers' `logits_to_keep` for `input_ids`, the last positions given by index rather than by count. A
@@ -21,6 +23,8 @@ def kept_positions(logits_to_keep, input_ids):
 
 def forward(model, input_ids, cache, position_ids=None, attention_mask=None, logits_to_keep=0):
     logits_to_keep = kept_positions(logits_to_keep, input_ids)
+    if fused.runs(model, input_ids, attention_mask):  # an int4 model's level or step: the same logits, fewer calls
+        return fused.forward(model, input_ids, cache, position_ids, attention_mask, logits_to_keep)
     return model(
         input_ids=input_ids,
         position_ids=position_ids,

@@ -210,7 +210,8 @@ def quantize_draft(model, bits: int = 4, *, group_size: int = 128, lm_head: bool
     largest matmul. Layers whose shape the int4 kernel does not take are quantized to int8 instead. `dense_rows`:
     int4 layers multiply calls of at least that many rows through dequantized dense weights (Int4Linear; None: the
     kernel always, and no dense copy is kept; "auto": DRAFT_DENSE_ROWS where the CPU multiplies bf16 in hardware,
-    None elsewhere).
+    None elsewhere). An int4 Qwen2/LLaMA decoder is also fused (models/fused.py): its q/k/v and gate/up projections
+    become one kernel call each in the library's forwards, with the same logits.
     """
     if dense_rows == "auto":
         dense_rows = dense_rows_here(DRAFT_DENSE_ROWS)
@@ -230,6 +231,9 @@ def quantize_draft(model, bits: int = 4, *, group_size: int = 128, lm_head: bool
         return Int8Linear.from_linear(linear)
 
     _replace_linears(model, convert, lm_head=lm_head)
+    from .fused import fuse
+
+    fuse(model)  # a Qwen2/LLaMA decoder then drafts (and verifies) in fewer kernel calls, the same logits
     return model
 
 
