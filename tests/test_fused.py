@@ -96,3 +96,19 @@ def test_fused_draft_drafts_the_same_trees_and_stays_exact(arch, monkeypatch):
         if not isinstance(method, DynaTree):  # DynaTree's trees follow measured times, so they may differ run to run
             assert [r["nodes"] for r in a.trace] == [r["nodes"] for r in b.trace]
     assert taken and all(m is quick.draft for m in taken)  # the fused path drafted, for the fused pair only
+
+
+def test_the_forward_timer_counts_fused_forwards():
+    """Fused forwards bypass the module's hooks: the timer must still count and time every draft forward (the
+    benchmark's draft_forwards and draft_forward_s, and the planner's calibration, read it)."""
+    from dynatree_lib.core.loop import running_pair
+    from dynatree_lib.core.timing import ForwardTimer
+
+    target = tiny_model("qwen2", seed=0, hidden=128)
+    draft = quantize_draft(perturbed(target, 0.3, seed=1), bits=4, group_size=32)
+    for pair in (ModelPair(target, draft, name="fused"), ModelPair(target, copy.deepcopy(draft), name="plain")):
+        method = FixedTree(depth=4, branch=2, threshold=0.0)
+        with ForwardTimer(running_pair(pair, method), log=True) as timer:
+            out = generate(pair, [5, 17, 3, 80, 41, 9, 9, 12], method, 30, stop_at_eos=False)
+        assert timer.calls["draft"] == out.stats["draft_forwards"] > 0, (pair.name, timer.calls)
+        assert timer.seconds["draft"] > 0 and all(f[1] > 0 for f in timer.forwards if f[0] == "draft")

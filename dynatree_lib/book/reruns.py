@@ -7,7 +7,7 @@ import pandas as pd
 from .tables import per_prompt
 
 # `rerun_table`'s columns as a page heads them (after tables.named's `name`).
-COLUMNS = {"name": "Method", "prompts": "Prompts", "speedup_first": "Earlier run", "speedup_second": "This table",
+COLUMNS = {"name": "Method", "prompts": "Prompts", "speedup_first": "Other run", "speedup_second": "This table",
            "ratio_median": "Ratio, median", "ratio_min": "Ratio, lowest", "ratio_max": "Ratio, highest"}
 
 

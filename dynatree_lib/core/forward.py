@@ -3,6 +3,7 @@ drafting, verification and calibration all make."""
 from __future__ import annotations
 
 import time
+import weakref
 
 import torch
 
@@ -21,10 +22,35 @@ def kept_positions(logits_to_keep, input_ids):
     return logits_to_keep
 
 
+# Per model, the (pre, post) hooks that must also see the forwards that do not go through the module's __call__ (the
+# fused ones), called as a module's forward hooks with kwargs are: core.timing.ForwardTimer counts and times them.
+_WATCHERS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def watch(model, pre, post):
+    """Let `pre(model, args, kwargs)` and `post(model, args, kwargs, output)` also see `model`'s fused forwards;
+    returns a handle whose remove() stops it."""
+    hooks = _WATCHERS.setdefault(model, [])
+    hooks.append((pre, post))
+    return _Handle(lambda: hooks.remove((pre, post)))
+
+
+class _Handle:
+    def __init__(self, remove):
+        self.remove = remove
+
+
 def forward(model, input_ids, cache, position_ids=None, attention_mask=None, logits_to_keep=0):
     logits_to_keep = kept_positions(logits_to_keep, input_ids)
     if fused.runs(model, input_ids, attention_mask):  # an int4 model's level or step: the same logits, fewer calls
-        return fused.forward(model, input_ids, cache, position_ids, attention_mask, logits_to_keep)
+        kwargs = {"input_ids": input_ids, "past_key_values": cache}
+        hooks = list(_WATCHERS.get(model, ()))
+        for pre, _ in hooks:
+            pre(model, (), kwargs)
+        logits = fused.forward(model, input_ids, cache, position_ids, attention_mask, logits_to_keep)
+        for _, post in reversed(hooks):
+            post(model, (), kwargs, logits)
+        return logits
     return model(
         input_ids=input_ids,
         position_ids=position_ids,

@@ -6,7 +6,7 @@ its runs' wall time and, with `log=True`, prices each forward against the cost c
 """
 from __future__ import annotations
 
-from .forward import clock
+from .forward import clock, watch
 from .kvcache import cache_len
 
 
@@ -59,7 +59,8 @@ class ForwardTimer:
                     self.forwards.append((role, tokens, cached, seconds))
 
             self.handles += [model.register_forward_pre_hook(pre, with_kwargs=True),
-                             model.register_forward_hook(post, with_kwargs=True)]
+                             model.register_forward_hook(post, with_kwargs=True),
+                             watch(model, pre, post)]  # the fused forwards, which bypass the module's hooks
         return self
 
     def __exit__(self, *exc):
