@@ -80,7 +80,7 @@ class DynaTree(Speculative):
     `staged=True` checks prompt-lookup proposals in the draft's forwards (module docstring): the same rules grow
     the tree, often in fewer draft forwards. Left unset, it is on for an unquantized draft and off for an int8/int4
     one: the speed table measures staging at 1.17x the unstaged speed with the bf16 draft, whose extra rows cost
-    about 5% of a level, and 0.98x with the int4 draft, whose rows cost 27-44% of one (book chapter 06).
+    about 5% of a level, and 1.00x with the int4 draft, whose rows cost 27-44% of one (book chapter 06).
 
     `DynaTree(phase=1..3, ...)` still works, with a DeprecationWarning: it returns AdaptiveTree(phase=..., ...)."""
 
