@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import time
 import weakref
+from collections import OrderedDict
 
 import torch
+from torch.utils.hooks import RemovableHandle
 
 from ..models import fused
 
@@ -27,24 +29,20 @@ def kept_positions(logits_to_keep, input_ids):
 _WATCHERS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
-def watch(model, pre, post):
+def watch(model, pre, post) -> RemovableHandle:
     """Let `pre(model, args, kwargs)` and `post(model, args, kwargs, output)` also see `model`'s fused forwards;
-    returns a handle whose remove() stops it."""
-    hooks = _WATCHERS.setdefault(model, [])
-    hooks.append((pre, post))
-    return _Handle(lambda: hooks.remove((pre, post)))
-
-
-class _Handle:
-    def __init__(self, remove):
-        self.remove = remove
+    returns torch's hook handle, whose remove() stops it."""
+    hooks = _WATCHERS.setdefault(model, OrderedDict())  # the handle holds a weak reference: a plain dict takes none
+    handle = RemovableHandle(hooks)
+    hooks[handle.id] = (pre, post)
+    return handle
 
 
 def forward(model, input_ids, cache, position_ids=None, attention_mask=None, logits_to_keep=0):
     logits_to_keep = kept_positions(logits_to_keep, input_ids)
     if fused.runs(model, input_ids, attention_mask):  # an int4 model's level or step: the same logits, fewer calls
         kwargs = {"input_ids": input_ids, "past_key_values": cache}
-        hooks = list(_WATCHERS.get(model, ()))
+        hooks = list(_WATCHERS.get(model, {}).values())
         for pre, _ in hooks:
             pre(model, (), kwargs)
         logits = fused.forward(model, input_ids, cache, position_ids, attention_mask, logits_to_keep)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import weakref
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -23,7 +24,13 @@ import torch.nn.functional as F
 from .quant import Int4Linear
 
 ARCHS = ("qwen2", "llama")  # decoders of this shape: pre-norm RMSNorm, rotary q/k, SwiGLU MLP
-_FUSED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # model -> its fused projections, per layer
+_FUSED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # model -> per layer, its two _Fused
+
+
+class _Fused(NamedTuple):
+    """Projections that read the same input, as one int4 layer, and the output size of each."""
+    layer: Int4Linear
+    sizes: list[int]
 
 
 def fusable(model) -> bool:
@@ -31,7 +38,7 @@ def fusable(model) -> bool:
     q/k/v and gate/up projections are int4 layers of one group size (models.quant.quantize_draft), each a whole
     number of the kernel's packing blocks."""
     config = getattr(model, "config", None)
-    if config is None or getattr(config, "model_type", None) not in ARCHS or getattr(config, "_attn_implementation", None) != "sdpa":
+    if getattr(config, "model_type", None) not in ARCHS or getattr(config, "_attn_implementation", None) != "sdpa":
         return False
     if any(kind != "full_attention" for kind in getattr(config, "layer_types", None) or ()):
         return False
@@ -76,7 +83,7 @@ def _packs_by_rows(rows: int) -> bool:
     return torch.equal(pack(codes, 2), torch.cat([pack(codes[:rows], 2), pack(codes[rows:], 2)]))
 
 
-def _concatenate(layers) -> Int4Linear:
+def _concatenate(layers) -> _Fused:
     """One Int4Linear computing `layers` side by side; each layer's packed (and dense) weights become views into its
     rows, so the fused copy costs only the concatenated scales."""
     first = layers[0]
@@ -92,8 +99,7 @@ def _concatenate(layers) -> Int4Linear:
     scales = torch.cat([layer.scales_and_zeros for layer in layers], dim=1)
     bias = None if first.bias is None else torch.cat([layer.bias for layer in layers])
     fused = Int4Linear(packed, scales, bias, first.in_features, row, first.group_size, dense, first.dense_rows)
-    fused.sizes = [layer.out_features for layer in layers]
-    return fused
+    return _Fused(fused, [layer.out_features for layer in layers])
 
 
 def _rms_norm(x, norm):
@@ -132,10 +138,10 @@ def forward(model, input_ids, cache, position_ids, attention_mask, logits_to_kee
         attention, mlp = layer.self_attn, layer.mlp
         shape = (1, n, -1, attention.head_dim)
         q, k, v = (t.reshape(shape).transpose(1, 2)
-                   for t in qkv(_rms_norm(hidden, layer.input_layernorm)).split(qkv.sizes, dim=-1))
+                   for t in qkv.layer(_rms_norm(hidden, layer.input_layernorm)).split(qkv.sizes, dim=-1))
         k, v = cache.update(_rotate(k, cos, sin), v, i)
         hidden = hidden + attention.o_proj(_attention(attention, _rotate(q, cos, sin), k, v, attention_mask))
-        gate, up = gate_up(_rms_norm(hidden, layer.post_attention_layernorm)).split(gate_up.sizes, dim=-1)
+        gate, up = gate_up.layer(_rms_norm(hidden, layer.post_attention_layernorm)).split(gate_up.sizes, dim=-1)
         hidden = hidden + mlp.down_proj(mlp.act_fn(gate) * up)
     hidden = _rms_norm(hidden, inner.norm)
     if isinstance(logits_to_keep, int):
