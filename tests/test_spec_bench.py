@@ -7,7 +7,7 @@ import pytest
 
 from dynatree_lib.bench.prompts import data_dir
 from dynatree_lib.bench.spec_bench import TASKS, spec_bench_prompts, spec_bench_questions, task_of_id
-from dynatree_lib.book.spec_bench import (reference_table, spec_bench_layout, spec_bench_numbers,
+from dynatree_lib.book.spec_bench import (prefill_numbers, reference_table, spec_bench_layout, spec_bench_numbers,
                                           spec_bench_reference, spec_bench_table, spec_bench_versus,
                                           spec_bench_wide, speedup_table, tokens_table, versus_table)
 from dynatree_lib.methods import DynaTree, HFAssisted, Linear, label
@@ -150,6 +150,26 @@ def test_page_tables_and_numbers(synthetic):
     # fastest per task: the tree on qa (3.0x), the peer on rag (3.0x)
     assert n["sb_fastest"] == ("question answering, DynaTree · int4 draft (3.00x); "
                                "RAG, transformers assisted · int4 draft (3.00x)")
+
+
+def test_long_prompts_prefill_share_and_speedup_after_it():
+    def row(task, qid, tokens, wall, ttft, ratio, committed, rounds):
+        return dict(rows("Tree", task, qid, ratio, committed / rounds, rounds), prompt_tokens=tokens, wall_s=wall,
+                    ttft_s=ttft)
+    # rag (prompts of 800 tokens): AR walls 2 x 20 = 40 and 1.5 x 20 = 30; after a 4 s prefill 36/16 and 26/16
+    data = pd.DataFrame([row("rag", 1, 800, 20.0, 4.0, 2.0, 128, 32), row("rag", 2, 800, 20.0, 4.0, 1.5, 128, 32),
+                         row("qa", 3, 50, 10.0, 1.0, 3.0, 128, 16), row("qa", 4, 60, 12.0, 1.0, 2.0, 128, 64)])
+    n = prefill_numbers(data, "Tree")
+    assert n["sb_long_tasks"] == "RAG" and n["sb_long_tokens"] == 800
+    assert n["sb_long_share"] == pytest.approx(0.2) and n["sb_long_speedup"] == pytest.approx(1.75)
+    assert n["sb_long_after"] == pytest.approx((36 / 16 + 26 / 16) / 2)
+    # qa: (30 - 1) / 9 and (24 - 1) / 11
+    assert n["sb_short_after"] == pytest.approx((29 / 9 + 23 / 11) / 2) and n["sb_short_speedup"] == 2.5
+    assert n["sb_long_tokens_per_forward"] == 4.0 and n["sb_short_tokens_per_forward"] == pytest.approx(256 / 80)
+    with pytest.raises(ValueError, match="both over and under 256"):
+        prefill_numbers(data[data["prompt_id"].str.contains("qa")], "Tree")
+    with pytest.raises(ValueError, match="no rows of Nope"):
+        prefill_numbers(data, "Nope")
 
 
 def test_a_length_without_rows_is_refused(synthetic):

@@ -23,6 +23,9 @@ TASK_NAMES = {"mt_bench": "MT-bench", "translation": "Transl.", "summarization":
 # ... and in a sentence.
 TASK_TITLES = {"mt_bench": "MT-bench", "translation": "translation", "summarization": "summarization",
                "qa": "question answering", "math_reasoning": "mathematical reasoning", "rag": "RAG"}
+# A task whose median prompt is longer than this many tokens counts as long-context (Spec-Bench's summarization and
+# RAG: 700+; its other tasks: under 100).
+LONG_PROMPT = 256
 
 
 def _with_task(df: pd.DataFrame) -> pd.DataFrame:
@@ -159,6 +162,34 @@ def spec_bench_numbers(df: pd.DataFrame, method: str, peer: str, length: int = 1
         "sb_ahead": "on every task" if ahead == len(tasks) else f"on {ahead} of {len(tasks)} tasks",
         "sb_fastest": "; ".join(f"{TASK_TITLES[t]}, {n} ({v:.2f}x)"
                                 for t, n, v in zip(best.index, names(best["method"]), best["speedup"])),
+    }
+
+
+def prefill_numbers(df: pd.DataFrame, method: str, length: int = 128) -> dict:
+    """Why long prompts gain least (sb_long_* / sb_short_* keys, for glue): on the long-context tasks (median prompt
+    over LONG_PROMPT tokens), the share of `method`'s wall time spent before its first token (the target's prefill,
+    which plain decoding pays as well), and the speedup over AR once that time is taken out of both walls (per
+    question, from the one row: the method's own time to first token stands for both prefills), beside the same
+    after-prefill speedup on the other tasks. Medians over questions."""
+    df = _with_task(df)
+    rows = df[(df["method"] == method) & (df["max_new_tokens"] == length)]
+    if rows.empty:
+        raise ValueError(f"no rows of {method} at {length} new tokens; methods stored: {sorted(set(df['method']))}")
+    prompt = rows.groupby("task")["prompt_tokens"].median()
+    long = rows["task"].isin(prompt.index[prompt > LONG_PROMPT])
+    if not long.any() or long.all():
+        raise ValueError(f"need tasks with prompts both over and under {LONG_PROMPT} tokens; "
+                         f"medians: {prompt.to_dict()}")
+    ar_wall = rows["wall_s"] * rows["ratio"]
+    after = (ar_wall - rows["ttft_s"]) / (rows["wall_s"] - rows["ttft_s"])
+    return {
+        "sb_long_tasks": " and ".join(TASK_TITLES[t] for t in TASKS if t in set(rows.loc[long, "task"])),
+        "sb_long_tokens": float(rows.loc[long, "prompt_tokens"].median()),
+        "sb_long_share": float((rows["ttft_s"] / rows["wall_s"])[long].median()),
+        "sb_long_speedup": float(rows.loc[long, "ratio"].median()), "sb_long_after": float(after[long].median()),
+        "sb_short_speedup": float(rows.loc[~long, "ratio"].median()), "sb_short_after": float(after[~long].median()),
+        "sb_long_tokens_per_forward": float(rows.loc[long, "committed"].sum() / rows.loc[long, "rounds"].sum()),
+        "sb_short_tokens_per_forward": float(rows.loc[~long, "committed"].sum() / rows.loc[~long, "rounds"].sum()),
     }
 
 
