@@ -115,6 +115,8 @@ def test_forward_counts_and_time_shares(stored):
     assert ((df["target_forward_s"] + df["draft_forward_s"]) <= df["wall_s"]).all()
     assert (spec["acceptance_nodes"].between(0, 1)).all() and spec["tokens_per_round"].ge(1).all()
     assert df["kv_compressions"].isna().all()  # no streaming method here
+    assert ar["draft_prefill_s"].isna().all()  # no draft
+    assert (spec["draft_prefill_s"] > 0).all() and (spec["draft_prefill_s"] < spec["draft_forward_s"]).all()
 
 
 def test_forward_timer_agrees_with_the_library_count(pair):
@@ -124,6 +126,18 @@ def test_forward_timer_agrees_with_the_library_count(pair):
     assert timer.calls["draft"] == gen.stats["draft_forwards"]
     assert timer.calls["target"] == gen.stats["rounds"] + 1
     assert not pair.target._forward_hooks and not pair.draft._forward_pre_hooks  # hooks removed
+
+
+def test_forward_timer_times_each_models_first_forward_the_prompt(pair):
+    timer = bench.ForwardTimer(pair, log=True)
+    with timer:
+        generate(pair, PROMPTS["p0"], Linear(2), N, stop_at_eos=False)
+    for role in ("target", "draft"):
+        first = next(f for f in timer.forwards if f[0] == role)
+        assert timer.first[role] == first[3] and first[2] == 0  # the first forward starts from an empty cache
+        assert first[1] >= len(PROMPTS["p0"])  # ... and reads the whole prompt
+    timer.reset()
+    assert timer.first == {}
 
 
 def test_memory_columns(pair, stored):

@@ -253,7 +253,8 @@ class _Bench:
                 timer.reset()
                 gen = generate(self.pair, ids, method, n, stop_at_eos=False)
                 runs.append({"gen": gen, "memory": self.memory.peak(), "load_1m": load_1m(),
-                             "forward_s": dict(timer.seconds), "forward_calls": dict(timer.calls)})
+                             "forward_s": dict(timer.seconds), "forward_calls": dict(timer.calls),
+                             "first_forward_s": dict(timer.first)})
         return runs
 
     def perplexity(self, ids: list[int], new: list[int]) -> float:
@@ -306,6 +307,8 @@ class _Bench:
             "draft_forwards": run["forward_calls"].get("draft", 0),
             "target_forward_s": run["forward_s"]["target"],
             "draft_forward_s": run["forward_s"].get("draft", 0.0),
+            # the draft's first forward reads the whole prompt: time plain decoding does not spend (nan: no draft)
+            "draft_prefill_s": run["first_forward_s"].get("draft", math.nan),
             "bookkeeping_share": 1 - forward_s / wall if wall > 0 else math.nan,
             **run["memory"],
             "load_1m": run["load_1m"],  # other work on the machine while this run was timed (contention shows here)

@@ -11,8 +11,9 @@ from .kvcache import cache_len
 
 
 class ForwardTimer:
-    """Seconds and calls inside the target's and the draft's forwards, by role; with `log=True` also every forward
-    as (role, tokens fed, cached tokens, seconds) in `forwards`.
+    """Seconds and calls inside the target's and the draft's forwards, by role, and each role's first forward since
+    the last reset (`first`: a generation's first forward of a model is its prefill of the prompt); with `log=True`
+    also every forward as (role, tokens fed, cached tokens, seconds) in `forwards`.
 
     Give it the pair that runs (`core.loop.running_pair(pair, method)`: a draft_bits method drafts with a copy of
     the draft); a draft that is the target is timed as the target. The hooks cost a few microseconds per forward,
@@ -31,6 +32,7 @@ class ForwardTimer:
     def reset(self):
         self.seconds = {role: 0.0 for role in self.models}
         self.calls = {role: 0 for role in self.models}
+        self.first: dict[str, float] = {}
         self.forwards: list[tuple] = []
         self._start = {}
 
@@ -55,6 +57,7 @@ class ForwardTimer:
                 seconds = clock(device) - t0
                 self.seconds[role] += seconds
                 self.calls[role] += 1
+                self.first.setdefault(role, seconds)
                 if self.log:
                     self.forwards.append((role, tokens, cached, seconds))
 
