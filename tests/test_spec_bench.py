@@ -7,7 +7,8 @@ import pytest
 
 from dynatree_lib.bench.prompts import data_dir
 from dynatree_lib.bench.spec_bench import TASKS, spec_bench_prompts, spec_bench_questions, task_of_id
-from dynatree_lib.book.spec_bench import (prefill_numbers, reference_table, spec_bench_layout, spec_bench_numbers,
+from dynatree_lib.book.spec_bench import (draft_prefill_numbers, prefill_numbers,
+                                          reference_table, spec_bench_layout, spec_bench_numbers,
                                           spec_bench_reference, spec_bench_table, spec_bench_versus,
                                           spec_bench_wide, speedup_table, tokens_table, versus_table)
 from dynatree_lib.methods import DynaTree, HFAssisted, Linear, label
@@ -170,6 +171,17 @@ def test_long_prompts_prefill_share_and_speedup_after_it():
         prefill_numbers(data[data["prompt_id"].str.contains("qa")], "Tree")
     with pytest.raises(ValueError, match="no rows of Nope"):
         prefill_numbers(data, "Nope")
+
+
+def test_draft_prefill_share_from_rows_that_time_it():
+    data = pd.DataFrame([dict(method="Tree", prompt_id="spec_bench/rag/1", wall_s=20.0, draft_prefill_s=2.0),
+                         dict(method="Tree", prompt_id="spec_bench/rag/2", wall_s=10.0, draft_prefill_s=0.5),
+                         dict(method="AR", prompt_id="spec_bench/rag/1", wall_s=40.0, draft_prefill_s=float("nan"))])
+    assert draft_prefill_numbers(data, "Tree") == {"sb_draft_prefill_min": 0.05, "sb_draft_prefill_max": 0.1,
+                                                   "sb_draft_prefill_questions": 2}
+    for method in ("AR", "Nope"):
+        with pytest.raises(ValueError, match=f"no draft_prefill_s of {method}"):
+            draft_prefill_numbers(data, method)
 
 
 def test_a_length_without_rows_is_refused(synthetic):

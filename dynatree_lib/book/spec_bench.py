@@ -193,6 +193,17 @@ def prefill_numbers(df: pd.DataFrame, method: str, length: int = 128) -> dict:
     }
 
 
+def draft_prefill_numbers(df: pd.DataFrame, method: str) -> dict:
+    """The draft's prefill as a share of `method`'s wall time, lowest and highest over its runs (sb_draft_prefill_*
+    keys, for glue), from rows that time it apart (`draft_prefill_s`: the draft's first forward, over the prompt)."""
+    rows = df[df["method"] == method]
+    if rows.empty or "draft_prefill_s" not in rows or rows["draft_prefill_s"].isna().all():
+        raise ValueError(f"no draft_prefill_s of {method} in these rows; methods: {sorted(set(df['method']))}")
+    share = rows["draft_prefill_s"] / rows["wall_s"]
+    return {"sb_draft_prefill_min": float(share.min()), "sb_draft_prefill_max": float(share.max()),
+            "sb_draft_prefill_questions": int(rows["prompt_id"].nunique())}
+
+
 def reference_table() -> pd.DataFrame:
     """`spec_bench_reference` as a page shows it: method, the tasks under their names, overall, tokens per forward."""
     names = {**TASK_NAMES, "method": "Method", "mean_accepted_tokens": "Tokens per forward"}
