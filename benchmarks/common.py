@@ -15,6 +15,9 @@ def add_common_args(parser: argparse.ArgumentParser, *, experiment: str | None, 
                         help='methods in constructor syntax separated by commas, e.g. "AR, DynaTree(draft_bits=4)"; '
                              'a list value sweeps, "Linear(k=[4, 5, 6])" (default: %(default)s)')
     parser.add_argument("--repeats", type=int, default=1, help="timed runs per configuration (default: 1)")
+    parser.add_argument("--reference-repeats", type=int, default=None,
+                        help="timed runs of plain decoding, the reference every speedup divides by, per prompt and "
+                             "length; their median counts (default: --repeats)")
     parser.add_argument("--warmup", type=int, default=1,
                         help="untimed runs of each method before its first timed run (default: 1)")
     add_model_args(parser, dtype="bfloat16", dtype_help="as the stored results were measured")
@@ -45,8 +48,9 @@ def sweep(args, prompts: pd.DataFrame, lengths: list[int], load) -> pd.DataFrame
 
         return rows_for(df, methods, prompts["id"], lengths, dtype=_as_dtype(args.dtype))
     pair = load()
-    return run_benchmark(pair, methods, prompts, lengths, repeats=args.repeats, warmup=args.warmup, out=args.out,
-                         experiment=args.experiment, params=vars(args), progress=not args.quiet)
+    return run_benchmark(pair, methods, prompts, lengths, repeats=args.repeats, warmup=args.warmup,
+                         reference_repeats=args.reference_repeats, out=args.out, experiment=args.experiment,
+                         params=vars(args), progress=not args.quiet)
 
 
 def print_summary(df: pd.DataFrame, baseline: str | None = "HFAssisted") -> pd.DataFrame:

@@ -80,6 +80,17 @@ def test_speedup_divides_the_faster_of_ar_and_transformers_generate(pair):
         assert group["speedup_vs_ar"].to_numpy() == pytest.approx(ar / group["wall_s"].to_numpy())
 
 
+def test_reference_repeats_time_plain_decoding_more_often(pair):
+    df = bench.run_benchmark(pair, [Linear(3)], PROMPTS, N, repeats=1, reference_repeats=3, warmup=0,
+                             progress=False)
+    for _, group in df.groupby("prompt_id"):
+        ar = group[group["method"] == "AR"]
+        assert sorted(ar["repeat"]) == [0, 1, 2] and (group["method"] == "Linear(k=3)").sum() == 1
+        assert (group["ar_wall_s"] == ar["wall_s"].median()).all()  # every speedup divides by their median
+    with pytest.raises(ValueError, match="reference_repeats"):
+        bench.run_benchmark(pair, [Linear(3)], PROMPTS, N, reference_repeats=0, progress=False)
+
+
 def test_match_ar_and_first_divergence(stored):
     df, _ = stored
     exact = df[df["method"] != "Corrupted"]
@@ -171,7 +182,7 @@ def test_provenance_in_rows_and_sidecar(stored):
     assert row["cpu_bf16"] == quant.native_bf16_matmul()
     assert (row["dtype"], row["device"], row["pair"]) == ("float32", "cpu", "tiny-llama-perturbed")
     assert row["target_model"] and row["draft_model"] and row["experiment"] == "unit"
-    assert json.loads(row["params"]) == {"note": "test", "repeats": 2, "warmup": 1}
+    assert json.loads(row["params"]) == {"note": "test", "repeats": 2, "reference_repeats": 2, "warmup": 1}
     assert dt.datetime.fromisoformat(row["date_utc"]).tzinfo is not None
     meta = json.loads((out / "unit.meta.json").read_text())
     session = meta["sessions"][0]

@@ -50,6 +50,7 @@ def run_benchmark(
     *,
     repeats: int = 1,
     warmup: int = 1,
+    reference_repeats: int | None = None,
     out: str | os.PathLike | None = None,
     experiment: str | None = None,
     params: dict | None = None,
@@ -60,8 +61,14 @@ def run_benchmark(
     `prompts`: a DataFrame with `id` and `text` (as `load_prompts` gives), a dict {id: prompt}, or a list of
     prompts (ids "0", "1", ...); a prompt is text or token ids. Returns one row per timed run, for the
     configurations asked for (stored ones included). Nothing is written unless `experiment` is given.
+
+    `reference_repeats`: timed runs of each plain-decoding reference (AR; HFGenerate when asked for) per prompt and
+    length, `repeats` when None. Every speedup divides by their median, so more of them steady every ratio: on a
+    small CPU one run of plain decoding can move, back to back on one prompt, by more than the ratios compared.
     """
     _check_int("repeats", repeats, 1)
+    reference_repeats = repeats if reference_repeats is None else reference_repeats
+    _check_int("reference_repeats", reference_repeats, 1)
     _check_int("warmup", warmup, 0)
     if out is not None and experiment is None:
         raise ValueError("out= names where an experiment's results go; give experiment= too")
@@ -73,7 +80,8 @@ def run_benchmark(
             for m in methods:
                 check_inputs(pair, ids, m, n)
 
-    session = provenance(pair, {**(params or {}), "repeats": repeats, "warmup": warmup})
+    session = provenance(pair, {**(params or {}), "repeats": repeats, "reference_repeats": reference_repeats,
+                                "warmup": warmup})
     ident = pair_info(pair)
     path = results_path(experiment, out) if experiment is not None else None
     table = read_results(path, keyed=True) if path is not None else pd.DataFrame()
@@ -97,9 +105,10 @@ def run_benchmark(
                 if not todo:
                     continue
                 bar.set_postfix_str(f"AR reference | {pid} | {n}", refresh=False)
-                ar_runs = bench.measure(methods[0], ids, n)  # the reference, measured in this process
+                # the reference, measured in this process
+                ar_runs = bench.measure(methods[0], ids, n, reference_repeats)
                 # transformers' own greedy generate, when asked for, is a second reference: the faster one counts
-                hf_runs = bench.measure(hf_greedy, ids, n) if hf_greedy is not None else None
+                hf_runs = bench.measure(hf_greedy, ids, n, reference_repeats) if hf_greedy is not None else None
                 for m in todo:
                     bar.set_postfix_str(f"{label(m)} | {pid} | {n}", refresh=False)
                     runs = ar_runs if m is methods[0] else hf_runs if m is hf_greedy else bench.measure(m, ids, n)
@@ -237,7 +246,7 @@ class _Bench:
         self.warmed: set[str] = set()
         self._ppl: dict[tuple, float] = {}
 
-    def measure(self, method, ids: list[int], n: int) -> list[dict]:
+    def measure(self, method, ids: list[int], n: int, repeats: int | None = None) -> list[dict]:
         # The models that actually run: a draft_bits/draft_vocab method drafts with a copy of the draft. Made here,
         # before any hook is attached (a copy made under the timer would inherit its hooks).
         timer = ForwardTimer(running_pair(self.pair, method))
@@ -248,7 +257,7 @@ class _Bench:
             self.warmed.add(label(method))
         runs = []
         with timer:
-            for _ in range(self.repeats):
+            for _ in range(repeats or self.repeats):
                 self.memory.reset()
                 timer.reset()
                 gen = generate(self.pair, ids, method, n, stop_at_eos=False)
