@@ -156,7 +156,7 @@ def test_page_tables_and_numbers(synthetic):
 def test_long_prompts_prefill_share_and_speedup_after_it():
     def row(task, qid, tokens, wall, ttft, ratio, committed, rounds):
         return dict(rows("Tree", task, qid, ratio, committed / rounds, rounds), prompt_tokens=tokens, wall_s=wall,
-                    ttft_s=ttft)
+                    ttft_s=ttft, ar_wall_s=wall * ratio)
     # rag (prompts of 800 tokens): AR walls 2 x 20 = 40 and 1.5 x 20 = 30; after a 4 s prefill 36/16 and 26/16
     data = pd.DataFrame([row("rag", 1, 800, 20.0, 4.0, 2.0, 128, 32), row("rag", 2, 800, 20.0, 4.0, 1.5, 128, 32),
                          row("qa", 3, 50, 10.0, 1.0, 3.0, 128, 16), row("qa", 4, 60, 12.0, 1.0, 2.0, 128, 64)])

@@ -180,16 +180,19 @@ def prefill_numbers(df: pd.DataFrame, method: str, length: int = 128) -> dict:
     if not long.any() or long.all():
         raise ValueError(f"need tasks with prompts both over and under {LONG_PROMPT} tokens; "
                          f"medians: {prompt.to_dict()}")
-    ar_wall = rows["wall_s"] * rows["ratio"]
-    after = (ar_wall - rows["ttft_s"]) / (rows["wall_s"] - rows["ttft_s"])
+    after = (rows["ar_wall_s"] - rows["ttft_s"]) / (rows["wall_s"] - rows["ttft_s"])
+
+    def median(values: pd.Series, part: pd.Series) -> float:  # over questions, each the median over its repeats
+        return float(values[part].groupby(rows.loc[part, "prompt_id"]).median().median())
+
+    cells = {"long": _cells(rows[long]).iloc[0], "short": _cells(rows[~long]).iloc[0]}  # speedup, pooled tokens
     return {
         "sb_long_tasks": " and ".join(TASK_TITLES[t] for t in TASKS if t in set(rows.loc[long, "task"])),
         "sb_long_tokens": float(rows.loc[long, "prompt_tokens"].median()),
-        "sb_long_share": float((rows["ttft_s"] / rows["wall_s"])[long].median()),
-        "sb_long_speedup": float(rows.loc[long, "ratio"].median()), "sb_long_after": float(after[long].median()),
-        "sb_short_speedup": float(rows.loc[~long, "ratio"].median()), "sb_short_after": float(after[~long].median()),
-        "sb_long_tokens_per_forward": float(rows.loc[long, "committed"].sum() / rows.loc[long, "rounds"].sum()),
-        "sb_short_tokens_per_forward": float(rows.loc[~long, "committed"].sum() / rows.loc[~long, "rounds"].sum()),
+        "sb_long_share": median(rows["ttft_s"] / rows["wall_s"], long),
+        "sb_long_after": median(after, long), "sb_short_after": median(after, ~long),
+        **{f"sb_{kind}_speedup": float(c["speedup"]) for kind, c in cells.items()},
+        **{f"sb_{kind}_tokens_per_forward": float(c["tokens_per_round"]) for kind, c in cells.items()},
     }
 
 
