@@ -66,6 +66,24 @@ def test_shipped_numbers_at_the_long_length_where_its_peer_was_measured():
     assert "with that draft by more (1.50x at 128 tokens, 1.50x at 512)." in verdict.verdict(n)
 
 
+def test_machine_numbers_from_another_cpus_table_with_repeated_references():
+    at128 = {"HumanEval/1": {LEAD: 2.0, PEER: 1.6, SHIPPED: 1.5}, "HumanEval/2": {LEAD: 2.4, PEER: 2.0, SHIPPED: 1.2},
+             "prose/a": {LEAD: 1.8, PEER: 1.5, SHIPPED: 1.1}}
+    # plain decoding timed three times per prompt, as `--reference-repeats 3` stores it
+    ar = pd.concat([rows({p: {AR: 1.0} for p in at128}, n=128).assign(repeat=r) for r in range(3)])
+    table = pd.concat([ar, rows(at128, n=128)], ignore_index=True).assign(
+        cpu="other cpu", wall_s=lambda t: 12.8 / t["speedup"], draft_s=0.4, verify_s=1.0, commit_s=0.0)
+    table.loc[table["method"] == "AR", ["rounds", "ttft_s"]] = [10, 0.64]  # a plain step: 1.0 s / 10 rounds
+    other_length = rows({"HumanEval/1": {AR: 1.0, LEAD: 9.0}}, n=512).assign(cpu="elsewhere")
+    n = verdict.machine_numbers(pd.concat([table, other_length], ignore_index=True), 128)
+    assert n["cpu"] == "other cpu" and n["prompts"] == 3 and n["reference_runs"] == 3
+    assert n["lead"] == pytest.approx(2.0) and n["shipped"] == pytest.approx(1.2)
+    assert n["lead_vs_peer"] == pytest.approx(1.2) and n["lead_vs_peer_min"] == pytest.approx(1.2)  # 1.25, 1.2, 1.2
+    assert n["prefill_share"] == pytest.approx(0.05)  # 0.64 s of 12.8 s
+    assert n["tokens_per_forward"] == pytest.approx(3.0)  # rows(): 1 + speedup, median of 3.0, 3.4, 2.8
+    assert n["verify_steps"] == pytest.approx(2.5)  # 1.0 s over 4 rounds against 0.1 s a plain step
+
+
 def test_figure_has_a_button_per_kind_and_a_band_per_line():
     fig = verdict.figure(speed_rows())
     buttons = fig.layout.updatemenus[0].buttons

@@ -7,6 +7,7 @@ configuration is one hover away.
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -16,7 +17,7 @@ import plotly.graph_objects as go
 from ..methods import DynaTree, HFAssisted, Linear, label
 from ..methods.names import display_name
 from . import page, plots
-from .tables import method_of, names, per_prompt, text_kind
+from .tables import method_of, names, per_prompt, round_costs, text_kind
 
 
 @dataclass(frozen=True)
@@ -117,12 +118,7 @@ def summary(speed: pd.DataFrame, length: int, methods=None) -> pd.DataFrame:
 def numbers(speed: pd.DataFrame, short: int = 128, long: int = 512) -> dict:
     """The verdict's numbers (for MyST-NB glue or a generated page), each a median over prompts."""
     pp = speedups(speed)
-
-    def med(c, length, kind="all"):
-        part = pp[(pp["name"] == c.name) & (pp["max_new_tokens"] == length)]
-        part = part if kind == "all" else part[part["kind"] == kind]
-        return float(part["speedup"].median())
-
+    med = functools.partial(_median, pp)
     kinds = [k for k in KIND_ORDER[1:] if (pp["kind"] == k).any()]
     over_chain = {k: float(_ratio(pp, LEAD, CHAIN, long, k).median()) for k in kinds}
     best_kind = max(over_chain, key=over_chain.get)
@@ -148,6 +144,33 @@ def numbers(speed: pd.DataFrame, short: int = 128, long: int = 512) -> dict:
         "lead_tokens_long": float(tpr.get(LEAD.name, float("nan"))),
         "chain_tokens_long": float(tpr.get(CHAIN.name, float("nan"))),
     }
+
+
+def _median(pp: pd.DataFrame, c: Contender, length: int, kind: str = "all") -> float:
+    """`c`'s median speedup over plain decoding at `length` (`speedups` rows), over the prompts of one kind or all."""
+    part = pp[(pp["name"] == c.name) & (pp["max_new_tokens"] == length)]
+    part = part if kind == "all" else part[part["kind"] == kind]
+    return float(part["speedup"].median())
+
+
+def machine_numbers(speed: pd.DataFrame, length: int) -> dict:
+    """The verdict's numbers at one length of a table, to set the machines of two tables side by side: the CPU, the
+    prompts, how many times plain decoding was timed per prompt (the reference each speedup divides by), medians
+    over prompts of the lead's and the shipped default's speedups and of the lead's over its peer's (with the lowest
+    prompt), and what a machine's arithmetic decides: the share of plain decoding's time spent in the prefill, and
+    the lead's tokens per target forward and one of its verifications in steps of plain decoding
+    (`tables.round_costs`)."""
+    at = speed[speed["max_new_tokens"] == length]
+    pp = speedups(at)
+    vs_peer = _ratio(pp, LEAD, PEER, length)
+    ar = at[at["method"] == "AR"]
+    costs = round_costs(at).set_index("method").loc[LEAD.label]
+    return {"cpu": " / ".join(dict.fromkeys(at["cpu"])), "prompts": int(pp["prompt_id"].nunique()),
+            "reference_runs": int(ar.groupby("prompt_id")["repeat"].nunique().min()),
+            "lead": _median(pp, LEAD, length), "shipped": _median(pp, LEAD_SHIPPED, length),
+            "lead_vs_peer": float(vs_peer.median()), "lead_vs_peer_min": float(vs_peer.min()),
+            "prefill_share": float((ar["ttft_s"] / ar["wall_s"]).median()),
+            "tokens_per_forward": float(costs["tokens_per_round"]), "verify_steps": float(costs["verify_over_ar_step"])}
 
 
 def _forwards_per_token(speed: pd.DataFrame, c: Contender, length: int) -> float:
