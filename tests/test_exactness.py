@@ -2,9 +2,11 @@
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from dynatree_lib import Autoregressive, FixedTree, HFAssisted, HFPromptLookup, Linear, generate, label
+from dynatree_lib import (Autoregressive, DynaTree, FixedTree, HFAssisted, HFPromptLookup, Linear, generate,
+                          label)
 from dynatree_lib.core.draft import draft_tree, DraftState, fixed_expand
 from dynatree_lib.core import kvcache
+from method_traces import record
 from tiny import ARCHS, DRAFTS, linear_or_fixed_tree, reference_greedy, tiny_pair, token_lists
 
 methods = linear_or_fixed_tree(max_depth=7, thresholds=[0.0, 0.001, 0.01, 0.05, 0.2], max_nodes=40)
@@ -32,6 +34,8 @@ EDGE_METHODS = [
     FixedTree(depth=8, branch=1, threshold=0.0),
     FixedTree(depth=6, branch=3, threshold=0.0, max_nodes=10),  # budget binds
     FixedTree(depth=8, branch=4, threshold=0.0, max_nodes=128),
+    DynaTree(draft_context=3),  # the draft reads the prompt's last 3 tokens, the target all 8
+    DynaTree(draft_context=1, staged=False),
 ]
 
 
@@ -43,6 +47,19 @@ def test_edge_configurations_equal_greedy(arch, draft_kind, method):
     prompt = [3, 14, 15, 92, 65, 35, 89, 79]
     out = generate(pair, prompt, method, 33, stop_at_eos=False)
     assert out.token_ids == reference_greedy(pair.target, prompt, 33)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_draft_context_is_what_the_draft_reads_first(arch):
+    """The draft's first forward reads the prompt's last draft_context tokens and the first new token, at positions
+    0.. (its own cache); without draft_context it reads the whole prompt."""
+    pair = tiny_pair(arch, "perturbed")
+    prompt = [3, 14, 15, 92, 65, 35, 89, 79]
+    for method, read in ((DynaTree(draft_context=3), 3), (DynaTree(draft_context=50), 8), (DynaTree(), 8)):
+        out = record(pair, method, n=10, prompt=prompt)
+        first_ids, first_positions = out["fed"]["draft"][0]
+        assert first_ids[:read + 1] == prompt[-read:] + out["tokens"][:1], label(method)
+        assert first_positions[:read + 1] == list(range(read + 1)), label(method)
 
 
 @pytest.mark.parametrize("arch", ARCHS)

@@ -40,7 +40,7 @@ CHANGES = {
                       "threshold": 0.2, "pruning": False, "node_budget": (False, {"max_nodes": 6})},
     dt.DynaTree: {"high_conf": 0.45, "low_conf": 0.1, "min_branch": (2, CONFIDENT), "default_branch": 3,
                   "max_branch": 4, "max_depth": 2, "max_nodes": 3, "node_budget": (False, {"max_nodes": 3}),
-                  "staged": False},
+                  "staged": False, "draft_context": 4},
     dt.HardwareAware: {"max_depth": 2, "max_branch": 1, "max_nodes": 3, "allow_ar": False},
     dt.PlannedTree: {"max_depth": (1, {"prior_accept": 0.9}), "max_branch": 1, "max_nodes": 3, "threshold": 0.2, "warmup_rounds": 0,
                      "probe_every": (1, {"prior_accept": 0.0, "warmup_rounds": 0}), "prior_accept": 0.05,
@@ -114,6 +114,7 @@ def test_old_spellings_warn_and_mean_the_new_classes(old, new):
 @pytest.mark.parametrize("bad, message", [
     ("DynaTree(phase=5)", "phase"), ("HardwareAware(shapes='chain')", "shapes"),
     ("AdaptiveTree(phase=4)", "DynaTree"), ("AdaptiveTree(phase=1, window=3)", "window"),
+    ("DynaTree(draft_context=0)", "draft_context"),
 ])
 def test_values_a_class_would_ignore_are_refused(bad, message):
     with pytest.raises(ValueError, match=message):

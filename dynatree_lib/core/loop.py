@@ -113,7 +113,7 @@ def generate(pair: ModelPair, prompt, method, max_new_tokens: int, *, stop_at_eo
     run.start = run.clock()
     with torch.inference_mode():
         if isinstance(method, Speculative):
-            speculate(run, method.drafter(run), method.target_cache())
+            speculate(run, method.drafter(run), method.target_cache(), method.draft_context)
         else:
             method.decode(run)
     wall = run.clock() - run.start
@@ -265,16 +265,18 @@ class FullContext:
         return {}
 
 
-def speculate(run: Run, drafter: Drafter, kv: FullContext | None = None) -> None:
+def speculate(run: Run, drafter: Drafter, kv: FullContext | None = None, draft_context: int | None = None) -> None:
     """Draft -> verify -> accept -> commit until done: `drafter` proposes each round's tree and learns from it, `kv`
-    keeps the target's cache (default: full context)."""
+    keeps the target's cache (default: full context). The draft reads the prompt's last `draft_context` tokens
+    (None: all of it): its guesses may change, never the output, which the target's verification decides."""
     pair = run.pair
     kv = kv or FullContext()
     target_cache, root = kv.prefill(run)
     done = run.emit([root])
     t0 = run.clock()
+    read = run.prompt_ids if draft_context is None else run.prompt_ids[-draft_context:]
     draft = DraftState(kvcache.new_cache(pair.draft) if pair.draft is not None else None,
-                       pending=list(run.prompt_ids) + [root], sampling=run.sampling, vocab=pair.shared_vocab)
+                       pending=list(read) + [root], sampling=run.sampling, vocab=pair.shared_vocab)
     run.extra["draft_forwards"] = 0
     while not done:
         # A round commits at most depth + 1 tokens: never draft past what is still wanted.

@@ -18,14 +18,15 @@ class Method:
     """A decoding method: pure configuration (subclasses are frozen dataclasses, validated at construction). The
     class attributes say what `generate` must check: whether it needs the pair's draft model, whether it can sample,
     and whether it rolls its caches back after a round (exact on sliding-window models only inside the window).
-    `draft_bits` / `draft_vocab`: the draft copy it runs on (ModelPair.with_draft); methods that offer them declare
-    them as fields. A method with its own loop (plain decoding, transformers' peers) defines `decode(run)`."""
+    `draft_bits` / `draft_vocab`: the draft copy it runs on (ModelPair.with_draft); `draft_context`: how many of
+    the prompt's last tokens the draft reads (None: all); methods that offer them declare them as fields. A method with its own loop (plain decoding, transformers' peers) defines `decode(run)`."""
 
     needs_draft: ClassVar[bool] = False
     supports_sampling: ClassVar[bool] = True
     rolls_back_cache: ClassVar[bool] = True
     draft_bits = None
     draft_vocab = None
+    draft_context = None
 
     def label(self) -> str:
         return type(self).__name__

@@ -96,11 +96,15 @@ class DynaTree(Speculative):
     draft_vocab: int | None = None  # K: the draft scores only the K most frequent tokens (models/vocab.py)
     staged: bool | None = None  # staged speculation (the draft checks prompt-lookup proposals in its forwards);
     # None: on for an unquantized draft (docstring)
+    draft_context: int | None = None  # W: the draft reads only the prompt's last W tokens, a shorter draft prefill
+    # (the target reads all of them: the output is unchanged); None: the whole prompt
 
     def __post_init__(self):
         _check_draft_options(self.draft_bits, self.draft_vocab)
         check_branch_rule(self)
         _check_int("max_depth", self.max_depth, 1)
+        if self.draft_context is not None:
+            _check_int("draft_context", self.draft_context, 1)
         if self.staged is None:
             object.__setattr__(self, "staged", self.draft_bits is None)
         for name in ("node_budget", "staged"):

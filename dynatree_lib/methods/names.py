@@ -38,6 +38,7 @@ SUFFIXES = {
     "draft_bits": "int{} draft".format,
     "draft_vocab": "{:,}-token draft vocab".format,
     "staged": lambda on: "staged" if on else "unstaged",
+    "draft_context": "draft reads {} prompt tokens".format,
 }
 # Per class: fields whose default changed, with the value rows stored without them were measured with.
 STORED_DEFAULTS = {"DynaTree": {"staged": False}}

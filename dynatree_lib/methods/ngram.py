@@ -83,6 +83,10 @@ class HybridTree(Speculative):
     def draft_vocab(self):
         return self.tree.draft_vocab
 
+    @property
+    def draft_context(self):
+        return self.tree.draft_context
+
     def drafter(self, run: Run) -> "_Lookup":
         return _Lookup(self, run, self.tree.drafter(run))
 

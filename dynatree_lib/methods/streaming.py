@@ -90,6 +90,10 @@ class Streaming(Speculative):
     def draft_vocab(self):
         return self.method.draft_vocab
 
+    @property
+    def draft_context(self):
+        return self.method.draft_context
+
     def drafter(self, run: Run) -> Drafter:
         # plain decoding under the policy: every round is one target step, nothing is proposed
         return Drafter() if isinstance(self.method, Autoregressive) else self.method.drafter(run)
