@@ -4,7 +4,7 @@
     python scripts/headline.py --print [--results data/results]  # the current table, as text (README)
 
 Every number comes from data/results/speed.csv (benchmarks/goal.py) through dynatree_lib.book.verdict, and
-Spec-Bench's and the second machine's sentences from spec_bench.csv and speed_xeon.csv. Without
+Spec-Bench's and the second machine's sentences from spec_bench.csv and speed_other_cpu.csv. Without
 speed.csv the page says which command produces it.
 """
 from __future__ import annotations
@@ -70,7 +70,7 @@ def field(spec: pd.DataFrame) -> str:
 
 
 def other_cpu(other: pd.DataFrame, length: int = 128) -> str:
-    """One sentence on the contenders timed on a second machine (speed_xeon.csv), or "" where none are stored."""
+    """One sentence on the contenders timed on a second machine (speed_other_cpu.csv), or "" where none are stored."""
     if other.empty:
         return ""
     n = verdict.machine_numbers(other, length)
@@ -109,7 +109,7 @@ def main(argv=None) -> None:
     html = fig.to_html(full_html=False, include_plotlyjs=False, div_id="verdict-figure", config={"displaylogo": False})
     write_atomic(figure_file, '<script src="../_static/plotly.min.js"></script>\n' + html)
     sentences = [field(read_results(args.results / "spec_bench.csv")),
-                 other_cpu(read_results(args.results / "speed_xeon.csv"))]
+                 other_cpu(read_results(args.results / "speed_other_cpu.csv"))]
     write_atomic(args.out, "\n\n".join([page(speed, figure_file.name), *filter(None, sentences)]) + "\n")
     print(f"headline: wrote {args.out} and {figure_file}")
 

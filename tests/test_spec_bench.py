@@ -1,4 +1,5 @@
 """Spec-Bench: the stored question file, the prompt choice, the table in Spec-Bench's layout, the benchmark script."""
+import json
 import sys
 from pathlib import Path
 
@@ -7,11 +8,12 @@ import pytest
 
 from dynatree_lib.bench.prompts import data_dir
 from dynatree_lib.bench.spec_bench import TASKS, spec_bench_prompts, spec_bench_questions, task_of_id
-from dynatree_lib.book.spec_bench import (draft_prefill_numbers, prefill_numbers,
-                                          reference_table, spec_bench_layout, spec_bench_numbers,
+from dynatree_lib.book.spec_bench import (draft_context_numbers, draft_context_table, draft_prefill_numbers,
+                                          prefill_numbers, reference_table, spec_bench_layout, spec_bench_numbers,
                                           spec_bench_reference, spec_bench_table, spec_bench_versus,
                                           spec_bench_wide, speedup_table, tokens_table, versus_table)
-from dynatree_lib.methods import DynaTree, HFAssisted, Linear, label
+from dynatree_lib.methods import Autoregressive, DynaTree, HFAssisted, Linear, label
+from dynatree_lib.methods import names
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -182,6 +184,39 @@ def test_draft_prefill_share_from_rows_that_time_it():
     for method in ("AR", "Nope"):
         with pytest.raises(ValueError, match=f"no draft_prefill_s of {method}"):
             draft_prefill_numbers(data, method)
+
+
+def test_draft_context_table_sets_each_window_beside_the_whole_prompt():
+    def row(method, pid, wall, tokens, prefill, match=True, task="rag"):
+        return dict(method=label(method), method_type=type(method).__name__, method_params=json.dumps(
+            names.record(method)), prompt_id=f"spec_bench/{task}/{pid}", wall_s=wall, speedup=40.0 / wall,
+            tokens_per_round=tokens, draft_prefill_s=prefill, match_ar=match, cpu="test cpu", max_new_tokens=128,
+            rounds=10)
+    lead, w128, w256 = (DynaTree(draft_bits=4, draft_context=w) for w in (None, 128, 256))
+    data = pd.DataFrame([
+        row(lead, 1, 20.0, 4.0, 2.0), row(lead, 2, 16.0, 5.0, 1.6, task="summarization"),
+        row(w128, 1, 16.0, 3.0, 0.4), row(w128, 2, 20.0, 3.0, 0.4, match=False, task="summarization"),
+        row(w256, 1, 18.0, 4.0, 0.8), row(w256, 2, 16.0, 5.0, 0.8, task="summarization"),
+        row(DynaTree(draft_context=256), 1, 1.0, 9.0, 0.1),  # another draft: not a window of the lead
+        row(Autoregressive(), 1, 40.0, 1.0, float("nan"))])
+    table = draft_context_table(data, lead).set_index("Draft reads")
+    assert list(table.index) == ["whole prompt", "last 256 tokens", "last 128 tokens"]
+    assert list(table.columns) == ["Speedup", "Over whole prompt", "Summ.", "RAG", "Tokens per forward",
+                                   "Draft prefill (s)", "Identical to AR"]
+    assert table.loc["last 128 tokens", "Over whole prompt"] == pytest.approx(1.025)  # 20/16 and 16/20
+    assert table.loc["last 128 tokens", "RAG"] == pytest.approx(1.25)
+    assert table.loc["last 128 tokens", "Summ."] == pytest.approx(0.8)
+    assert table.loc["whole prompt", "Speedup"] == pytest.approx((2.0 + 2.5) / 2)
+    assert table.loc["last 128 tokens", "Tokens per forward"] == 3.0
+    assert table.loc["last 256 tokens", "Draft prefill (s)"] == pytest.approx(0.8)
+    assert table.loc["last 128 tokens", "Identical to AR"] == 0.5
+    assert draft_context_table(data, "DynaTree(draft_bits=4)").equals(table.reset_index())  # a label works too
+    n = draft_context_numbers(data, lead)
+    assert n["dc_window"] == 256 and n["dc_over"] == pytest.approx((20 / 18 + 1) / 2)  # the faster window
+    assert n["dc_tasks"] == "summarization and RAG" and n["dc_questions"] == 2 and n["dc_cpu"] == "test cpu"
+    assert n["dc_over_rag"] == pytest.approx(20 / 18) and n["dc_prefill_whole"] == pytest.approx(1.8)
+    with pytest.raises(ValueError, match="no rows of Linear"):
+        draft_context_table(data, Linear(k=5))
 
 
 def test_a_length_without_rows_is_refused(synthetic):

@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -70,8 +71,9 @@ def other_cpu_rows() -> pd.DataFrame:
     """The contenders at 128 tokens on three prompts, plain decoding timed three times per prompt (as
     `--reference-repeats 3` stores it), with the timings `tables.round_costs` reads, and a 512-token row on another
     CPU that 128-token numbers must not see."""
-    at128 = {"HumanEval/1": {LEAD: 2.0, PEER: 1.6, SHIPPED: 1.5}, "HumanEval/2": {LEAD: 2.4, PEER: 2.0, SHIPPED: 1.2},
-             "prose/a": {LEAD: 1.8, PEER: 1.5, SHIPPED: 1.1}}
+    at128 = {"HumanEval/1": {LEAD: 2.0, PEER: 1.6, SHIPPED: 1.5, CHAIN: 1.6, PEER_SHIPPED: 1.0},
+             "HumanEval/2": {LEAD: 2.4, PEER: 2.0, SHIPPED: 1.2, CHAIN: 2.4, PEER_SHIPPED: 0.8},
+             "prose/a": {LEAD: 1.8, PEER: 1.5, SHIPPED: 1.1, CHAIN: 2.0, PEER_SHIPPED: 1.1}}
     ar = pd.concat([rows({p: {AR: 1.0} for p in at128}, n=128).assign(repeat=r) for r in range(3)])
     table = pd.concat([ar, rows(at128, n=128)], ignore_index=True).assign(
         cpu="other cpu", wall_s=lambda t: 12.8 / t["speedup"], draft_s=0.4, verify_s=1.0, commit_s=0.0)
@@ -88,6 +90,11 @@ def test_machine_numbers_from_another_cpus_table_with_repeated_references():
     assert n["prefill_share"] == pytest.approx(0.05)  # 0.64 s of 12.8 s
     assert n["tokens_per_forward"] == pytest.approx(3.0)  # rows(): 1 + speedup, median of 3.0, 3.4, 2.8
     assert n["verify_steps"] == pytest.approx(2.5)  # 1.0 s over 4 rounds against 0.1 s a plain step
+    assert n["lead_vs_chain"] == pytest.approx(1.0)  # 1.25, 1.0, 0.9
+    assert n["shipped_vs_peer"] == pytest.approx(1.5)  # 1.5, 1.5, 1.0
+    table = other_cpu_rows()
+    without = table[~table["method"].isin([verdict.CHAIN.label, verdict.PEER_SHIPPED.label])]
+    assert np.isnan(verdict.machine_numbers(without, 128)["lead_vs_chain"])  # a table without the chain
 
 
 def test_figure_has_a_button_per_kind_and_a_band_per_line():
@@ -117,7 +124,7 @@ def test_headline_script_writes_page_and_figure(tmp_path):
     figure = (tmp_path / "h_figure.html").read_text()
     assert figure.startswith('<script src="../_static/plotly.min.js"></script>') and "verdict-figure" in figure
     assert "On another CPU" not in text  # no second machine's table stored
-    other_cpu_rows().to_csv(tmp_path / "speed_xeon.csv", index=False)
+    other_cpu_rows().to_csv(tmp_path / "speed_other_cpu.csv", index=False)
     subprocess.run([sys.executable, str(SCRIPT), str(tmp_path / "h.md"), "--results", str(tmp_path)], check=True)
     assert ("**On another CPU.** Timed again on a second machine (other cpu, 3 of the same prompts, 128 new tokens), "
             "DynaTree with the int4 draft runs 2.00x as fast as plain decoding and 1.20x as fast as transformers' "

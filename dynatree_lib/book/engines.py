@@ -12,6 +12,7 @@ import pandas as pd
 
 from ..bench.llama_cpp import llama_cpp_table
 from ..methods.base import Autoregressive
+from . import page
 from .tables import method_of, names
 
 # What each llama.cpp configuration of benchmarks/llama_cpp.py is, in words.
@@ -40,6 +41,10 @@ def _weights(pair: str, method: str) -> str:
     if isinstance(m, Autoregressive):
         return f"{target} target"
     return f"{target} target, {f'int{m.draft_bits}' if m.draft_bits else 'bf16'} draft"
+
+
+FORMATS = {"Tokens/s": "{:.1f}".format, "Over own plain": page.times, "Over llama.cpp plain": page.times,
+           "Same as own plain": page.share}  # engines_table's columns on a page
 
 
 def engines_table(llama: pd.DataFrame, ours: pd.DataFrame, length: int) -> pd.DataFrame:

@@ -211,3 +211,64 @@ def reference_table() -> pd.DataFrame:
     """`spec_bench_reference` as a page shows it: method, the tasks under their names, overall, tokens per forward."""
     names = {**TASK_NAMES, "method": "Method", "mean_accepted_tokens": "Tokens per forward"}
     return spec_bench_reference()[["method", *TASKS, "overall", "mean_accepted_tokens"]].rename(columns=names)
+
+
+# The columns of this module's tables on a page (reference_table, draft_context_table): a task's column is a speedup
+FORMATS = {**{TASK_NAMES[t]: "{:.2f}x".format for t in COLUMNS}, "Speedup": "{:.2f}x".format,
+           "Over whole prompt": "{:.2f}x".format, "Tokens per forward": "{:.2f}".format,
+           "Draft prefill (s)": "{:.1f}".format, "Identical to AR": "{:.0%}".format}
+
+
+def _contexts(df: pd.DataFrame, method) -> pd.DataFrame:
+    """`draft_context_table` with each row's window (0: the whole prompt) and the tasks in `df`."""
+    from dataclasses import replace
+
+    from ..bench.specs import parse_method, row_methods
+
+    method = parse_method(method) if isinstance(method, str) else method
+    # per row: the prompt tokens the draft read (0: all of them), or -1 for a row of another method
+    windows = [(m.draft_context or 0) if isinstance(m, type(method)) and replace(m, draft_context=None) == method
+               else -1 for m in row_methods(df)]
+    rows = _with_task(df).assign(window=windows)
+    rows = rows[rows["window"] >= 0]
+    whole = rows[rows["window"] == 0].groupby("prompt_id")["wall_s"].median()
+    if whole.empty:
+        raise ValueError(f"no rows of {label(method)} in these rows; methods: {sorted(set(df['method']))}")
+    out = []
+    for window, part in rows.groupby("window"):
+        per = part.groupby("prompt_id")[["wall_s", "ratio", "tokens_per_round", "draft_prefill_s"]].median()
+        over = whole / per["wall_s"]
+        tasks = {TASK_NAMES[t]: float(over[part.groupby("prompt_id")["task"].first() == t].median())
+                 for t in TASKS if t in set(part["task"])}
+        out.append({"Draft reads": f"last {window} tokens" if window else "whole prompt", "window": window,
+                    "Questions": len(per), "Speedup": float(per["ratio"].median()),
+                    "Over whole prompt": float(over.median()), **tasks,
+                    "Tokens per forward": float(per["tokens_per_round"].median()),
+                    "Draft prefill (s)": float(per["draft_prefill_s"].median()),
+                    "Identical to AR": float(part["match_ar"].mean())})
+    # the whole prompt first, then the windows from the widest
+    return pd.DataFrame(out).sort_values("window", key=lambda w: -w.where(w > 0, 10**9), ignore_index=True)
+
+
+def draft_context_table(df: pd.DataFrame, method) -> pd.DataFrame:
+    """What reading less of a long prompt does to `method`'s draft (a method or its label): one row per prompt window
+    W among `method`'s `draft_context` variants in `df` (rows of one process), the whole prompt first, with medians
+    over questions of the speedup over plain decoding, of the speed against the whole-prompt run (per question, the
+    ratio of the two walls; overall, then per task), of tokens per target forward and of the draft's prefill in
+    seconds, and the share of runs identical to plain decoding."""
+    return _contexts(df, method).drop(columns=["window", "Questions"])
+
+
+def draft_context_numbers(df: pd.DataFrame, method) -> dict:
+    """The numbers of `draft_context_table` a page states (dc_* keys, for glue), for the whole prompt and for the
+    window that ran fastest against it: the CPU, questions, tasks, draft prefill seconds, tokens per target forward,
+    the speed against the whole prompt overall and per task (dc_over_<task>)."""
+    table = _contexts(df, method)
+    whole, best = table.iloc[0], table.iloc[1:].sort_values("Over whole prompt").iloc[-1]
+    tasks = [TASK_TITLES[t] for t in TASKS if TASK_NAMES[t] in table.columns]
+    return {"dc_cpu": " / ".join(dict.fromkeys(df["cpu"])), "dc_questions": int(whole["Questions"]),
+            "dc_tasks": " and ".join(tasks), "dc_window": int(best["window"]),
+            "dc_prefill_whole": float(whole["Draft prefill (s)"]), "dc_prefill_window": float(best["Draft prefill (s)"]),
+            "dc_tokens_whole": float(whole["Tokens per forward"]), "dc_tokens_window": float(best["Tokens per forward"]),
+            "dc_over": float(best["Over whole prompt"]),
+            **{f"dc_over_{t}": float(best[TASK_NAMES[t]]) for t in TASKS if TASK_NAMES[t] in table.columns}}

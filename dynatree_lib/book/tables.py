@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from . import research
+from . import page, research
 from ..bench.specs import stored_method
 from ..bench.storage import distinct, read_results, results_path
 from ..bench.summary import per_config, per_prompt, prepared
@@ -249,6 +249,11 @@ def against_best_policy(df: pd.DataFrame, method: str, candidates=None) -> pd.Da
     out.insert(2, "kind", out["prompt_id"].map(text_kind))
     out["ratio"] = out["speedup"] / out["best_speedup"]
     return out.rename(columns={"speedup": f"{method} speedup"}).reset_index(drop=True)
+
+
+COSTS_FORMATS = {"Tokens per forward": "{:.1f}".format, "Round (plain steps)": "{:.2f}".format,
+                 "Draft forward (plain steps)": "{:.3f}".format, "TTFT (s)": "{:.2f}".format,
+                 "TPOT (ms)": "{:.0f}".format, "Peak memory": page.mib}  # costs_table's columns on a page
 
 
 def costs_table(df: pd.DataFrame) -> pd.DataFrame:

@@ -156,13 +156,15 @@ def _median(pp: pd.DataFrame, c: Contender, length: int, kind: str = "all") -> f
 def machine_numbers(speed: pd.DataFrame, length: int) -> dict:
     """The verdict's numbers at one length of a table, to set the machines of two tables side by side: the CPU, the
     prompts, how many times plain decoding was timed per prompt (the reference each speedup divides by), medians
-    over prompts of the lead's and the shipped default's speedups and of the lead's over its peer's (with the lowest
-    prompt), and what a machine's arithmetic decides: the share of plain decoding's time spent in the prefill, and
-    the lead's tokens per target forward and one of its verifications in steps of plain decoding
-    (`tables.round_costs`)."""
+    over prompts of the lead's and the shipped default's speedups, of the lead's over its peer's (with the lowest
+    prompt) and over the chain's, and of the shipped default's over its peer's (NaN where the table lacks one), and
+    what a machine's arithmetic decides: the share of plain decoding's time spent in the prefill, and the lead's
+    tokens per target forward and one of its verifications in steps of plain decoding (`tables.round_costs`)."""
     at = speed[speed["max_new_tokens"] == length]
     pp = speedups(at)
     vs_peer = _ratio(pp, LEAD, PEER, length)
+    vs = {name: float(_ratio(pp, a, b, length).median()) for name, a, b in (
+        ("lead_vs_chain", LEAD, CHAIN), ("shipped_vs_peer", LEAD_SHIPPED, PEER_SHIPPED))}
     ar = at[at["method"] == "AR"]
     costs = round_costs(at).set_index("method").loc[LEAD.label]
     return {"cpu": " / ".join(dict.fromkeys(at["cpu"])), "prompts": int(pp["prompt_id"].nunique()),
@@ -170,7 +172,8 @@ def machine_numbers(speed: pd.DataFrame, length: int) -> dict:
             "lead": _median(pp, LEAD, length), "shipped": _median(pp, LEAD_SHIPPED, length),
             "lead_vs_peer": float(vs_peer.median()), "lead_vs_peer_min": float(vs_peer.min()),
             "prefill_share": float((ar["ttft_s"] / ar["wall_s"]).median()),
-            "tokens_per_forward": float(costs["tokens_per_round"]), "verify_steps": float(costs["verify_over_ar_step"])}
+            "tokens_per_forward": float(costs["tokens_per_round"]), "verify_steps": float(costs["verify_over_ar_step"]),
+            **vs}
 
 
 def _forwards_per_token(speed: pd.DataFrame, c: Contender, length: int) -> float:
