@@ -19,7 +19,8 @@ class Method:
     class attributes say what `generate` must check: whether it needs the pair's draft model, whether it can sample,
     and whether it rolls its caches back after a round (exact on sliding-window models only inside the window).
     `draft_bits` / `draft_vocab`: the draft copy it runs on (ModelPair.with_draft); `draft_context`: how many of
-    the prompt's last tokens the draft reads (None: all); methods that offer them declare them as fields. A method with its own loop (plain decoding, transformers' peers) defines `decode(run)`."""
+    the prompt's last tokens the draft reads (None: all); methods that offer them declare them as fields. A method
+    with its own loop (plain decoding, transformers' peers) defines `decode(run)`."""
 
     needs_draft: ClassVar[bool] = False
     supports_sampling: ClassVar[bool] = True
