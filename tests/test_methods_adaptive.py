@@ -531,7 +531,8 @@ def test_defaults():
                         target_acceptance=0.8, window=5, max_nodes=32, threshold=0.05, pruning=False,
                         node_budget=False, draft_bits=4, draft_vocab=32768)),
     (DynaTree, dict(high_conf=0.8, low_conf=0.3, min_branch=2, default_branch=3, max_branch=4, max_depth=12,
-                    max_nodes=32, node_budget=False, draft_bits=4, draft_vocab=32768, staged=False)),
+                    max_nodes=32, node_budget=False, draft_bits=4, draft_vocab=32768, staged=False,
+                    draft_context=256)),
 ])
 def test_labels_tell_every_setting_apart(cls, changed):
     """Labels name methods in stored results: one that differs from the default in any one setting gets its own."""
