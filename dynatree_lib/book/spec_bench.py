@@ -14,6 +14,7 @@ import pandas as pd
 from ..bench.prompts import data_dir
 from ..bench.spec_bench import TASKS, task_of_id
 from ..methods import label
+from . import page
 from .tables import names
 
 COLUMNS = (*TASKS, "overall")
@@ -214,9 +215,8 @@ def reference_table() -> pd.DataFrame:
 
 
 # The columns of this module's tables on a page (reference_table, draft_context_table): a task's column is a speedup
-FORMATS = {**{TASK_NAMES[t]: "{:.2f}x".format for t in COLUMNS}, "Speedup": "{:.2f}x".format,
-           "Over whole prompt": "{:.2f}x".format, "Tokens per forward": "{:.2f}".format,
-           "Draft prefill (s)": "{:.1f}".format, "Identical to AR": "{:.0%}".format}
+FORMATS = {**{TASK_NAMES[t]: page.times for t in COLUMNS}, "Speedup": page.times, "Over whole prompt": page.times,
+           "Tokens per forward": "{:.2f}".format, "Draft prefill (s)": "{:.1f}".format, "Identical to AR": page.share}
 
 
 def _contexts(df: pd.DataFrame, method) -> pd.DataFrame:
@@ -238,8 +238,8 @@ def _contexts(df: pd.DataFrame, method) -> pd.DataFrame:
     for window, part in rows.groupby("window"):
         per = part.groupby("prompt_id")[["wall_s", "ratio", "tokens_per_round", "draft_prefill_s"]].median()
         over = whole / per["wall_s"]
-        tasks = {TASK_NAMES[t]: float(over[part.groupby("prompt_id")["task"].first() == t].median())
-                 for t in TASKS if t in set(part["task"])}
+        task = part.groupby("prompt_id")["task"].first()
+        tasks = {TASK_NAMES[t]: float(over[task == t].median()) for t in TASKS if t in set(task)}
         out.append({"Draft reads": f"last {window} tokens" if window else "whole prompt", "window": window,
                     "Questions": len(per), "Speedup": float(per["ratio"].median()),
                     "Over whole prompt": float(over.median()), **tasks,
